@@ -1,0 +1,308 @@
+"""greencode.toml -> frozen dataclasses.
+
+Every mistake (unknown key, wrong type, out-of-range value, invalid TOML) is one GreencodeError
+naming the file, the key and what is allowed. Defaults here match the commented greencode.toml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from greencode.errors import GreencodeError
+
+DEFAULT_CONFIG_NAME = "greencode.toml"
+
+
+def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
+         choices: tuple | None = None, doc: str = "") -> Any:
+    """A field with its allowed range or choices attached for validation."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    spec: str = _opt("default")  # default | default-base | tiny-random-* | HF dir | .gguf | hub id
+    dtype: str = _opt("float32", choices=("float32", "bfloat16", "float16"))
+    device: str = _opt("auto")  # auto | cpu | cuda | cuda:N
+    cache_dir: str = _opt("")  # "" = $GREENCODE_CACHE or $XDG_CACHE_HOME/greencode
+
+
+@dataclass(frozen=True)
+class ExitsConfig:
+    points: list = _opt([])  # [] = the paper's rule for the model's depth
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str = _opt("stdlib")  # stdlib | DIR | GLOB | ZIP | FILE.jsonl | hf:NAME
+    language: str = _opt("auto", choices=("auto", "python", "java"))
+    max_files: int = _opt(0, lo=0)  # 0 = all
+    split_seed: str = _opt("greencode")  # salt of the path hash that picks train/validation/test
+    validation_fraction: float = _opt(0.05, lo=0.0, hi=0.5)
+    test_fraction: float = _opt(0.05, lo=0.0, hi=0.5)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    output: str = _opt("runs/lite")
+    learning_rate: float = _opt(1e-5, lo=0.0, hi=1.0)
+    batch_size: int = _opt(4, lo=1)
+    grad_accum: int = _opt(32, lo=1)
+    epochs: float = _opt(1.0, lo=0.0)
+    max_steps: int = _opt(-1, lo=-1)  # -1 = run the epochs
+    seq_len: int = _opt(256, lo=8)
+    weights: Any = _opt("geometric")  # geometric | uniform | [w per exit point..., w final]
+    exit_position_fraction: float = _opt(1.0, lo=0.0, hi=1.0)  # share of positions whose exit losses count
+    lora: bool = _opt(False)
+    lora_rank: int = _opt(16, lo=1)
+    lora_alpha: int = _opt(32, lo=1)
+    bf16: str = _opt("auto", choices=("auto", "on", "off"))
+    save_steps: int = _opt(200, lo=1)
+    logging_steps: int = _opt(10, lo=1)
+    validation_tokens: int = _opt(20000, lo=1)
+    seed: int = _opt(0)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    alpha: float = _opt(0.3, lo=0.0, hi=1.0)  # penalty per exit point for exiting late
+    beta: float = _opt(0.5, lo=0.0, hi=1.0)  # penalty per exit point for exiting early (wrong token)
+    gamma: float = _opt(0.5, lo=0.0, hi=1.0)  # penalty for continuing past the optimal exit
+    epsilon: float = _opt(0.05, lo=0.0, hi=1.0)  # small penalty for the rare wrong late exit
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    path: str = _opt("")  # exported agent (.safetensors); "" = the one shipped with the model, if any
+    threshold: float = _opt(0.9, lo=0.0, hi=1.0)
+    output: str = _opt("runs/agent")
+    trajectories: str = _opt("runs/trajectories")
+    samples: int = _opt(400, lo=1)  # files sampled for the trajectory cache
+    tokens_per_sample: int = _opt(15, lo=1)
+    timesteps: int = _opt(500_000, lo=1)
+    n_steps: int = _opt(4096, lo=2)
+    batch_size: int = _opt(512, lo=2)
+    n_epochs: int = _opt(6, lo=1)
+    learning_rate: float = _opt(5e-5, lo=0.0, hi=1.0)
+    gamma: float = _opt(0.99, lo=0.0, hi=1.0)
+    net_arch: list = _opt([64, 64])
+    n_envs: int = _opt(1, lo=1)
+    position_feature: bool = _opt(False)
+    seed: int = _opt(0)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    policy: str = _opt("agent:0.9")  # full | fixed:N | confidence:P | entropy:H | agent:T
+    max_new_tokens: int = _opt(15, lo=1)
+    max_context_tokens: int = _opt(512, lo=1)
+    temperature: float = _opt(0.0, lo=0.0)  # 0 = greedy
+    top_p: float = _opt(1.0, lo=0.0, hi=1.0)
+    seed: int = _opt(0)
+
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    source: str = _opt("auto", choices=("auto", "zeus", "estimate"))
+    watts: float = _opt(0.0, lo=0.0)  # estimate: busy power in W; 0 = cpu_watts_per_core * threads
+    cpu_watts_per_core: float = _opt(10.0, lo=0.0)
+
+
+@dataclass(frozen=True)
+class TuiConfig:
+    model: str = _opt("")  # "" = [model].spec
+    agent: str = _opt("")  # "" = [agent].path
+    policy: str = _opt("")  # "" = [engine].policy
+    idle_ms: int = _opt(700, lo=0)  # 0 = complete only on the explicit key
+    mode: str = _opt("line", choices=("line", "block"))
+    block_tokens: int = _opt(48, lo=1)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = _opt("127.0.0.1")
+    port: int = _opt(8080, lo=1, hi=65535)
+    token: str = _opt("")  # bearer token; "" = no auth
+    max_body_bytes: int = _opt(1_000_000, lo=1)
+    max_input_chars: int = _opt(100_000, lo=1)
+    max_new_tokens_cap: int = _opt(256, lo=1)
+    queue_limit: int = _opt(16, lo=0)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    samples: int = _opt(1000, lo=1)
+    context_fraction: float = _opt(0.2, lo=0.0, hi=1.0)
+    max_context_tokens: int = _opt(512, lo=1)
+    max_new_tokens: int = _opt(15, lo=1)
+    policies: list = _opt(["full", "fixed:14", "confidence:0.9"])
+    thresholds: list = _opt([0.6, 0.8, 0.9, 0.92])
+    out: str = _opt("runs/eval")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    exits: ExitsConfig = field(default_factory=ExitsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    tui: TuiConfig = field(default_factory=TuiConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    origin: str = "built-in defaults"  # where the values came from, for error messages
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    if annotation in (Any, "Any"):
+        return isinstance(value, (str, list))
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    return {Any: "a string or a list"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _build(cls: type, values: dict, where: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name != "origin"}
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            raise GreencodeError(
+                f"{where}: unknown key '{dotted}'; allowed in [{prefix.rstrip('.') or 'top level'}]: "
+                f"{', '.join(sorted(known))}"
+            )
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise GreencodeError(f"{where}: '{dotted}' must be a table ([{dotted}])")
+            kwargs[key] = _build(annotation, value, where, f"{dotted}.")
+            continue
+        if not _type_ok(value, annotation):
+            raise GreencodeError(
+                f"{where}: '{dotted}' must be {_type_name(annotation)}, got {type(value).__name__} {value!r}"
+            )
+        meta = known[key].metadata
+        if annotation is float and isinstance(value, int):
+            value = float(value)
+        if meta.get("choices") and value not in meta["choices"]:
+            raise GreencodeError(
+                f"{where}: '{dotted}' = {value!r} is not allowed; choose one of: {', '.join(meta['choices'])}"
+            )
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            raise GreencodeError(f"{where}: '{dotted}' = {value!r} is out of range; allowed: {bounds}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check_reward(reward: RewardConfig, where: str) -> None:
+    if reward.alpha > reward.beta:
+        raise GreencodeError(
+            f"{where}: 'agent.reward.alpha' ({reward.alpha}) must be <= 'agent.reward.beta' ({reward.beta}); "
+            "exiting late must cost no more than exiting early"
+        )
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override_value(text: str) -> Any:
+    """Read a command-line value as TOML (numbers, booleans, lists), else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def overrides_to_dict(overrides: dict[str, Any]) -> dict:
+    """{"agent.reward.alpha": 0.2} -> {"agent": {"reward": {"alpha": 0.2}}}."""
+    nested: dict = {}
+    for dotted, value in overrides.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise GreencodeError(f"command line: '{dotted}' mixes a value and a table")
+        node[leaf] = value
+    return nested
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise GreencodeError(f"{path}: config file not found (pass --config FILE or create greencode.toml)") from None
+    except OSError as exc:
+        raise GreencodeError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise GreencodeError(f"{path}: config file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GreencodeError(f"{path}: invalid TOML: {exc}") from None
+
+
+def find_default_config() -> Path | None:
+    """./greencode.toml if present, else none (built-in defaults)."""
+    here = Path.cwd() / DEFAULT_CONFIG_NAME
+    return here if here.is_file() else None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a config file (or the defaults) and apply dotted overrides on top."""
+    values: dict = {}
+    where = "built-in defaults"
+    file = Path(path) if path is not None else find_default_config()
+    if file is not None:
+        values = read_toml(file)
+        where = str(file)
+    if overrides:
+        values = _deep_merge(values, overrides_to_dict(overrides))
+        where = f"{where} + command line" if file is not None else "command line"
+    config = _build(Config, values, where, "")
+    _check_reward(config.agent.reward, where)
+    return dataclasses.replace(config, origin=where)
+
+
+def replace(config: Config, **sections: dict[str, Any]) -> Config:
+    """A copy with some keys changed, validated like the file: replace(cfg, engine={"policy": "full"})."""
+    flat = {f"{sec}.{key}": value for sec, kv in sections.items() for key, value in kv.items()}
+    current = {name: dataclasses.asdict(getattr(config, name)) for name in sections}
+    merged = _deep_merge(current, overrides_to_dict(flat))
+    rebuilt = {name: _build(type(getattr(config, name)), merged[name], config.origin, f"{name}.")
+               for name in sections}
+    return dataclasses.replace(config, **rebuilt)
+
+

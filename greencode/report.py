@@ -1,0 +1,40 @@
+"""Facts about a loaded model that `greencode info` prints (and the TUI and endpoint reuse)."""
+
+from __future__ import annotations
+
+from greencode.config import Config
+
+
+def resolve_exit_points(config: Config, num_layers: int, info: dict | None = None) -> list[int]:
+    """[exits].points if set, else those a fine-tuned model was trained with, else the paper's rule."""
+    from greencode.exits import exit_points, validate_exit_points
+
+    if config.exits.points:
+        return validate_exit_points(config.exits.points, num_layers)
+    if info and info.get("exit_points"):
+        return validate_exit_points(info["exit_points"], num_layers)
+    return exit_points(num_layers)
+
+
+def model_info(config: Config) -> dict:
+    from greencode.energy import describe_energy_source
+    from greencode.exits import lite_weights
+    from greencode.models import load_model
+
+    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
+    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
+    facts = {
+        "model": loaded.name,
+        "spec": loaded.spec,
+        "architecture": loaded.adapter.arch,
+        "num_layers": loaded.num_layers,
+        "hidden_size": loaded.hidden_size,
+        "exit_points": points,
+        "lite_weights": {layer: round(w, 4) for layer, w in lite_weights(loaded.num_layers, points=points).items()},
+        "energy_source": describe_energy_source(config.energy),
+        "load_seconds": round(loaded.load_seconds, 2),
+    }
+    for key in ("base_model", "steps", "tokens_trained", "agreement_before", "agreement_after", "validation_loss"):
+        if key in loaded.info:
+            facts[key] = loaded.info[key]
+    return facts
