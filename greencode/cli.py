@@ -79,14 +79,25 @@ def info(ctx: typer.Context,
 
 
 def _mount_groups() -> None:
-    """Sub-command groups from the tui/ and train/ packages (their heavy imports live in command bodies)."""
+    """Commands from greencode/commands/ (each module's `command`, named after the module), and the groups from the tui/ and train/ packages.
+
+    Each module keeps its heavy imports inside the command body, so mounting them costs nothing.
+    """
+    import importlib
+    import pkgutil
+
+    import greencode.commands
+
+    for found in sorted(pkgutil.iter_modules(greencode.commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"greencode.commands.{found.name}")
+        app.command(found.name, context_settings=OVERRIDES)(module.command)
     for module_name, group in (("train.cli", "train"), ("tui.cli", "tui")):
         try:
-            module = __import__(module_name, fromlist=["app"])
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError:
             continue
         if group == "tui":
-            app.command("tui", context_settings=OVERRIDES, help=module.tui.__doc__)(module.tui)
+            app.command("tui", context_settings=OVERRIDES)(module.tui)
         else:
             app.add_typer(module.app, name=group)
 
