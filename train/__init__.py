@@ -1,0 +1,1 @@
+"""Training: LITE fine-tuning and the RL exit agent (`greencode train …`)."""

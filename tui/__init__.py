@@ -1,0 +1,1 @@
+"""The Textual playground (`greencode tui FILE`)."""
