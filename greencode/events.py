@@ -28,7 +28,7 @@ class CompletionSummary:
     tokens: int
     prompt_tokens: int
     dropped_prompt_tokens: int  # context tokens cut from the start to fit the model's window
-    seconds: float  # decode time (prefill excluded)
+    seconds: float  # decode time: tokens after the first (the first comes out of the prefill)
     prefill_seconds: float
     joules: float
     energy_source: str
@@ -37,10 +37,12 @@ class CompletionSummary:
     layers_skipped_frac: float  # 1 - layers run / (tokens * L)
     stop_reason: str  # "length", "stop", "eos", "eol", "cancelled"
     exit_layers: list[int] = field(default_factory=list)
+    events: list[TokenEvent] = field(default_factory=list)  # filled by EarlyExitEngine.complete()
 
     @property
     def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+        """Decode throughput: the tokens after the first over the decode time (prefill excluded)."""
+        return (self.tokens - 1) / self.seconds if self.tokens > 1 and self.seconds > 0 else 0.0
 
     @property
     def joules_saved(self) -> float:

@@ -1,0 +1,122 @@
+"""The exported exit agent: a plain torch MLP read from safetensors (never a pickle).
+
+File format (`greencode-agent/1`): tensors of an nn.Sequential of Linear layers (keys "0.weight",
+"0.bias", "2.weight", ...; activations between them, none after the last), and metadata naming the
+architecture and what the agent was trained for:
+
+    format, net_arch (JSON list), activation (tanh|relu), hidden_size, exit_points (JSON list),
+    model, observation (see OBSERVATION), position_feature (true|false)
+
+Loading an agent trained for another hidden size or exit layout fails with one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from greencode.errors import GreencodeError
+
+FORMAT = "greencode-agent/1"
+OBSERVATION = "final_norm(hidden)"  # the state at an exit point, normalised by the model's final norm
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+EXIT_ACTION = 1  # actions: 0 continue, 1 exit
+
+
+def agent_observation(adapter, hidden: torch.Tensor, exit_index: int | None = None,
+                      n_exits: int | None = None) -> torch.Tensor:
+    """What the agent sees at an exit point: the final-normed hidden state of the current token, float32.
+
+    Training (trajectories) and inference both call this, so the two can never disagree. With the
+    optional position feature the exit's index (scaled to [0, 1]) is appended.
+    """
+    obs = adapter.final_norm(hidden).reshape(-1).float()
+    if exit_index is not None:
+        obs = torch.cat([obs, obs.new_tensor([exit_index / max(1, n_exits - 1)])])
+    return obs
+
+
+def build_mlp(in_features: int, net_arch: list[int], activation: str = "tanh", n_actions: int = 2) -> nn.Sequential:
+    if activation not in ACTIVATIONS:
+        raise GreencodeError(f"unknown agent activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    width = in_features
+    for units in net_arch:
+        layers += [nn.Linear(width, units), ACTIVATIONS[activation]()]
+        width = units
+    layers.append(nn.Linear(width, n_actions))
+    return nn.Sequential(*layers)
+
+
+def save_agent(path: str | Path, state_dict: dict, net_arch: list[int], activation: str, hidden_size: int,
+               exit_points: list[int], model_name: str, position_feature: bool = False) -> Path:
+    """Write an agent file atomically (temp file + rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": FORMAT, "net_arch": json.dumps(list(net_arch)), "activation": activation,
+        "hidden_size": str(hidden_size), "exit_points": json.dumps(list(exit_points)), "model": model_name,
+        "observation": OBSERVATION, "position_feature": "true" if position_feature else "false",
+    }
+    tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in state_dict.items()}
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata=metadata)
+    partial.replace(path)
+    return path
+
+
+class ExitAgent:
+    """P(exit) for an observation; `decide` compares it with the threshold T."""
+
+    def __init__(self, net: nn.Sequential, metadata: dict, path: str = ""):
+        self.net = net.eval()
+        self.metadata = metadata
+        self.path = path
+        self.position_feature = metadata.get("position_feature") == "true"
+        self.exit_points = json.loads(metadata["exit_points"])
+
+    @classmethod
+    def load(cls, path: str | Path, hidden_size: int | None = None,
+             exit_points: list[int] | None = None) -> "ExitAgent":
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise GreencodeError(f"{path}: agent file not found (train one with `greencode train agent`)")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise GreencodeError(f"{path}: not a greencode agent file ({exc})") from None
+        if metadata.get("format") != FORMAT:
+            raise GreencodeError(f"{path}: not a greencode agent file (format {metadata.get('format')!r})")
+        trained_hidden = int(metadata["hidden_size"])
+        trained_exits = json.loads(metadata["exit_points"])
+        if hidden_size is not None and trained_hidden != hidden_size:
+            raise GreencodeError(
+                f"{path}: agent was trained for hidden size {trained_hidden} ({metadata.get('model')}), "
+                f"this model has {hidden_size}; train an agent for it with `greencode train agent`"
+            )
+        if exit_points is not None and list(exit_points) != trained_exits:
+            raise GreencodeError(
+                f"{path}: agent was trained for exit points {trained_exits}, the engine uses {list(exit_points)}; "
+                "set [exits].points to match or retrain"
+            )
+        in_features = trained_hidden + (1 if metadata.get("position_feature") == "true" else 0)
+        net = build_mlp(in_features, json.loads(metadata["net_arch"]), metadata.get("activation", "tanh"))
+        try:
+            net.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise GreencodeError(f"{path}: agent weights do not match its declared architecture ({exc})"[:300]) from None
+        return cls(net, metadata, str(path))
+
+    @torch.no_grad()
+    def prob_exit(self, obs: torch.Tensor) -> torch.Tensor:
+        """P(exit) from the policy's softmax, for one observation (D,) or a batch (B, D)."""
+        return torch.softmax(self.net(obs), dim=-1)[..., EXIT_ACTION]

@@ -1,0 +1,313 @@
+"""EarlyExitEngine: token-by-token decoding with per-token exits.
+
+For each new token the engine runs the decoder layers itself. At every exit point it asks the policy;
+on exit it decodes the hidden state through the final norm and the shared LM head, and fills the KV
+cache of the layers the token skipped by state propagation (CALM): the exited state goes through each
+skipped layer's input norm and K/V projections, so later tokens that run deeper find keys and values
+for every position. Decoding stays O(1) per token; the prefix is never recomputed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from greencode.agent import ExitAgent, agent_observation
+from greencode.energy import EnergyMeter
+from greencode.errors import GreencodeError
+from greencode.events import CompletionSummary, TokenEvent
+from greencode.policies import ExitPolicy, parse_policy
+
+
+@dataclass(frozen=True)
+class ExitTrace:
+    """Recorded at full depth for RL trajectories: what the agent would see at each exit point."""
+
+    observations: np.ndarray  # (n_exit_points, hidden) float32: agent_observation at each exit point
+    exit_top1: list[int]  # top-1 token when decoding at each exit point
+    final_top1: int  # top-1 token of the final layer
+
+
+@dataclass(frozen=True)
+class TracedEvent(TokenEvent):
+    trace: ExitTrace | None = None
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Per-token cost in layer-units (one decoder layer's weights read = 1), see DESIGN.md 'The KV cache'."""
+
+    num_layers: int
+    head_units: float  # one LM-head pass
+    propagation_units: float  # K/V projections of one skipped layer
+
+    @classmethod
+    def of(cls, adapter) -> "CostModel":
+        layer = adapter.layer_weights
+        kv_weights = sum(p.numel() for name, p in adapter.layers[0].named_parameters()
+                         if any(k in name for k in ("k_proj", "v_proj", "c_attn")))
+        if adapter.arch == "gpt2":
+            kv_weights = kv_weights * 2 // 3  # c_attn holds Q, K and V
+        return cls(adapter.num_layers, adapter.head_weights / layer, kv_weights / layer)
+
+    def units(self, layers_run: int, head_passes: int) -> float:
+        skipped = self.num_layers - layers_run
+        return layers_run + skipped * self.propagation_units + head_passes * self.head_units
+
+    @property
+    def full_units(self) -> float:
+        return self.units(self.num_layers, 1)
+
+
+@dataclass
+class Completion:
+    """One streamed completion: iterate for TokenEvents; `summary` once iteration ended."""
+
+    _events: Iterator[TokenEvent]
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+    summary: CompletionSummary | None = None
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        return self._events
+
+    def cancel(self) -> None:
+        """Thread-safe: the stream ends before its next token."""
+        self._cancelled.set()
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+    if temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p  # always keeps the top token
+        probs = torch.zeros_like(probs).scatter(-1, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class _TextTracker:
+    """Incremental detokenisation: the text each token adds, holding back partial UTF-8 characters."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.text = ""
+
+    def add(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        decoded = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if decoded.endswith("\ufffd"):
+            return ""
+        piece, self.text = decoded[len(self.text):], decoded
+        return piece
+
+
+class EarlyExitEngine:
+    def __init__(self, loaded, policy: ExitPolicy | str = "full", meter: EnergyMeter | None = None,
+                 exit_points: list[int] | None = None, max_context_tokens: int = 512,
+                 agent_path: str | None = None):
+        from greencode.exits import exit_points as paper_exit_points
+        from greencode.exits import validate_exit_points
+
+        self.loaded = loaded
+        self.adapter = loaded.adapter
+        self.num_layers = self.adapter.num_layers
+        if exit_points is None:
+            exit_points = loaded.info.get("exit_points") or paper_exit_points(self.num_layers)
+        self.exit_points = validate_exit_points(exit_points, self.num_layers)
+        self.meter = meter or EnergyMeter()
+        self.max_context_tokens = max_context_tokens
+        self.agent_path = agent_path
+        self._agent: ExitAgent | None = None
+        self.cost = CostModel.of(self.adapter)
+        self.device = next(loaded.model.parameters()).device
+        self._policy = self.make_policy(policy) if isinstance(policy, str) else policy
+
+    # -- policies ---------------------------------------------------------------------------------
+
+    def _load_agent(self) -> ExitAgent:
+        if self._agent is None:
+            path = self.agent_path or self.loaded.info.get("agent_path")
+            if not path:
+                raise GreencodeError("policy agent:T needs an agent file: pass --agent PATH or set [agent].path "
+                                     "(train one with `greencode train agent`)")
+            self._agent = ExitAgent.load(path, self.adapter.hidden_size, self.exit_points)
+        return self._agent
+
+    def make_policy(self, text: str) -> ExitPolicy:
+        return parse_policy(text, self.exit_points, self._load_agent, self.adapter)
+
+    @property
+    def policy(self) -> ExitPolicy:
+        return self._policy
+
+    def set_policy(self, policy: ExitPolicy | str) -> None:
+        """Swap the policy; the next token uses it (a plain attribute write, safe across threads)."""
+        self._policy = self.make_policy(policy) if isinstance(policy, str) else policy
+
+    def set_threshold(self, value: float) -> None:
+        self._policy = self._policy.with_threshold(value)
+
+    # -- prompt -----------------------------------------------------------------------------------
+
+    def _context_limit(self, max_new_tokens: int) -> int:
+        config = self.loaded.model.config
+        window = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
+        return max(1, min(self.max_context_tokens, window - max_new_tokens))
+
+    def encode(self, prompt: str | list[int], max_new_tokens: int) -> tuple[list[int], int]:
+        """Token ids of the prompt, keeping the tokens nearest the cursor; (ids, number dropped)."""
+        ids = list(prompt) if isinstance(prompt, list) else self.loaded.tokenizer(
+            prompt, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise GreencodeError("the prompt is empty: give some code before the cursor")
+        limit = self._context_limit(max_new_tokens)
+        return ids[-limit:], max(0, len(ids) - limit)
+
+    # -- decoding ---------------------------------------------------------------------------------
+
+    def stream(self, prompt: str | list[int], max_new_tokens: int = 15, stop: list[str] | None = None,
+               stop_at_eol: bool = False, temperature: float = 0.0, top_p: float = 1.0,
+               record: bool = False, seed: int | None = None) -> Completion:
+        if max_new_tokens <= 0:
+            raise GreencodeError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise GreencodeError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature}, {top_p}")
+        ids, dropped = self.encode(prompt, max_new_tokens)
+        completion = Completion(iter(()))
+        completion._events = self._run(completion, ids, dropped, max_new_tokens, list(stop or []), stop_at_eol,
+                                       temperature, top_p, record, seed)
+        return completion
+
+    def complete(self, prompt: str | list[int], **options) -> CompletionSummary:
+        completion = self.stream(prompt, **options)
+        events = list(completion)
+        return replace(completion.summary, events=events)
+
+    @torch.inference_mode()
+    def _run(self, completion: Completion, ids: list[int], dropped: int, max_new_tokens: int, stop: list[str],
+             stop_at_eol: bool, temperature: float, top_p: float, record: bool, seed: int | None):
+        from transformers import DynamicCache
+
+        adapter, L = self.adapter, self.num_layers
+        generator = torch.Generator().manual_seed(seed) if (seed is not None and temperature > 0) else None
+        eos = self.loaded.tokenizer.eos_token_id
+        text = _TextTracker(self.loaded.tokenizer)
+        cache = DynamicCache(config=self.loaded.model.config)
+        events: list[TokenEvent] = []
+        stop_reason = "length"
+        started = time.perf_counter()
+
+        # Prefill: every prompt position through every layer (HF's cache is filled by the layers).
+        self.meter.begin_window("token")
+        input_ids = torch.tensor([ids], device=self.device)
+        positions = torch.arange(len(ids), device=self.device)[None]
+        hidden = adapter.embed(input_ids, positions)
+        context = adapter.layer_context(hidden, positions)
+        prefill_states = {}
+        for index in range(L):
+            hidden = adapter.run_layer(index, hidden, context, cache)
+            if record and index + 1 in self.exit_points:
+                prefill_states[index + 1] = hidden[:, -1:]
+        logits = adapter.logits(hidden[:, -1:])[0, -1]
+        trace = self._trace(prefill_states, logits) if record else None
+        token = _sample(logits, temperature, top_p, generator)
+        measured = self.meter.end_window("token")
+        prefill_seconds = measured.seconds
+        exit_layer, score, head_passes, policy_name = L, None, 1, "prefill"
+        position = len(ids)
+
+        try:
+            for index in range(max_new_tokens):
+                # Emit the token just chosen, then stop or feed it back in.
+                piece = text.add(token)
+                full_joules = measured.joules * self.cost.full_units / self.cost.units(exit_layer, head_passes)
+                event = TokenEvent(index, token, piece, exit_layer, exit_layer, L, score, measured.seconds,
+                                   measured.joules, measured.source, full_joules, policy_name)
+                if trace is not None:
+                    event = TracedEvent(**event.__dict__, trace=trace)
+                events.append(event)
+                yield event
+                if token == eos:
+                    stop_reason = "eos"
+                    break
+                if stop and any(s in text.text for s in stop):
+                    stop_reason = "stop"
+                    break
+                if stop_at_eol and "\n" in text.text.lstrip():
+                    stop_reason = "eol"
+                    break
+                if index == max_new_tokens - 1:
+                    break
+                if completion._cancelled.is_set():
+                    stop_reason = "cancelled"
+                    break
+
+                # Next token: embed, run layers asking the policy at each exit point, fill skipped KV, decode.
+                self.meter.begin_window("token")
+                policy = self._policy if not record else None
+                step_ids = torch.tensor([[token]], device=self.device)
+                step_pos = torch.tensor([[position]], device=self.device)
+                hidden = adapter.embed(step_ids, step_pos)
+                context = adapter.layer_context(hidden, step_pos)
+                exit_layer, score, head_passes, logits = L, None, 1, None
+                states = {}
+                policy_name = policy.name if policy is not None else "full (recorded)"
+                check_exits = policy is not None and policy.name != "full"
+                for layer_index in range(L):
+                    hidden = adapter.run_layer(layer_index, hidden, context, cache)
+                    layer = layer_index + 1
+                    if record and layer in self.exit_points:
+                        states[layer] = hidden
+                    if not check_exits or layer not in self.exit_points or layer == L:
+                        continue
+                    exit_logits = adapter.logits(hidden)[0, -1] if policy.needs_logits else None
+                    head_passes += policy.needs_logits
+                    leave, score = policy.decide(layer, self.exit_points.index(layer), hidden, exit_logits)
+                    if leave:
+                        exit_layer, logits = layer, exit_logits
+                        head_passes -= policy.needs_logits  # the exit's logits are reused below
+                        break
+                for skipped in range(exit_layer, L):  # state propagation into layers exit_layer+1..L
+                    keys, values = adapter.kv(skipped, hidden, context)
+                    cache.update(keys, values, skipped)
+                if logits is None:
+                    logits = adapter.logits(hidden)[0, -1]
+                trace = self._trace(states, logits) if record else None
+                token = _sample(logits, temperature, top_p, generator)
+                position += 1
+                measured = self.meter.end_window("token")
+        finally:
+            completion.summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
+                                               time.perf_counter() - started, stop, stop_reason)
+
+    def _trace(self, states: dict, final_logits: torch.Tensor) -> ExitTrace:
+        observations = torch.stack([agent_observation(self.adapter, states[p]) for p in self.exit_points])
+        exit_top1 = [int(self.adapter.logits(states[p])[0, -1].argmax()) for p in self.exit_points]
+        return ExitTrace(observations.cpu().numpy(), exit_top1, int(final_logits.argmax()))
+
+    def _summary(self, text: _TextTracker, events: list[TokenEvent], prompt_tokens: int, dropped: int,
+                 prefill_seconds: float, total_seconds: float, stop: list[str], stop_reason: str) -> CompletionSummary:
+        completion_text = text.text
+        for s in stop:
+            if s in completion_text:
+                completion_text = completion_text[:completion_text.index(s)]
+        if stop_reason == "eol":
+            body = completion_text.lstrip()
+            completion_text = completion_text[:len(completion_text) - len(body) + body.index("\n")]
+        L = self.num_layers
+        layers = [e.exit_layer for e in events]
+        return CompletionSummary(
+            text=completion_text, tokens=len(events), prompt_tokens=prompt_tokens, dropped_prompt_tokens=dropped,
+            seconds=max(0.0, total_seconds - prefill_seconds), prefill_seconds=prefill_seconds,
+            joules=sum(e.joules for e in events), energy_source=self.meter.source,
+            full_depth_joules=sum(e.full_depth_joules for e in events),
+            mean_exit_layer=float(np.mean(layers)) if layers else 0.0,
+            layers_skipped_frac=1 - sum(layers) / (len(layers) * L) if layers else 0.0,
+            stop_reason=stop_reason, exit_layers=layers)
