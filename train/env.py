@@ -65,8 +65,9 @@ def continue_reward(curr, opt, num_exits: int, reward) -> tuple[np.ndarray, np.n
 
 
 def position_feature_value(position: int, num_exits: int) -> float:
-    """The optional extra feature: the exit point's index scaled to [0, 1)."""
-    return position / num_exits
+    """The optional extra feature: the exit point's index scaled to [0, 1], as greencode.agent.agent_observation
+    appends it at inference (a test holds the two equal)."""
+    return position / max(1, num_exits - 1)
 
 
 class EarlyExitEnv(gym.Env):

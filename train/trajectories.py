@@ -195,18 +195,19 @@ def load_cache(directory: str | Path) -> TrajectoryCache:
                            manifest.get("model", ""), manifest)
 
 
-def context_ids(token_ids: list[int], rng: np.random.Generator,
-                fraction: tuple[float, float] = CONTEXT_FRACTION, max_tokens: int = MAX_CONTEXT_TOKENS) -> list[int]:
-    """A context cut at a uniform fraction of the file, keeping at most max_tokens nearest the cut."""
-    cut = max(1, int(round(len(token_ids) * rng.uniform(*fraction))))
-    return token_ids[max(0, cut - max_tokens):cut]
+def context_range(num_tokens: int, rng: np.random.Generator, fraction: tuple[float, float] = CONTEXT_FRACTION,
+                  max_tokens: int = MAX_CONTEXT_TOKENS) -> tuple[int, int]:
+    """[start, stop) of a context cut at a uniform fraction of a file, at most max_tokens nearest the cut."""
+    cut = max(1, int(round(num_tokens * rng.uniform(*fraction))))
+    return max(0, cut - max_tokens), cut
 
 
 def build_cache(loaded, exit_points: list[int], files: list, samples: int, tokens_per_sample: int,
                 seed: int, progress=None) -> TrajectoryCache:
     """Sample files, cut contexts and record every generated token through the engine (record=True).
 
-    `files` are greencode.data.CodeFile; `progress(done, total)` is called after each sample.
+    `files` are greencode.data.CodeFile; `progress(done, total)` is called after each sample. Files are
+    drawn without replacement while they last (then again, with fresh cuts).
     """
     from greencode.engine import EarlyExitEngine
 
@@ -214,25 +215,27 @@ def build_cache(loaded, exit_points: list[int], files: list, samples: int, token
         raise GreencodeError("no files to build trajectories from; check [data].corpus")
     engine = EarlyExitEngine(loaded, policy="full", exit_points=exit_points, max_context_tokens=MAX_CONTEXT_TOKENS)
     rng = np.random.default_rng(seed)
-    tokenizer = loaded.tokenizer
-    observations, exit_top1, final_top1, sample_of = [], [], [], []
-    done = 0
-    for index in rng.choice(len(files), size=samples, replace=len(files) < samples):
-        ids = tokenizer(files[int(index)].text, add_special_tokens=False)["input_ids"]
-        if len(ids) < 2:
+    rounds = -(-samples // len(files)) + 1
+    candidates = np.concatenate([rng.permutation(len(files)) for _ in range(rounds)])
+    observations, exit_top1, final_top1, sample_of, sources = [], [], [], [], []
+    for index in candidates:
+        if len(sources) == samples:
+            break
+        file = files[int(index)]
+        ids = loaded.tokenizer(file.text, add_special_tokens=False)["input_ids"]
+        if len(ids) < 8:  # nothing to cut a context from
             continue
-        prompt = tokenizer.decode(context_ids(ids, rng))
-        if not prompt.strip():
-            continue
-        summary = engine.complete(prompt, max_new_tokens=tokens_per_sample, record=True)
+        start, stop = context_range(len(ids), rng)
+        start += engine.encode(ids[start:stop], tokens_per_sample)[1]  # what the model window drops
+        summary = engine.complete(ids[start:stop], max_new_tokens=tokens_per_sample, record=True)
         for event in summary.events:
             observations.append(event.trace.observations)
             exit_top1.append(event.trace.exit_top1)
             final_top1.append(event.trace.final_top1)
-            sample_of.append(done)
-        done += 1
+            sample_of.append(len(sources))
+        sources.append({"file": file.path, "context": [start, stop], "tokens": len(summary.events)})
         if progress is not None:
-            progress(done, samples)
+            progress(len(sources), samples)
     dim = observations[0].shape[1] if observations else loaded.hidden_size
     return TrajectoryCache(
         np.stack(observations).astype(np.float32) if observations else np.zeros((0, len(exit_points), dim), np.float32),
@@ -241,7 +244,27 @@ def build_cache(loaded, exit_points: list[int], files: list, samples: int, token
         tuple(exit_points), loaded.num_layers, loaded.name,
         {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seed": seed, "tokens_per_sample": tokens_per_sample,
          "context_fraction": list(CONTEXT_FRACTION), "max_context_tokens": MAX_CONTEXT_TOKENS,
-         "generation": "greedy, full depth"})
+         "generation": "greedy, full depth, greencode.engine record=True", "sample_sources": sources})
+
+
+def ensure_cache(config, loaded, exit_points: list[int], force: bool = False, progress=None) -> TrajectoryCache:
+    """The cache at [agent].trajectories for this model and exit layout: loaded if present, else built.
+
+    A present cache for another model or exit layout is an error (never silently replaced); force rebuilds.
+    """
+    from greencode.data import load_split
+
+    directory = Path(config.agent.trajectories)
+    if not force and (directory / MANIFEST).is_file():
+        cache = load_cache(directory)
+        check_compatible(cache, str(directory), loaded.name, exit_points, loaded.hidden_size)
+        return cache
+    files = load_split(config.data, "train")
+    cache = build_cache(loaded, exit_points, files, config.agent.samples, config.agent.tokens_per_sample,
+                        config.agent.seed, progress)
+    save_cache(cache, directory, {"model_spec": loaded.spec, "corpus": config.data.corpus})
+    check_compatible(cache, str(directory))
+    return cache
 
 
 def synthetic_cache(samples: int = 64, tokens_per_sample: int = 15, exit_points: tuple[int, ...] = (4, 6, 10),

@@ -125,12 +125,19 @@ def test_the_env_passes_gymnasium_and_sb3_checkers_with_and_without_the_position
         sb3_check(env, warn=True)
 
 
-def test_the_position_feature_is_appended_as_the_scaled_exit_index():
+def test_the_position_feature_is_appended_exactly_as_the_inference_observation_appends_it(tiny_llama):
+    import torch
+
+    from greencode.agent import agent_observation
+
     env = EarlyExitEnv(synthetic_cache(samples=2, exit_points=(4, 6, 10, 11)), REWARD, position_feature=True)
+    hidden = torch.randn(1, 1, 64)
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (65,) and obs[-1] == 0.0
-    obs, *_ = env.step(CONTINUE)
-    assert obs[-1] == pytest.approx(1 / 4)
+    assert obs.shape == (65,)
+    for position in range(4):
+        at_inference = agent_observation(tiny_llama.adapter, hidden, position, 4)
+        assert obs[-1] == pytest.approx(float(at_inference[-1]))
+        obs, *_ = env.step(CONTINUE)
 
 
 def test_same_seed_same_episode():
