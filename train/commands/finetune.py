@@ -1,0 +1,59 @@
+"""`greencode train finetune`: LITE fine-tuning (weighted loss over the exit layers, one LM head)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def command(ctx: typer.Context,
+            config: Optional[str] = typer.Option(None, "--config", "-c", help="greencode.toml to read."),
+            model: Optional[str] = typer.Option(None, help="Model to fine-tune (default: [model].spec)."),
+            corpus: Optional[str] = typer.Option(None, help="Training corpus (default: [data].corpus)."),
+            output: Optional[str] = typer.Option(None, help="Output directory (default: [finetune].output)."),
+            max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimiser steps "
+                                                    "(default: [finetune].max_steps; -1 = run the epochs)."),
+            resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --output."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output.")) -> None:
+    """Fine-tune a model so every exit point decodes through the shared LM head (LITE, paper eq. 1).
+
+    Writes OUTPUT: an HF model directory (safetensors; LoRA merged, the adapter also kept in
+    OUTPUT/lora-adapter) and greencode.json with exit points, weights, steps, tokens trained, exit
+    agreement before/after and validation loss per exit. Ctrl-C saves a checkpoint; --resume continues.
+    Runs unchanged under `accelerate launch -m greencode.cli train finetune` or torchrun.
+    """
+    from rich.console import Console
+
+    from greencode.cli import load_context_config
+
+    if config is not None:
+        ctx.find_root().obj = {**(ctx.find_root().obj or {}), "config_path": config}
+    settings = load_context_config(ctx, **{"model.spec": model, "data.corpus": corpus})
+
+    from train.finetune import run_finetune
+
+    console = Console(stderr=True)
+    info = run_finetune(settings, output=output, max_steps=max_steps, resume=resume, overwrite=overwrite,
+                        echo=lambda text: console.print(f"[bold green]greencode[/]: {text}", highlight=False))
+    if info.get("interrupted"):
+        console.print(f"interrupted at step {info['steps']}; checkpoint {info['checkpoint']}; "
+                      "rerun with --resume to continue")
+        raise typer.Exit(130)
+    if "agreement_after" not in info:
+        return  # a non-main process of a distributed run
+    _print_table(console, info)
+
+
+def _print_table(console, info: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"exit agreement with the final layer ({info['validation_tokens']} validation tokens)")
+    for column in ("layer", "before", "after", "val loss before", "val loss after"):
+        table.add_column(column, justify="right")
+    for layer in [*info["agreement_after"], str(max(int(k) for k in info["validation_loss"]))]:
+        table.add_row(layer, str(info["agreement_before"].get(layer, "")), str(info["agreement_after"].get(layer, "")),
+                      str(info["validation_loss_before"].get(layer, "")), str(info["validation_loss"].get(layer, "")))
+    console.print(table)
+    console.print(f"{info['steps']} steps, {info['tokens_trained']} tokens, "
+                  f"{info['throughput_tokens_per_s']} tokens/s in training steps")

@@ -1,0 +1,301 @@
+"""LITE fine-tuning (paper III-D): teach the intermediate layers to speak through the one LM head.
+
+`run_finetune(config, ...)` loads [model].spec, packs the train split of [data].corpus into
+[finetune].seq_len chunks, measures exit agreement on the validation split, trains with `LiteTrainer`
+(the HF Trainer, so `accelerate launch` / `torchrun` run it unchanged with DDP), measures again and
+writes OUTPUT: an HF model directory (safetensors, LoRA merged) + greencode.json. With LoRA the
+un-merged adapter is kept as well, in OUTPUT/lora-adapter (adapter_model.safetensors, a few MB).
+
+OUTPUT/checkpoints holds the Trainer's checkpoints (Ctrl-C saves one; --resume continues from the
+last) and OUTPUT/run.json what was measured before training, so a resumed run reports it too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from greencode.errors import GreencodeError
+from train.lite_loss import lite_loss, measure_exits, sample_positions
+
+GREENCODE_JSON = "greencode.json"
+RUN_JSON = "run.json"  # measured before training; read back on --resume
+CHECKPOINTS = "checkpoints"
+LORA_ADAPTER = "lora-adapter"
+# What must match between a run and the one it resumes.
+RESUME_KEYS = ("base_model", "exit_points", "weights", "lora", "seq_len")
+
+
+@dataclass
+class LiteArguments:
+    """What the LITE loss needs beside TrainingArguments."""
+
+    weights: dict[int, float]  # {exit layer: w} over the exit points and the final layer
+    exit_position_fraction: float = 1.0  # share of positions whose exit losses count
+
+
+class LiteTrainer(Trainer):
+    """Trainer whose loss is eq. 1: the weighted mean of the CEs at every exit point and the final layer."""
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: the Trainer divides by GA
+
+    def __init__(self, *args, adapter, lite: LiteArguments, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.adapter = adapter
+        self.lite = lite
+        self._exit_loss_sums: dict[int, float] = {}
+        self._exit_loss_batches = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        input_ids = inputs["input_ids"]  # (B, T)
+        labels = inputs.get("labels", input_ids)
+        outputs = model(input_ids=input_ids, attention_mask=inputs.get("attention_mask"),
+                        output_hidden_states=True)
+        # On CPU the head dominates: exit losses may use a random share of the positions.
+        positions = (sample_positions(input_ids.shape[1] - 1, self.lite.exit_position_fraction,
+                                      device=input_ids.device) if model.training else None)
+        loss, per_layer = lite_loss(self.adapter, outputs.hidden_states, outputs.logits, labels,
+                                    self.lite.weights, positions)
+        if model.training:
+            for layer, value in per_layer.items():
+                self._exit_loss_sums[layer] = self._exit_loss_sums.get(layer, 0.0) + value.item()
+            self._exit_loss_batches += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean loss of every exit since the last log to the Trainer's training logs."""
+        if "loss" in logs and self._exit_loss_batches:
+            for layer in sorted(self._exit_loss_sums):
+                logs[f"loss_layer_{layer}"] = round(self._exit_loss_sums[layer] / self._exit_loss_batches, 4)
+            self._exit_loss_sums, self._exit_loss_batches = {}, 0
+        super().log(logs, start_time)
+
+
+class CheckpointOnInterrupt(TrainerCallback):
+    """First Ctrl-C: finish the optimiser step, save a checkpoint, stop. A second one aborts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ngreencode: saving a checkpoint after this step (Ctrl-C again to abort without saving)",
+              flush=True)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class StepClock(TrainerCallback):
+    """Seconds spent in optimiser steps (not in checkpoint saves or set-up), for tokens/s."""
+
+    def __init__(self):
+        self.steps, self.seconds, self._began = 0, 0.0, None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._began = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._began is not None:
+            self.steps += 1
+            self.seconds += time.perf_counter() - self._began
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _last_checkpoint(output: Path) -> Path | None:
+    found = sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return found[-1] if found else None
+
+
+def check_output(output: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to write over an existing output unless asked to resume or overwrite it."""
+    if resume and overwrite:
+        raise GreencodeError("--resume and --overwrite exclude each other")
+    if resume:
+        if _last_checkpoint(output) is None or not (output / RUN_JSON).is_file():
+            raise GreencodeError(f"{output}: no checkpoint to resume from (expected {output / CHECKPOINTS}/checkpoint-N)")
+        return
+    if output.exists() and not output.is_dir():
+        raise GreencodeError(f"{output}: exists and is not a directory; choose another --output")
+    if output.is_dir() and any(output.iterdir()):
+        if not overwrite:
+            raise GreencodeError(f"{output}: already exists; pass --resume to continue it, --overwrite to replace "
+                                 "it, or another --output")
+        # The new run starts clean; the old model files stay until the new ones replace them.
+        shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
+        (output / RUN_JSON).unlink(missing_ok=True)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    partial = path.with_name(path.name + f".partial-{os.getpid()}")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def _layer_keys(values: dict) -> dict[str, float]:
+    return {str(layer): round(float(v), 4) for layer, v in values.items()}
+
+
+def bf16_enabled(setting: str) -> bool:
+    """auto: where the accelerator has it (CUDA with bf16). On CPU autocast is opt-in ("on")."""
+    if setting == "on":
+        return True
+    if setting == "off":
+        return False
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _lora_wrap(model, rank: int, alpha: int):
+    from peft import LoraConfig, get_peft_model
+
+    # all-linear: every projection of every layer, never the (tied) LM head, which the exits share.
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0,
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def prepare_data(config, tokenizer):
+    """(train chunks Dataset, validation chunks tensor (N, T)) from [data] and [finetune]."""
+    from greencode.data import load_files, pack, split_files, to_dataset
+
+    seq_len = config.finetune.seq_len
+    files = load_files(config.data)
+    train_files, validation_files, _ = split_files(files, config.data)
+    if not train_files or not validation_files:
+        raise GreencodeError(f"data.corpus: {config.data.corpus} gives {len(train_files)} train and "
+                             f"{len(validation_files)} validation files; both need at least one "
+                             "(use a larger corpus or change data.validation_fraction)")
+    train = pack(to_dataset(train_files), tokenizer, seq_len)
+    validation = pack(to_dataset(validation_files), tokenizer, seq_len)
+    if len(train) == 0 or len(validation) == 0:
+        raise GreencodeError(f"data.corpus: {config.data.corpus} has fewer than finetune.seq_len = {seq_len} "
+                             "tokens in its train or validation split; lower seq_len or add files")
+    wanted = min(len(validation), math.ceil(config.finetune.validation_tokens / seq_len))
+    chunks = torch.tensor(validation.select(range(wanted))["input_ids"], dtype=torch.long)
+    return train, chunks, files.skipped_count
+
+
+def _collate(rows: list[dict]) -> dict:
+    return {"input_ids": torch.tensor([row["input_ids"] for row in rows], dtype=torch.long)}
+
+
+def _save_final(model, tokenizer, output: Path, info: dict, staging: Path) -> None:
+    """Write the model into a staging dir inside OUTPUT, then move each file in (greencode.json last)."""
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    stale = output / LORA_ADAPTER
+    if stale.exists():
+        shutil.rmtree(stale)
+    for entry in staging.iterdir():
+        os.replace(entry, output / entry.name)
+    staging.rmdir()
+    _write_json(output / GREENCODE_JSON, info)
+
+
+def run_finetune(config, output: str | Path | None = None, max_steps: int | None = None, resume: bool = False,
+                 overwrite: bool = False, callbacks: tuple = (), echo=print) -> dict:
+    """Run LITE fine-tuning as [finetune] says; returns greencode.json's content (or, when interrupted,
+    {"interrupted": True, "checkpoint": ...})."""
+    from greencode.exits import lite_weights
+    from greencode.models import load_model
+    from greencode.report import resolve_exit_points
+
+    ft = config.finetune
+    output = Path(output or ft.output).expanduser()
+    if _is_main_process():
+        check_output(output, resume, overwrite)
+    loaded = load_model(config.model.spec, "float32", "cpu", config.model.cache_dir)  # the Trainer places it
+    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
+    weights = lite_weights(loaded.num_layers, ft.weights, points)
+    train_data, validation_chunks, skipped = prepare_data(config, loaded.tokenizer)
+    echo(f"data: {config.data.corpus}: {len(train_data)} train chunks of {ft.seq_len} tokens, "
+         f"{validation_chunks.numel()} validation tokens, {skipped} files skipped as not UTF-8")
+    run = {"base_model": loaded.info.get("base_model", loaded.spec), "exit_points": points,
+           "weights": _layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
+           "seq_len": ft.seq_len}
+    if resume:
+        before = json.loads((output / RUN_JSON).read_text())
+        changed = [k for k in RESUME_KEYS if before.get(k) != json.loads(json.dumps(run[k]))]
+        if changed:
+            raise GreencodeError(f"{output}: --resume with different settings ({', '.join(changed)}) than the "
+                                 "checkpoint; use the same config or --overwrite")
+
+    model = loaded.model
+    model.requires_grad_(True)
+    if ft.lora:
+        model = _lora_wrap(model, ft.lora_rank, ft.lora_alpha)
+    model.train()
+    use_cuda = torch.cuda.is_available() and config.model.device != "cpu"
+    args = TrainingArguments(
+        output_dir=str(output / CHECKPOINTS), per_device_train_batch_size=ft.batch_size,
+        gradient_accumulation_steps=ft.grad_accum, learning_rate=ft.learning_rate, num_train_epochs=ft.epochs,
+        max_steps=ft.max_steps if max_steps is None else max_steps, logging_steps=ft.logging_steps,
+        save_strategy="steps", save_steps=ft.save_steps, save_total_limit=1, bf16=bf16_enabled(ft.bf16),
+        seed=ft.seed, report_to="none", remove_unused_columns=False, use_cpu=not use_cuda,
+        dataloader_num_workers=0, disable_tqdm=False)
+    interrupt = CheckpointOnInterrupt()
+    trainer = LiteTrainer(model=model, args=args, train_dataset=train_data, data_collator=_collate,
+                          processing_class=loaded.tokenizer, callbacks=[interrupt, *callbacks],
+                          adapter=loaded.adapter,
+                          lite=LiteArguments(weights=weights, exit_position_fraction=ft.exit_position_fraction))
+    if not resume and _is_main_process():
+        echo("measuring exit agreement before training ...")
+        measured = measure_exits(trainer.model, loaded.adapter, validation_chunks, points)
+        before = {**run, "agreement_before": _layer_keys(measured["agreement"]),
+                  "validation_loss_before": _layer_keys(measured["loss"])}
+        output.mkdir(parents=True, exist_ok=True)
+        _write_json(output / RUN_JSON, before)
+
+    clock = StepClock()
+    trainer.add_callback(clock)
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    state = trainer.state
+    tokens_per_step = ft.batch_size * ft.grad_accum * ft.seq_len * args.world_size
+    if interrupt.requested:
+        return {"interrupted": True, "steps": state.global_step, "checkpoint": str(_last_checkpoint(output))}
+    if not trainer.is_world_process_zero():
+        return {"steps": state.global_step}
+
+    staging = output / f".saving-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    final = trainer.accelerator.unwrap_model(trainer.model)
+    if ft.lora:
+        final.save_pretrained(staging / LORA_ADAPTER)  # the un-merged adapter, before merging changes it
+        final = final.merge_and_unload()
+    echo("measuring exit agreement after training ...")
+    measured = measure_exits(final, loaded.adapter, validation_chunks, points)
+    info = {**before, "steps": state.global_step, "tokens_trained": state.global_step * tokens_per_step,
+            "agreement_after": _layer_keys(measured["agreement"]), "validation_loss": _layer_keys(measured["loss"]),
+            "throughput_tokens_per_s": round(clock.steps * tokens_per_step / max(clock.seconds, 1e-9), 2),
+            "corpus": config.data.corpus, "validation_tokens": int(validation_chunks.numel()),
+            "learning_rate": ft.learning_rate, "exit_position_fraction": ft.exit_position_fraction,
+            "bf16": args.bf16, "world_size": args.world_size, "train_seconds": round(clock.seconds, 1)}
+    _save_final(final, loaded.tokenizer, output, info, staging)
+    return info
