@@ -1,0 +1,57 @@
+"""`greencode serve`: the editor endpoint (llm-vscode / llm-ls, TGI and HF Inference API routes)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def build_engine(config, policy: str, threshold: Optional[float]):
+    """Load [model].spec and wrap it in an EarlyExitEngine with the given default policy."""
+    from greencode.energy import EnergyMeter
+    from greencode.engine import EarlyExitEngine
+    from greencode.models import load_model
+    from greencode.report import resolve_exit_points
+
+    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
+    engine = EarlyExitEngine(loaded, "full", meter=EnergyMeter(config.energy),
+                             exit_points=resolve_exit_points(config, loaded.num_layers, loaded.info),
+                             max_context_tokens=config.engine.max_context_tokens,
+                             agent_path=config.agent.path or None)
+    default = engine.make_policy(policy)
+    engine.set_policy(default.with_threshold(threshold) if threshold is not None else default)
+    return engine
+
+
+def command(ctx: typer.Context,
+            host: Optional[str] = typer.Option(None, help="Address to bind (default [serve].host, 127.0.0.1). "
+                                               "Anything but loopback exposes the model: set --token."),
+            port: Optional[int] = typer.Option(None, help="TCP port (default [serve].port, 8080)."),
+            model: Optional[str] = typer.Option(None, help="Model spec (default [model].spec)."),
+            agent: Optional[str] = typer.Option(None, help="Exit agent .safetensors (default [agent].path)."),
+            policy: Optional[str] = typer.Option(None, help="Default exit policy: full | fixed:N | confidence:P | "
+                                                 "entropy:H | agent:T (default [engine].policy)."),
+            threshold: Optional[float] = typer.Option(None, help="Threshold of the default policy (T, P or H)."),
+            token: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer TOKEN' (default [serve].token)."),
+            log_level: str = typer.Option("info", help="uvicorn log level: critical | error | warning | info | debug."),
+            ) -> None:
+    """Serve completions over HTTP for llm-vscode (TGI backend: POST /generate, /generate_stream)."""
+    from greencode.cli import load_context_config
+    from greencode.errors import GreencodeError
+
+    levels = ("critical", "error", "warning", "info", "debug")
+    if log_level not in levels:
+        raise GreencodeError(f"--log-level {log_level!r} is not one of: {', '.join(levels)}")
+    config = load_context_config(ctx, **{"serve.host": host, "serve.port": port, "model.spec": model,
+                                         "agent.path": agent, "engine.policy": policy, "serve.token": token})
+    from greencode.serve import build_app, listen_socket, run_server
+
+    sock = listen_socket(config.serve.host, config.serve.port)
+    engine = build_engine(config, config.engine.policy, threshold)
+    app = build_app(engine, config)
+    serve = config.serve
+    typer.echo(f"greencode serve: {engine.loaded.name}, {engine.num_layers} layers, exits {engine.exit_points}, "
+               f"policy {engine.policy.name}, energy {engine.meter.source}, "
+               f"auth {'on' if serve.token else 'off'} -> http://{serve.host}:{serve.port}/generate", err=True)
+    run_server(app, sock, log_level=log_level)

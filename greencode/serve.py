@@ -1,0 +1,366 @@
+"""`greencode serve`: an HTTP endpoint that llm-vscode / llm-ls can use as a Copilot.
+
+Routes (TGI and HF Inference API shapes, see DESIGN.md 'Editor endpoint'):
+
+    POST /generate              {"inputs", "parameters"} -> {"generated_text", "details"}
+    POST /generate_stream       the same, as server-sent events: one per token, the last with the text
+    POST /  and /models/{model} HF Inference API: [{"generated_text", "details"}] ("stream": true for SSE)
+    GET  /health, GET /info     liveness and queue; model, exit points, policy, threshold, energy source
+
+Every error is JSON {"error", "error_type"} (what llm-ls shows the user): 401 bad token, 413 body or
+input too long, 422 malformed JSON / wrong types / bad policy, 429 queue full, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from greencode.config import Config
+from greencode.errors import GreencodeError
+from greencode.serve_queue import GenerationJob, GenerationQueue, QueueFull
+from greencode.serve_schema import GenerateRequest, describe_errors
+
+log = logging.getLogger("greencode.serve")
+
+FINISH_REASONS = {"length": "length", "eos": "eos_token", "stop": "stop_sequence", "eol": "stop_sequence",
+                  "cancelled": "cancelled"}
+UNAUTHENTICATED_PATHS = {"/health"}
+DISCONNECT_POLL_S = 0.25
+
+
+class ServeError(Exception):
+    def __init__(self, status: int, message: str, error_type: str):
+        super().__init__(message)
+        self.status, self.message, self.error_type = status, message, error_type
+
+
+def error_body(message: str, error_type: str) -> dict:
+    return {"error": message, "error_type": error_type}
+
+
+async def _send_json(send, status: int, body: dict, headers: list | None = None) -> None:
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class GuardMiddleware:
+    """Bearer token (401) and body size (413), before any route reads a byte of JSON.
+
+    The body is read here up to the limit and replayed to the app; after it, `receive` is the
+    server's own, so a route still sees the client disconnect."""
+
+    def __init__(self, app, token: str, max_body_bytes: int):
+        self.app, self.token, self.max_body_bytes = app, token.encode(), max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.token and scope["path"] not in UNAUTHENTICATED_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, b"Bearer " + self.token):
+                return await _send_json(send, 401, error_body("missing or wrong bearer token (Authorization: Bearer …)",
+                                                              "authentication"), [(b"www-authenticate", b"Bearer")])
+        too_big = error_body(f"the request body is larger than {self.max_body_bytes} bytes", "payload_too_large")
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            return await _send_json(send, 413, too_big)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                return await _send_json(send, 413, too_big)
+            if not message.get("more_body", False):
+                break
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed_receive():
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed_receive, send)
+
+
+@dataclass
+class ServerState:
+    engine: Any
+    config: Config
+    queue: GenerationQueue
+    started: float
+    special_ids: frozenset
+
+
+def _policy_threshold(policy) -> float | None:
+    return getattr(policy, "threshold", None)
+
+
+def _request_policy(state: ServerState, request: GenerateRequest):
+    """This request's policy: the server default, or parameters.greencode's, with its threshold."""
+    wanted = request.parameters.greencode
+    policy = state.queue.default_policy
+    try:
+        if wanted is not None and wanted.policy is not None:
+            policy = state.engine.make_policy(wanted.policy)
+        if wanted is not None and wanted.threshold is not None:
+            policy = policy.with_threshold(wanted.threshold)
+    except GreencodeError as exc:
+        raise ServeError(422, f"parameters.greencode: {exc}", "validation") from None
+    return policy
+
+
+def _job_for(state: ServerState, request: GenerateRequest) -> GenerationJob:
+    serve, defaults = state.config.serve, state.config.engine
+    if len(request.inputs) > serve.max_input_chars:
+        raise ServeError(413, f"inputs has {len(request.inputs)} characters; the limit is {serve.max_input_chars}",
+                         "payload_too_large")
+    params = request.parameters
+    temperature = defaults.temperature if params.temperature is None else params.temperature
+    if params.do_sample is False:
+        temperature = 0.0
+    options = {
+        "max_new_tokens": min(params.max_new_tokens or defaults.max_new_tokens, serve.max_new_tokens_cap),
+        "stop": params.stop or None,
+        "temperature": temperature,
+        "top_p": defaults.top_p if params.top_p is None else params.top_p,
+        "seed": defaults.seed if params.seed is None else params.seed,
+    }
+    return GenerationJob(request.inputs, options, _request_policy(state, request), asyncio.get_running_loop())
+
+
+async def _next_item(state: ServerState, job: GenerationJob, request) -> tuple[str, Any]:
+    """The job's next item; cancels the job (and raises) if the client disconnects while waiting."""
+    getter = asyncio.ensure_future(job.items.get())
+    try:
+        while True:
+            done, _ = await asyncio.wait({getter}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return getter.result()
+            if await request.is_disconnected():
+                state.queue.cancel(job)
+                raise ServeError(499, "client disconnected", "cancelled")
+    finally:
+        getter.cancel()
+
+
+async def _start(state: ServerState, body: GenerateRequest, request) -> GenerationJob:
+    """Queue the request and wait until generation has started (or failed before its first token)."""
+    job = _job_for(state, body)
+    try:
+        state.queue.submit(job)
+    except QueueFull as exc:
+        raise ServeError(429, str(exc), "overloaded") from None
+    kind, payload = await _next_item(state, job, request)
+    if kind == "error":
+        raise ServeError(payload[0], payload[1], "validation" if payload[0] == 422 else "generation")
+    return job
+
+
+def _token_json(state: ServerState, event) -> dict:
+    return {"id": event.token_id, "text": event.text, "logprob": None, "special": event.token_id in state.special_ids,
+            "exit_layer": event.exit_layer, "joules": event.joules}
+
+
+def _details(state: ServerState, job: GenerationJob, summary, events: list, params) -> dict:
+    sampled = job.options["temperature"] > 0
+    return {
+        "finish_reason": FINISH_REASONS.get(summary.stop_reason, summary.stop_reason),
+        "generated_tokens": summary.tokens,
+        "seed": job.options["seed"] if sampled else None,
+        "tokens": [_token_json(state, event) for event in events],
+        "exit_layers": list(summary.exit_layers),
+        "num_layers": state.engine.num_layers,
+        "mean_exit_layer": summary.mean_exit_layer,
+        "layers_skipped_frac": summary.layers_skipped_frac,
+        "joules": summary.joules,
+        "full_depth_joules": summary.full_depth_joules,
+        "joules_saved": summary.joules_saved,
+        "energy_source": summary.energy_source,
+        "policy": job.policy.name,  # the first token comes from the prefill, at full depth
+        "prompt_tokens": summary.prompt_tokens,
+        "dropped_prompt_tokens": summary.dropped_prompt_tokens,
+        "prefill_seconds": summary.prefill_seconds,
+        "seconds": summary.seconds,
+        "ignored_parameters": params.ignored,
+    }
+
+
+def _text(body: GenerateRequest, summary, full_text_default: bool) -> str:
+    full = body.parameters.return_full_text
+    return body.inputs + summary.text if (full_text_default if full is None else full) else summary.text
+
+
+async def generate_once(state: ServerState, body: GenerateRequest, request, full_text_default: bool) -> dict:
+    job = await _start(state, body, request)
+    events = []
+    while True:
+        kind, payload = await _next_item(state, job, request)
+        if kind == "token":
+            events.append(payload)
+        elif kind == "done":
+            return {"generated_text": _text(body, payload, full_text_default),
+                    "details": _details(state, job, payload, events, body.parameters)}
+        else:
+            raise ServeError(payload[0], payload[1], "generation")
+
+
+def _sse(data: dict) -> bytes:
+    return f"data:{json.dumps(data)}\n\n".encode()
+
+
+async def stream_events(state: ServerState, job: GenerationJob, body: GenerateRequest,
+                        full_text_default: bool) -> AsyncIterator[bytes]:
+    """TGI stream: one event per token; the last token's event also carries generated_text and details.
+
+    Each token is held until the next arrives (or the stream ends), so the last one is known to be last.
+    Any way out of here before the end (disconnect, server stop) cancels the generation."""
+    events, held, finished = [], None, False
+    try:
+        while True:
+            kind, payload = await job.items.get()
+            if kind == "token":
+                if held is not None:
+                    yield _sse({"index": held.index, "token": _token_json(state, held),
+                                "generated_text": None, "details": None})
+                held = payload
+                events.append(payload)
+            elif kind == "done":
+                finished = True
+                if held is not None:
+                    yield _sse({"index": held.index, "token": _token_json(state, held),
+                                "generated_text": _text(body, payload, full_text_default),
+                                "details": _details(state, job, payload, events, body.parameters)})
+                return
+            else:
+                finished = True
+                yield _sse(error_body(payload[1], "generation"))
+                return
+    finally:
+        if not finished:
+            state.queue.cancel(job)
+
+
+def build_app(engine, config: Config):
+    """The ASGI app around one engine; its default policy is the engine's policy now."""
+    queue = GenerationQueue(engine, engine.policy, config.serve.queue_limit)
+    state = ServerState(engine, config, queue, time.time(), frozenset(engine.loaded.tokenizer.all_special_ids))
+
+    async def lifespan(app):
+        queue.start()
+        try:
+            yield
+        finally:
+            queue.stop()
+
+    app = FastAPI(title="greencode", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="Energy-aware code completion by dynamic early exit (TGI / HF Inference API)")
+    app.state.greencode = state
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(request, exc: ServeError):
+        return JSONResponse(error_body(exc.message, exc.error_type), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc: RequestValidationError):
+        return JSONResponse(error_body(describe_errors(exc.errors()), "validation"), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        return JSONResponse(error_body(str(exc.detail), "http"), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse(error_body(f"internal error ({type(exc).__name__})", "internal"), status_code=500)
+
+    async def answer(body: GenerateRequest, request: Request, full_text_default: bool, as_list: bool, stream: bool):
+        if stream:
+            job = await _start(state, body, request)
+            return StreamingResponse(stream_events(state, job, body, full_text_default), media_type="text/event-stream",
+                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        result = await generate_once(state, body, request, full_text_default)
+        return [result] if as_list else result
+
+    @app.post("/generate", summary="TGI generate")
+    async def generate(body: GenerateRequest, request: Request):
+        return await answer(body, request, False, as_list=False, stream=False)
+
+    @app.post("/generate_stream", summary="TGI generate, server-sent events")
+    async def generate_stream(body: GenerateRequest, request: Request):
+        return await answer(body, request, False, as_list=False, stream=True)
+
+    @app.post("/", summary="HF Inference API")
+    async def inference_api(body: GenerateRequest, request: Request):
+        return await answer(body, request, True, as_list=True, stream=bool(body.stream))
+
+    @app.post("/models/{model:path}", summary="HF Inference API (any model name: this server has one)")
+    async def inference_api_model(model: str, body: GenerateRequest, request: Request):
+        return await answer(body, request, True, as_list=True, stream=bool(body.stream))
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "queue": queue.snapshot(), "uptime_s": round(time.time() - state.started, 1)}
+
+    @app.get("/info")
+    async def info():
+        loaded, policy, serve = engine.loaded, queue.default_policy, config.serve
+        return {
+            "model_id": loaded.name, "model": loaded.name, "spec": loaded.spec,
+            "architecture": loaded.adapter.arch, "num_layers": engine.num_layers,
+            "exit_points": list(engine.exit_points), "policy": policy.name,
+            "threshold": _policy_threshold(policy), "energy_source": engine.meter.source,
+            "device": str(engine.device), "max_new_tokens_cap": serve.max_new_tokens_cap,
+            "max_input_chars": serve.max_input_chars, "max_body_bytes": serve.max_body_bytes,
+            "queue_limit": serve.queue_limit, "max_context_tokens": engine.max_context_tokens,
+            "auth": bool(serve.token), "version": "greencode-serve/1",
+        }
+
+    guarded = GuardMiddleware(app, config.serve.token, config.serve.max_body_bytes)
+    guarded.state = state  # for the command's start-up line and for tests
+    return guarded
+
+
+def listen_socket(host: str, port: int):
+    """Bind before the model loads, so a taken port fails at once with one line."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise GreencodeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port or --host") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_server(app, sock, log_level: str = "info"):
+    """A uvicorn server on a bound socket (one process: the model lives in it once)."""
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"),
+                            timeout_graceful_shutdown=5, lifespan="on")
+    return uvicorn.Server(config)
+
+
+def run_server(app, sock, log_level: str = "info") -> None:
+    make_server(app, sock, log_level).run(sockets=[sock])
