@@ -1,0 +1,137 @@
+"""quality.png, efficiency.png (bars like the paper's Fig. 8) and tradeoff.png (Pareto view)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from greencode.eval_store import write_atomic
+
+QUALITY = (("rougeL", "ROUGE-L"), ("bleu", "BLEU"), ("codebleu", "CodeBLEU"), ("syntax_match", "Syntax"),
+           ("dataflow_match", "Dataflow"))
+
+
+def _colours(rows: list[dict]) -> list:
+    import matplotlib
+
+    agents = [r for r in rows if r["policy"].startswith("agent:")]
+    blues = matplotlib.colormaps["Blues"]
+    others = iter(matplotlib.colormaps["tab10"].colors[1:])
+    colours = []
+    for row in rows:
+        if row["policy"] == "base":
+            colours.append("#9e9e9e")
+        elif row["policy"] == "full":
+            colours.append("#303030")
+        elif row["policy"].startswith("agent:"):
+            colours.append(blues(0.4 + 0.5 * agents.index(row) / max(1, len(agents) - 1)))
+        else:
+            colours.append(next(others))
+    return colours
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+
+
+def _title(result: dict) -> str:
+    return f"{result['model']}: {result['samples']} samples ({result['protocol']} protocol)"
+
+
+def quality_plot(result: dict):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = result["rows"]
+    metrics = [(k, t) for k, t in QUALITY if any(r.get(k) is not None for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(metrics) + 0.35 * len(rows)), 4.2))
+    width = 0.8 / len(rows)
+    x = np.arange(len(metrics))
+    for i, (row, colour) in enumerate(zip(rows, _colours(rows))):
+        values = [row.get(k) or 0.0 for k, _ in metrics]
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, values, width, label=row["label"], color=colour)
+    ax.set_xticks(x, [t for _, t in metrics])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score (0-1)")
+    ax.set_title(f"Quality — {_title(result)}", fontsize=10)
+    ax.legend(fontsize=8, ncol=min(4, len(rows)), loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def efficiency_plot(result: dict):
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    colours = _colours(rows)
+    labels = [r["label"] for r in rows]
+    panels = (("decode_joules", f"decode energy per completion (J, {rows[0]['energy_source']})"),
+              ("seconds_per_completion", "latency per completion (s; hatched: prefill)"),
+              ("tokens_per_s", "decode throughput (tokens/s)"))
+    fig, axes = plt.subplots(1, 3, figsize=(max(10, 1.1 * len(rows) * 3), 4.2))
+    for ax, (key, title) in zip(axes, panels):
+        values = [r[key] for r in rows]
+        bars = ax.bar(labels, values, color=colours)
+        if key == "seconds_per_completion":  # the prefill share, the same work for every policy
+            ax.bar(labels, [r["prefill_seconds"] for r in rows], color="none", hatch="//", edgecolor="white")
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Efficiency — {_title(result)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _pareto(points: list[tuple[float, float]], lower_x_better: bool) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (quality up; cost down or speed up)."""
+    ordered = sorted(points, key=lambda p: (p[0] if lower_x_better else -p[0], -p[1]))
+    frontier, best = [], float("-inf")
+    for x, y in ordered:
+        if y > best:
+            frontier.append((x, y))
+            best = y
+    return frontier
+
+
+def tradeoff_plot(result: dict):
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    colours = _colours(rows)
+    quality_key = "codebleu" if all(r.get("codebleu") is not None for r in rows) else "rougeL"
+    panels = (("decode_joules", "rougeL", "decode energy per completion (J)", "ROUGE-L", True),
+              ("tokens_per_s", quality_key, "decode throughput (tokens/s)", dict(QUALITY)[quality_key], False))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, (x_key, y_key, x_title, y_title, lower_better) in zip(axes, panels):
+        points = [(r[x_key], r.get(y_key) or 0.0) for r in rows]
+        for (x, y), row, colour in zip(points, rows, colours):
+            ax.scatter(x, y, s=60, color=colour, edgecolor="black", linewidth=0.5, zorder=3)
+            ax.annotate(row["label"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        frontier = _pareto(points, lower_better)
+        ax.plot(*zip(*frontier), linestyle="--", color="tab:green", alpha=0.7, label="Pareto front", zorder=2)
+        ax.set_xlabel(x_title)
+        ax.set_ylabel(y_title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        ax.set_title(f"{y_title} vs {x_title.split(' (')[0]} ({'left' if lower_better else 'right'} and up is better)",
+                     fontsize=9)
+    fig.suptitle(f"Trade-off — {_title(result)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write_plots(out: Path, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _save(quality_plot(result), out / "quality.png")
+    _save(efficiency_plot(result), out / "efficiency.png")
+    _save(tradeoff_plot(result), out / "tradeoff.png")

@@ -1,0 +1,294 @@
+"""`greencode eval`: quality and efficiency of exit policies on identical samples (paper VI-C, Figs. 8-11).
+
+Contestants: the base model at full depth (when the evaluated model is a fine-tuned directory whose
+greencode.json names its base), the evaluated model at full depth, the peer policies ([eval].policies:
+fixed:N, confidence:P, ...) and the RL agent at each threshold (agent:T). Every contestant completes
+every sample; per sample the order rotates, so machine noise (other processes, thermal drift) hits
+them alike. Each finished completion is stored at once (greencode.eval_store), so an interrupted run
+resumes where it stopped.
+
+The prefill is the same for every contestant on a sample, but the engine runs it inside each
+completion, so it is paid once per contestant; its time and energy are reported apart
+(`prefill_seconds`, `decode_joules`) so the policies' differences are not hidden under it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from greencode.eval_samples import EvalSample, SampleSet, load_samples
+from greencode.eval_store import CompletionStore, file_stamp
+
+VERSIONED = ("greencode", "torch", "transformers", "codebleu", "tree-sitter", "tree-sitter-python",
+             "tree-sitter-java", "rouge-score", "sacrebleu", "rapidfuzz", "zeus-ml")
+
+
+@dataclass
+class Contestant:
+    name: str  # the row's policy: "base", "full", "fixed:14", "agent:0.9", ...
+    label: str  # what plots call it
+    engine: object  # EarlyExitEngine
+    policy: object  # ExitPolicy
+    identity: str  # what a stored completion must match to be reused
+    model: str
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def find_agent(config, loaded, explicit: str | None) -> tuple[str | None, str | None]:
+    """(agent file, None) or (None, why not): --agent, [agent].path, the model's own, [agent].output's."""
+    if explicit or config.agent.path:
+        return explicit or config.agent.path, None  # named by the user: a broken file is an error
+    shipped = loaded.info.get("agent_path")
+    if shipped:
+        return shipped, None
+    trained = Path(config.agent.output) / "agent.safetensors"
+    if trained.is_file():
+        return str(trained), None
+    return None, (f"no agent file (none given with --agent or [agent].path, none shipped with the model, "
+                  f"none at {trained}); train one with `greencode train agent`")
+
+
+def build_contestants(config, loaded, base, meter, agent_path: str | None, agent_missing: str | None,
+                      thresholds: list[float]) -> tuple[list[Contestant], list[str]]:
+    from greencode.engine import EarlyExitEngine
+    from greencode.report import resolve_exit_points
+
+    notes: list[str] = []
+    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
+    engine = EarlyExitEngine(loaded, "full", meter, points, config.eval.max_context_tokens, agent_path)
+    stamp = file_stamp(loaded.spec)
+    contestants: list[Contestant] = []
+    if base is not None:
+        base_engine = EarlyExitEngine(base, "full", meter, points, config.eval.max_context_tokens)
+        contestants.append(Contestant("base", "base (full)", base_engine, base_engine.make_policy("full"),
+                                      f"base|{base.spec}|{file_stamp(base.spec)}|full", base.name))
+    names = list(config.eval.policies) + [f"agent:{t:g}" for t in thresholds]
+    skipped_agents = []
+    for text in names:
+        if text.startswith("agent:") and agent_path is None:
+            skipped_agents.append(text)
+            continue
+        policy = engine.make_policy(text)  # a bad policy or a mismatched agent fails here, before any work
+        if any(c.name == policy.name for c in contestants):
+            continue
+        identity = f"{loaded.spec}|{stamp}|{policy.name}"
+        if policy.name.startswith("agent:"):
+            identity += f"|{agent_path}|{file_stamp(agent_path)}"
+        label = policy.name
+        if policy.name == "full":
+            label = "fine-tuned (full)" if base is not None else "full"
+        elif policy.name.startswith("agent:"):
+            label = f"GC({policy.name.split(':', 1)[1]})"
+        contestants.append(Contestant(policy.name, label, engine, policy, identity, loaded.name))
+    if skipped_agents:
+        notes.append(f"skipped {', '.join(skipped_agents)}: {agent_missing}")
+    return contestants, notes
+
+
+def _complete(contestant: Contestant, sample: EvalSample, config, line_protocol: bool) -> dict:
+    engine = contestant.engine
+    engine.set_policy(contestant.policy)
+    summary = engine.complete(sample.context_ids, max_new_tokens=config.eval.max_new_tokens,
+                              stop_at_eol=line_protocol)
+    return {
+        "key": sample.key, "identity": contestant.identity, "policy": contestant.name,
+        "prediction": summary.text, "tokens": summary.tokens, "exit_layers": summary.exit_layers,
+        "prefill_seconds": summary.prefill_seconds, "seconds": summary.seconds, "joules": summary.joules,
+        "decode_joules": sum(e.joules for e in summary.events[1:]),  # the first token comes with the prefill
+        "full_depth_joules": summary.full_depth_joules, "energy_source": summary.energy_source,
+        "stop_reason": summary.stop_reason,
+    }
+
+
+def _exit_decisions(exit_layers: list[int], exit_points: list[int], num_layers: int) -> int:
+    """How many times a policy was asked, for decoded tokens (the first token comes from the prefill)."""
+    asks = [p for p in exit_points if p < num_layers]
+    return sum(sum(1 for p in asks if p <= layer) for layer in exit_layers[1:])
+
+
+def _quality(records: list[dict], samples: list[EvalSample], line_protocol: bool) -> dict:
+    from greencode.metrics import Sample, code_tokens, corpus_scores
+
+    def normal(text: str) -> str:  # CodeXGLUE ground truth is space-separated tokens: compare like with like
+        return " ".join(code_tokens(text)) if line_protocol else text
+
+    scored = [Sample(normal(r["prediction"]), normal(s.reference), s.language, "" if line_protocol else s.context)
+              for r, s in zip(records, samples)]
+    return corpus_scores(scored)
+
+
+def policy_row(contestant: Contestant, records: list[dict], samples: list[EvalSample], line_protocol: bool) -> dict:
+    engine = contestant.engine
+    L = engine.num_layers
+    layers = [layer for r in records for layer in r["exit_layers"]]
+    decode_tokens = sum(max(0, r["tokens"] - 1) for r in records)
+    decode_seconds = sum(r["seconds"] for r in records)
+    quality = _quality(records, samples, line_protocol)
+    n = len(records)
+    row = {
+        "policy": contestant.name, "label": contestant.label, "model": contestant.model, "samples": n,
+        **{k: quality.get(k) for k in ("rougeL", "bleu", "codebleu", "ngram_match", "weighted_ngram_match",
+                                       "syntax_match", "dataflow_match", "exact_match", "edit_sim",
+                                       "syntax_valid")},
+        "mean_exit_layer": statistics.fmean(layers) if layers else 0.0,
+        "layers_skipped_frac": 1 - sum(layers) / (len(layers) * L) if layers else 0.0,
+        "seconds_per_completion": statistics.fmean(r["prefill_seconds"] + r["seconds"] for r in records),
+        "prefill_seconds": statistics.fmean(r["prefill_seconds"] for r in records),
+        "tokens_per_s": decode_tokens / decode_seconds if decode_seconds > 0 else 0.0,
+        "joules": statistics.fmean(r["joules"] for r in records),
+        "decode_joules": statistics.fmean(r["decode_joules"] for r in records),
+        "energy_source": records[0]["energy_source"],
+        "tokens_per_completion": statistics.fmean(r["tokens"] for r in records),
+        "quality_notes": quality.get("notes", []),
+    }
+    asked = contestant.policy.name != "full" and decode_tokens
+    row["exit_decisions_per_token"] = (sum(_exit_decisions(r["exit_layers"], engine.exit_points, L) for r in records)
+                                       / decode_tokens if asked else 0.0)
+    return row
+
+
+def _agent_overheads(rows: list[dict], contestants: list[Contestant]) -> None:
+    """Agent rows: seconds per decision on a real-sized state, and its share of a decoded token's time."""
+    from greencode.bench import agent_decision_cost
+
+    by_name = {c.name: c for c in contestants}
+    cost = None
+    for row in rows:
+        if not row["policy"].startswith("agent:"):
+            continue
+        if cost is None:
+            cost = agent_decision_cost(by_name[row["policy"]].engine, row["policy"])["decision_seconds"]
+        row["agent_decision_seconds"] = cost
+        per_token = 1 / row["tokens_per_s"] if row["tokens_per_s"] else 0.0
+        row["agent_overhead_frac"] = row["exit_decisions_per_token"] * cost / per_token if per_token else None
+
+
+def _relative(rows: list[dict]) -> None:
+    """Energy and time against the evaluated model at full depth, measured in this same run."""
+    full = next((r for r in rows if r["policy"] == "full"), None)
+    for row in rows:
+        if full is None:
+            break
+        row["decode_joules_vs_full"] = row["decode_joules"] / full["decode_joules"] if full["decode_joules"] else None
+        row["seconds_vs_full"] = (row["seconds_per_completion"] / full["seconds_per_completion"]
+                                  if full["seconds_per_completion"] else None)
+        row["tokens_per_s_vs_full"] = row["tokens_per_s"] / full["tokens_per_s"] if full["tokens_per_s"] else None
+
+
+def summarise(contestants: list[Contestant], sample_set: SampleSet, store: CompletionStore) -> tuple[list[dict], int]:
+    """Rows over the samples every contestant has finished (identical samples for all), and their count."""
+    done = [s for s in sample_set.samples if all(store.get(s.key, c.identity) for c in contestants)]
+    if not done:
+        return [], 0
+    line_protocol = sample_set.protocol == "line"
+    rows = [policy_row(c, [store.get(s.key, c.identity) for s in done], done, line_protocol) for c in contestants]
+    _relative(rows)
+    _agent_overheads(rows, contestants)
+    return rows, len(done)
+
+
+def _load(config, spec: str):
+    from greencode.models import load_model
+
+    return load_model(spec, config.model.dtype, config.model.device, config.model.cache_dir)
+
+
+def run_eval(config, out: str | Path | None = None, agent: str | None = None, restart: bool = False,
+             progress: bool = True, echo=print) -> dict:
+    """Run the evaluation `config` describes; write results.json, results.md and plots into `out`."""
+    from greencode.energy import EnergyMeter
+    from greencode.eval_plots import write_plots
+    from greencode.eval_report import write_results
+
+    out = Path(out or config.eval.out)
+    started = time.perf_counter()
+    loaded = _load(config, config.model.spec)
+    base_spec = loaded.info.get("base_model")
+    base = _load(config, base_spec) if base_spec else None
+    sample_set = load_samples(config, loaded.tokenizer)
+    notes = list(sample_set.notes)
+    agent_path, agent_missing = find_agent(config, loaded, agent)
+    meter = EnergyMeter(config.energy)
+    contestants, more = build_contestants(config, loaded, base, meter, agent_path, agent_missing,
+                                          list(config.eval.thresholds))
+    notes += more
+    for note in notes:
+        echo(f"note: {note}")
+    fingerprint = {
+        "protocol": sample_set.protocol, "model": loaded.spec, "model_stamp": file_stamp(loaded.spec),
+        "base_model": base_spec, "data": dataclasses.asdict(config.data), "dtype": config.model.dtype,
+        "context_fraction": config.eval.context_fraction, "max_context_tokens": config.eval.max_context_tokens,
+        "max_new_tokens": config.eval.max_new_tokens, "exit_points": contestants[0].engine.exit_points,
+    }
+    store = CompletionStore(out, fingerprint, restart)
+    todo = [(s, c) for s in sample_set.samples for c in contestants if store.get(s.key, c.identity) is None]
+    line_protocol = sample_set.protocol == "line"
+    resumed = len(sample_set.samples) * len(contestants) - len(todo)
+    if resumed:
+        echo(f"resuming: {resumed} completions already in {store.path}")
+
+    def finish(interrupted: bool) -> dict:
+        rows, done = summarise(contestants, sample_set, store)
+        result = {
+            "rows": rows, "samples": done, "samples_requested": config.eval.samples,
+            "protocol": sample_set.protocol, "source": sample_set.source, "model": loaded.name,
+            "num_layers": loaded.num_layers, "exit_points": contestants[0].engine.exit_points,
+            "energy_source": meter.source, "wall_seconds": time.perf_counter() - started,
+            "interrupted": interrupted, "notes": notes, "config": dataclasses.asdict(config),
+            "versions": versions(), "hash_seed": "CodeBLEU scored as with PYTHONHASHSEED=0",
+        }
+        if rows:
+            write_results(out, result)
+            write_plots(out, result)
+        return result
+
+    try:
+        if todo:
+            _run_all(sample_set.samples, contestants, store, config, line_protocol, progress, resumed)
+    except KeyboardInterrupt:
+        result = finish(True)
+        echo(f"interrupted: results over {result['samples']} finished samples written to {out}; "
+             "run the same command again to resume")
+        raise
+    return finish(False)
+
+
+def _run_all(samples: list[EvalSample], contestants: list[Contestant], store: CompletionStore, config,
+             line_protocol: bool, progress: bool, resumed: int) -> None:
+    from tqdm import tqdm
+
+    # Warm-up (allocator, kernels, caches) so the first contestant isn't charged for it; not stored.
+    for contestant in contestants:
+        _complete(contestant, samples[0], config, line_protocol)
+    total = len(samples) * len(contestants)
+    with tqdm(total=total, initial=resumed, desc="eval", unit="completion", disable=not progress) as bar:
+        for index, sample in enumerate(samples):
+            shift = index % len(contestants)
+            for contestant in contestants[shift:] + contestants[:shift]:  # rotate: no one always goes first
+                if store.get(sample.key, contestant.identity) is not None:
+                    continue
+                bar.set_postfix_str(f"sample {index + 1}/{len(samples)} {contestant.name}", refresh=False)
+                store.add(_complete(contestant, sample, config, line_protocol))
+                bar.update()
+
+
+def format_summary(result: dict) -> str:
+    """The table results.md holds, for the terminal."""
+    from greencode.eval_report import markdown_table
+
+    return markdown_table(result["rows"])
