@@ -1,4 +1,4 @@
-"""A small file to try greencode on: put the cursor at the end and wait, or press ctrl+space."""
+"""Try greencode here: wait at the end of main(), or press F5."""
 
 from functools import lru_cache
 

@@ -1,0 +1,117 @@
+"""A deterministic stand-in for EarlyExitEngine (same API, real TokenEvents) so UI tests need no model.
+
+Tokens come from a script of (text, exit layer). Under `full` every token runs at the final layer, as the
+real engine does. With `gated=True` each token waits for `release()`, so a test can act between tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+from greencode.errors import GreencodeError
+from greencode.events import CompletionSummary, TokenEvent
+
+JOULES_PER_LAYER = 0.01
+SECONDS_PER_TOKEN = 0.05
+SCRIPT = [("print", 4), ("(", 8), ("fib", 12), ("onacci", 19), ("(", 23), ("10", 27), (")", 30),
+          (")", 6), ("\n", 30), ("    return", 14)]
+
+
+class FakeCompletion:
+    def __init__(self, engine: "FakeEngine", max_new_tokens: int, stop_at_eol: bool):
+        self.engine, self.max_new_tokens, self.stop_at_eol = engine, max_new_tokens, stop_at_eol
+        self._cancelled = threading.Event()
+        self.summary: CompletionSummary | None = None
+        self._events = self._run()
+
+    def __iter__(self):
+        return self._events
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def _run(self):
+        engine, L = self.engine, self.engine.num_layers
+        events, text, reason = [], "", "length"
+        try:
+            for index in range(self.max_new_tokens):
+                if engine.gated and not engine._gate.acquire(timeout=10):
+                    raise RuntimeError("fake engine: the test never released the next token")
+                piece, layer = engine.script[index % len(engine.script)]
+                policy = engine.policy
+                layer = L if policy == "full" else layer
+                event = TokenEvent(index, 1000 + index, piece, layer, layer, L, None, SECONDS_PER_TOKEN,
+                                   layer * JOULES_PER_LAYER, engine.energy_source, L * JOULES_PER_LAYER, policy)
+                events.append(event)
+                text += piece
+                engine.tokens_computed += 1
+                yield event
+                if self.stop_at_eol and "\n" in text.lstrip():
+                    reason = "eol"
+                    break
+                if index == self.max_new_tokens - 1:
+                    break
+                if self._cancelled.is_set():
+                    reason = "cancelled"
+                    break
+        finally:
+            final = text
+            if reason == "eol":
+                body = text.lstrip()
+                final = text[: len(text) - len(body) + body.index("\n")]
+            layers = [e.exit_layer for e in events]
+            self.summary = CompletionSummary(
+                text=final, tokens=len(events), prompt_tokens=3, dropped_prompt_tokens=0,
+                seconds=SECONDS_PER_TOKEN * max(0, len(events) - 1), prefill_seconds=SECONDS_PER_TOKEN,
+                joules=sum(e.joules for e in events), energy_source=engine.energy_source,
+                full_depth_joules=sum(e.full_depth_joules for e in events),
+                mean_exit_layer=sum(layers) / len(layers) if layers else 0.0,
+                layers_skipped_frac=1 - sum(layers) / (len(layers) * L) if layers else 0.0,
+                stop_reason=reason, exit_layers=layers)
+            engine.summaries.append(self.summary)
+
+
+class FakeEngine:
+    def __init__(self, script=SCRIPT, gated: bool = False, agent_available: bool = True,
+                 energy_source: str = "estimate"):
+        self.script = list(script)
+        self.gated = gated
+        self.agent_available = agent_available
+        self.energy_source = energy_source
+        self.num_layers = 30
+        self.exit_points = [4, 6, 8, 10, 12, 14, 19, 23, 27]
+        self.loaded = SimpleNamespace(name="fake-smollm (30 layers)")
+        self.policy = "full"
+        self.policies_set: list[str] = []
+        self.prompts: list[str] = []
+        self.summaries: list[CompletionSummary] = []
+        self.tokens_computed = 0
+        self._gate = threading.Semaphore(0)
+
+    def release(self, tokens: int = 1) -> None:
+        for _ in range(tokens):
+            self._gate.release()
+
+    def set_policy(self, policy: str) -> None:
+        kind, _, arg = policy.partition(":")
+        if kind == "agent" and not self.agent_available:
+            raise GreencodeError("policy agent:T needs an agent file: pass --agent PATH or set [agent].path")
+        if kind not in ("full", "fixed", "confidence", "entropy", "agent"):
+            raise GreencodeError(f"unknown policy {policy!r}")
+        self.policy = f"{kind}:{float(arg):g}" if kind in ("agent", "confidence") else policy
+        self.policies_set.append(self.policy)
+
+    def set_threshold(self, value: float) -> None:
+        if not 0 <= value <= 1:
+            raise GreencodeError(f"threshold must be in [0, 1], got {value}")
+        kind = self.policy.partition(":")[0]
+        if kind in ("agent", "confidence"):
+            self.policy = f"{kind}:{value:g}"
+
+    def stream(self, prompt, max_new_tokens=15, stop=None, stop_at_eol=False, temperature=0.0, top_p=1.0,
+               record=False, seed=None) -> FakeCompletion:
+        if not prompt:
+            raise GreencodeError("the prompt is empty: give some code before the cursor")
+        self.prompts.append(prompt)
+        return FakeCompletion(self, max_new_tokens, stop_at_eol)

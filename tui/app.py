@@ -1,0 +1,511 @@
+"""The playground: an editor whose completions stream in token by token, coloured by exit layer, with
+live joules and a threshold knob. The engine runs in thread workers; tokens come back as messages."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Footer, Header, Label, LoadingIndicator, Static, TextArea
+from textual.worker import get_current_worker
+
+from greencode.errors import GreencodeError
+from greencode.events import CompletionSummary, TokenEvent
+from tui.editor import CodeEditor
+from tui.engines import EngineFactory, describe_engine
+from tui.ghost import ghost_pieces
+from tui.messages import (CompareSideFinished, CompareTokenGenerated, CompletionFailed, CompletionFinished,
+                          GhostAccepted, GhostDismissed, ModelLoaded, ModelLoadFailed, ThresholdRequested,
+                          TokenGenerated)
+from tui.panel import CompletionView, ExitHistogram, ExitSparkline, ThresholdKnob, figures_text, snap
+from tui.screens import CompareScreen, ConfirmQuitScreen, HelpScreen
+from tui.settings import POLICY_CYCLE, THRESHOLD_POLICIES, THRESHOLD_STEP, TuiSettings, policy_string
+from tui.source import SourceFile, save_text
+from tui.stats import CompletionStats, SessionStats
+
+
+def while_running(handler):
+    """Worker messages can still arrive while the app shuts down: drop them then."""
+
+    @functools.wraps(handler)
+    def guarded(self, message):
+        if self.is_running:
+            handler(self, message)
+
+    return guarded
+
+
+@dataclass
+class LiveCompletion:
+    """The completion being shown: where it was asked for and what has arrived."""
+
+    run_id: int
+    anchor: tuple[int, int]  # cursor location it completes; moving away dismisses it
+    stop_at_eol: bool
+    stats: CompletionStats
+    events: list[TokenEvent] = field(default_factory=list)
+    summary: CompletionSummary | None = None
+
+
+class GreencodeApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "greencode"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("f1", "help", "Help", id="help"),
+        Binding("f5,ctrl+space", "complete", "Complete", id="complete"),
+        Binding("f2", "toggle_mode", "Line/Block", id="toggle_mode"),
+        Binding("f3", "cycle_policy", "Policy", id="cycle_policy"),
+        Binding("f8,ctrl+down", "threshold(-1)", "T-", id="threshold_down"),
+        Binding("f9,ctrl+up", "threshold(1)", "T+", id="threshold_up"),
+        Binding("f4", "compare", "Compare", id="compare"),
+        Binding("ctrl+s", "save", "Save", id="save"),
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+    ]
+
+    def __init__(self, source: SourceFile, settings: TuiSettings, engine_factory: EngineFactory) -> None:
+        super().__init__()
+        self.source, self.settings, self._engine_factory = source, settings, engine_factory
+        self.engine = None
+        self.model_error = ""
+        self.policy_kind, self.policy_arg = settings.policy_kind, settings.policy_arg
+        self.threshold = settings.threshold
+        self.mode = settings.mode
+        self.agent_unavailable = ""  # why agent:T cannot run, once we know
+        self.dirty = False
+        self.session = SessionStats()
+        self.live: LiveCompletion | None = None
+        self._run_id = 0
+        self._compare_run_id = -1
+        self._stream = None  # the engine Completion being iterated, for cancel()
+        self._engine_lock = threading.Lock()  # one stream at a time: a new one waits for the old to stop
+        self._idle_timer = None
+
+    # -- layout ----------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        source = self.source
+        yield Header()
+        with Horizontal(id="body"):
+            with Vertical(id="main"):
+                yield Static(self._banner_text(), id="banner", classes="-shown" if self._banner_text() else "")
+                yield CodeEditor.code_editor(source.text, language=source.language, read_only=source.read_only,
+                                             id="editor", classes="code_editor")
+                yield CompletionView(id="preview")
+            with VerticalScroll(id="side", can_focus=False):  # clicks in the panel leave the focus in the editor
+                yield Label("model", classes="section-title")
+                yield Static(f"loading {self.settings.model_spec}...\nthe editor works meanwhile", id="model-status")
+                yield LoadingIndicator(id="model-loading")
+                yield Label("policy", classes="section-title")
+                yield Static(id="policy-status")
+                yield ThresholdKnob(id="knob")
+                yield Label("this completion", classes="section-title")
+                yield Static(id="figures")
+                yield ExitSparkline(id="sparkline")
+                yield Label("exit layers (legend)", classes="section-title")
+                yield ExitHistogram(id="histogram")
+        yield Footer()
+
+    @staticmethod
+    def _start_location(editor: CodeEditor) -> tuple[int, int]:
+        """The end of the last line that holds anything: where a person would continue writing."""
+        row = editor.document.line_count - 1
+        while row > 0 and not editor.document[row]:
+            row -= 1
+        return row, len(editor.document[row])
+
+    def _banner_text(self) -> str:
+        if self.source.read_only:
+            return f"read-only: {self.source.read_only_reason}"
+        return self.source.note
+
+    def on_mount(self) -> None:
+        # Held here: worker messages update them whatever screen is on top (help, compare, quit).
+        self.editor = self.query_one(CodeEditor)
+        self.preview = self.query_one("#preview", CompletionView)
+        self.figures = self.query_one("#figures", Static)
+        self.sparkline = self.query_one(ExitSparkline)
+        self.histogram = self.query_one(ExitHistogram)
+        self.knob = self.query_one(ThresholdKnob)
+        self.policy_status = self.query_one("#policy-status", Static)
+        self.model_status = self.query_one("#model-status", Static)
+        self.model_loading = self.query_one("#model-loading", LoadingIndicator)
+        editor = self.editor
+        editor.focus()
+        editor.move_cursor(self._start_location(editor))
+        self.call_after_refresh(editor.scroll_cursor_visible)
+        self._update_title()
+        self._update_policy()
+        self._update_figures()
+        self.preview.show(self._idle_hint(), [], 1)
+        self.load_engine()
+
+    # -- model loading (a worker: the editor is usable meanwhile) ------------------------------------
+
+    @work(thread=True, exclusive=True, group="load")
+    def load_engine(self) -> None:
+        try:
+            engine = self._engine_factory()
+        except GreencodeError as exc:
+            self.post_message(ModelLoadFailed(str(exc)))
+            return
+        except Exception as exc:  # a bug or a broken install: show it, keep the editor alive
+            self.log.error(exc)
+            self.post_message(ModelLoadFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(ModelLoaded(engine, describe_engine(engine)))
+
+    @while_running
+    def on_model_loaded(self, message: ModelLoaded) -> None:
+        self.engine = message.engine
+        self.model_loading.display = False
+        self.model_status.update(message.description)
+        self._apply_policy(self.policy_kind, announce=False)
+        self.histogram.show([], self.engine.exit_points, self.engine.num_layers)
+        self.preview.show(self._idle_hint(), [], 1)
+
+    @while_running
+    def on_model_load_failed(self, message: ModelLoadFailed) -> None:
+        self.model_error = message.error
+        self.model_loading.display = False
+        status = self.model_status
+        status.update(f"model failed to load:\n{message.error}\nediting and saving still work")
+        status.add_class("-error")
+        self.notify(f"model failed to load: {message.error}", severity="error", timeout=10)
+
+    # -- policy and threshold --------------------------------------------------------------------
+
+    @property
+    def policy(self) -> str:
+        return policy_string(self.policy_kind, self.threshold, self.policy_arg)
+
+    def _apply_policy(self, kind: str, announce: bool = True) -> bool:
+        """Switch the engine to `kind`; agent falls back to confidence when no agent can be loaded."""
+        wanted = policy_string(kind, self.threshold, self.policy_arg)
+        try:
+            if self.engine is not None:
+                self.engine.set_policy(wanted)
+        except GreencodeError as exc:
+            if kind == "agent":
+                self.agent_unavailable = str(exc)
+                if announce:
+                    self.notify(f"agent unavailable: {exc}", severity="warning", timeout=8)
+                self.policy_arg = ""
+                return self._apply_policy("confidence", announce)
+            self.notify(f"policy {wanted}: {exc}; using confidence:{self.threshold:g}", severity="error")
+            return self._apply_policy("confidence", announce)
+        self.policy_kind = kind
+        self._update_policy()
+        return True
+
+    def action_cycle_policy(self) -> None:
+        if isinstance(self.screen, CompareScreen):
+            return
+        cycle = [k for k in POLICY_CYCLE if not (k == "agent" and self.agent_unavailable)]
+        position = cycle.index(self.policy_kind) if self.policy_kind in cycle else -1
+        self._apply_policy(cycle[(position + 1) % len(cycle)])
+
+    def action_threshold(self, direction: int) -> None:
+        self.set_threshold(snap(self.threshold + direction * THRESHOLD_STEP))
+
+    def on_threshold_requested(self, message: ThresholdRequested) -> None:
+        if message.value is not None:
+            self.set_threshold(snap(message.value))
+        else:
+            self.action_threshold(message.steps)
+
+    def set_threshold(self, value: float) -> None:
+        """The knob: the next token uses the new value (the engine swaps its policy between tokens)."""
+        if isinstance(self.screen, CompareScreen):
+            return
+        self.threshold = value
+        if self.engine is not None and self.policy_kind in THRESHOLD_POLICIES:
+            self.engine.set_threshold(value)
+        self._update_policy()
+
+    def action_toggle_mode(self) -> None:
+        self.mode = "block" if self.mode == "line" else "line"
+        self._update_policy()
+
+    # -- completions -----------------------------------------------------------------------------
+
+    def _prompt(self) -> str:
+        editor = self.editor
+        row, column = editor.cursor_location
+        first_row = max(0, row - 400)  # the engine keeps the tokens nearest the cursor anyway
+        text = editor.get_text_range((first_row, 0), (row, column))
+        return text[-self.settings.max_context_chars:]
+
+    def action_complete(self) -> None:
+        self.start_completion(explicit=True)
+
+    def start_completion(self, explicit: bool = False) -> None:
+        def refuse(why: str) -> None:
+            if explicit:
+                self.notify(why, severity="warning")
+
+        if self.engine is None:
+            return refuse(f"model failed to load: {self.model_error}" if self.model_error else "the model is still loading")
+        if self.source.read_only:
+            return refuse("read-only file: completions are off")
+        if self.screen is not self.screen_stack[0]:
+            return None
+        prompt = self._prompt()
+        if not prompt.strip():
+            return refuse("nothing before the cursor to complete")
+        self.cancel_completion()
+        self._run_id += 1
+        line_mode = self.mode == "line"
+        editor = self.editor
+        self.live = LiveCompletion(self._run_id, editor.cursor_location, line_mode, CompletionStats(self.engine.num_layers))
+        self.preview.show(f"{self.policy} · waiting for the first token...", [], 1)
+        max_tokens = self.settings.line_tokens if line_mode else self.settings.block_tokens
+        self.run_completion(self._run_id, prompt, max_tokens, line_mode)
+        return None
+
+    @work(thread=True, exclusive=True, group="complete")
+    def run_completion(self, run_id: int, prompt: str, max_new_tokens: int, stop_at_eol: bool) -> None:
+        worker = get_current_worker()
+        with self._engine_lock:
+            if worker.is_cancelled:
+                return
+            try:
+                stream = self.engine.stream(prompt, max_new_tokens=max_new_tokens, stop_at_eol=stop_at_eol,
+                                            temperature=self.settings.temperature, top_p=self.settings.top_p)
+                self._stream = stream
+                for event in stream:
+                    if worker.is_cancelled:
+                        stream.cancel()  # the stream ends before computing another token
+                        continue
+                    self.post_message(TokenGenerated(run_id, event))
+            except GreencodeError as exc:
+                self.post_message(CompletionFailed(run_id, str(exc)))
+                return
+            except Exception as exc:  # a bug: show it, keep the user's buffer alive
+                self.log.error(exc)
+                self.post_message(CompletionFailed(run_id, f"{type(exc).__name__}: {exc}"))
+                return
+            finally:
+                self._stream = None
+            self.post_message(CompletionFinished(run_id, stream.summary))
+
+    def cancel_completion(self) -> None:
+        """Stop the in-flight completion (if any) and forget the shown one."""
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+        self.workers.cancel_group(self, "complete")
+        self.live = None
+        self.editor.clear_ghost()
+
+    def _current(self, run_id: int) -> LiveCompletion | None:
+        return self.live if self.live is not None and self.live.run_id == run_id else None
+
+    @while_running
+    def on_token_generated(self, message: TokenGenerated) -> None:
+        self.session.add(message.event)  # its energy was spent even if the completion was cancelled
+        live = self._current(message.run_id)
+        if live is None:
+            self._update_figures()
+            return
+        live.events.append(message.event)
+        live.stats.add(message.event)
+        self._show_live(live, "streaming...")
+
+    @while_running
+    def on_completion_finished(self, message: CompletionFinished) -> None:
+        live = self._current(message.run_id)
+        if live is None:
+            return
+        live.summary = message.summary
+        self.session.completions += 1
+        self._show_live(live, f"done ({message.summary.stop_reason}) · Tab accepts, Esc dismisses")
+
+    @while_running
+    def on_completion_failed(self, message: CompletionFailed) -> None:
+        if message.run_id == self._compare_run_id or self._current(message.run_id) is not None:
+            self.notify(f"completion failed: {message.error}", severity="error", timeout=8)
+            self.live = None
+            self.preview.show(f"completion failed: {message.error}", [], 1)
+
+    def _show_live(self, live: LiveCompletion, status: str) -> None:
+        final = live.summary.text if live.summary is not None else None
+        pieces = ghost_pieces(live.events, final, live.stop_at_eol)
+        num_layers = live.stats.num_layers
+        editor = self.editor
+        if pieces:
+            editor.show_ghost(pieces, num_layers)
+        else:
+            editor.clear_ghost()
+        if live.summary is not None and not pieces:
+            status = f"no completion ({live.summary.stop_reason})"
+        header = f"{live.events[-1].policy if live.events else self.policy} · {len(live.events)} tokens · {status}"
+        self.preview.show(header, pieces, num_layers)
+        self.sparkline.show(live.stats.exit_layers, num_layers)
+        self.histogram.show(live.stats.exit_layers, self.engine.exit_points, num_layers)
+        self._update_figures()
+
+    # -- editor events: typing cancels, Tab accepts, Esc dismisses -------------------------------
+
+    @on(TextArea.Changed, "#editor")
+    def on_editor_changed(self) -> None:
+        self.dirty = True
+        self._update_title()
+        if self.live is not None:
+            self.cancel_completion()
+        self._restart_idle_timer()
+
+    @on(TextArea.SelectionChanged, "#editor")
+    def on_editor_selection_changed(self, event: TextArea.SelectionChanged) -> None:
+        if self.live is not None and event.selection.end != self.live.anchor:
+            self.cancel_completion()
+            self.preview.show(self._idle_hint(), [], 1)
+
+    def on_ghost_accepted(self, message: GhostAccepted) -> None:
+        self.cancel_completion()
+        self.preview.show(f"accepted {len(message.text)} characters", [], 1)
+
+    def on_ghost_dismissed(self, message: GhostDismissed) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.stop()
+        if self.live is not None:
+            self.cancel_completion()
+            self.preview.show("dismissed", [], 1)
+
+    def _restart_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.stop()
+            self._idle_timer = None
+        if self.settings.idle_ms > 0:
+            self._idle_timer = self.set_timer(self.settings.idle_ms / 1000, self._idle_elapsed)
+
+    def _idle_elapsed(self) -> None:
+        self._idle_timer = None
+        self.start_completion(explicit=False)
+
+    # -- compare view ----------------------------------------------------------------------------
+
+    def action_compare(self) -> None:
+        if isinstance(self.screen, CompareScreen):
+            return
+        if self.engine is None:
+            self.notify("the model is not loaded", severity="warning")
+            return
+        prompt = self._prompt()
+        if not prompt.strip():
+            self.notify("nothing before the cursor to complete", severity="warning")
+            return
+        self.cancel_completion()
+        kind = self.policy_kind
+        if kind == "full":
+            kind = "confidence" if self.agent_unavailable else "agent"
+        early = policy_string(kind, self.threshold, self.policy_arg)
+        line_mode = self.mode == "line"
+        self._run_id += 1
+        self._compare_run_id = self._run_id
+        self.push_screen(CompareScreen(early, self.engine.num_layers, line_mode), lambda _: self.cancel_completion())
+        max_tokens = self.settings.line_tokens if line_mode else self.settings.block_tokens
+        self.run_compare(self._run_id, prompt, early, max_tokens, line_mode)
+
+    @work(thread=True, exclusive=True, group="complete")
+    def run_compare(self, run_id: int, prompt: str, early: str, max_new_tokens: int, stop_at_eol: bool) -> None:
+        worker = get_current_worker()
+        with self._engine_lock:
+            try:
+                for side, policy in (("early", early), ("full", "full")):
+                    if worker.is_cancelled:
+                        return
+                    self.engine.set_policy(policy)
+                    stream = self.engine.stream(prompt, max_new_tokens=max_new_tokens, stop_at_eol=stop_at_eol,
+                                                temperature=self.settings.temperature, top_p=self.settings.top_p)
+                    self._stream = stream
+                    for event in stream:
+                        if worker.is_cancelled:
+                            stream.cancel()
+                            continue
+                        self.post_message(CompareTokenGenerated(run_id, side, event))
+                    self.post_message(CompareSideFinished(run_id, side, stream.summary))
+            except GreencodeError as exc:
+                self.post_message(CompletionFailed(run_id, str(exc)))
+            finally:
+                self._stream = None
+                self.engine.set_policy(self.policy)  # back to what the panel shows
+
+    @while_running
+    def on_compare_token_generated(self, message: CompareTokenGenerated) -> None:
+        self.session.add(message.event)
+        if message.run_id == self._compare_run_id and isinstance(self.screen, CompareScreen):
+            self.screen.add_token(message.side, message.event)
+        self._update_figures()
+
+    @while_running
+    def on_compare_side_finished(self, message: CompareSideFinished) -> None:
+        self.session.completions += 1
+        if message.run_id == self._compare_run_id and isinstance(self.screen, CompareScreen):
+            self.screen.finish(message.side, message.summary)
+
+    # -- panel -----------------------------------------------------------------------------------
+
+    def _idle_hint(self) -> str:
+        if self.settings.idle_ms > 0:
+            return f"completes after a {self.settings.idle_ms} ms pause, or F5"
+        return "F5 or ctrl+space to complete"
+
+    def _update_figures(self) -> None:
+        stats = self.live.stats if self.live is not None else None
+        self.figures.update(figures_text(stats, self.session))
+
+    def _update_policy(self) -> None:
+        knob_active = self.policy_kind in THRESHOLD_POLICIES
+        tokens = self.settings.line_tokens if self.mode == "line" else self.settings.block_tokens
+        lines = [f"{self.policy}   [F3 switch]",
+                 f"{'T' if self.policy_kind == 'agent' else 'P'} = {self.threshold:.2f}" if knob_active
+                 else f"knob {self.threshold:.2f} (applies to agent/confidence)",
+                 f"mode: {self.mode} (up to {tokens} tokens)   [F2]"]
+        if self.agent_unavailable:
+            lines.append(f"agent unavailable: {self.agent_unavailable}")
+        self.policy_status.update("\n".join(lines))
+        self.knob.show(self.threshold, knob_active)
+
+    def _update_title(self) -> None:
+        flags = " [read-only]" if self.source.read_only else (" [modified]" if self.dirty else "")
+        self.title = f"greencode · {self.source.name}{flags}"
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def action_save(self) -> bool:
+        try:
+            self.source = save_text(self.source, self.editor.text)
+        except GreencodeError as exc:
+            self.notify(str(exc), title="not saved", severity="error", timeout=12)
+            return False
+        self.dirty = False
+        self._update_title()
+        self.notify(f"saved {self.source.path}", timeout=3)
+        return True
+
+    async def action_quit(self) -> None:
+        if not self.dirty:
+            self.exit()
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "discard" or (choice == "save" and self.action_save()):
+                self.exit()
+
+        if not isinstance(self.screen, ConfirmQuitScreen):
+            self.push_screen(ConfirmQuitScreen(self.source.name), chosen)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def on_unmount(self) -> None:
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()

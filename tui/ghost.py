@@ -1,0 +1,37 @@
+"""The streamed completion as display pieces: (text, exit layer) per token, trimmed to what Tab inserts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from greencode.events import TokenEvent
+
+NEWLINE_MARK = "\u21b5"  # ↵ : a completion's line break, drawn inline at the cursor
+
+
+def eol_cut(text: str) -> int | None:
+    """Where line mode ends a completion: the first newline after some content (as the engine's eol stop)."""
+    body = text.lstrip()
+    return len(text) - len(body) + body.index("\n") if "\n" in body else None
+
+
+def ghost_pieces(events: Iterable[TokenEvent], final_text: str | None = None,
+                 stop_at_eol: bool = False) -> list[tuple[str, int]]:
+    """Token texts with their exit layers, cut at final_text's length (or, while streaming, at line end)."""
+    pieces = [(event.text, event.exit_layer) for event in events if event.text]
+    joined = "".join(text for text, _ in pieces)
+    limit = len(final_text) if final_text is not None else (eol_cut(joined) if stop_at_eol else None)
+    if limit is None:
+        return pieces
+    kept, used = [], 0
+    for text, layer in pieces:
+        if used >= limit:
+            break
+        kept.append((text[: limit - used], layer))
+        used += len(kept[-1][0])
+    return [(text, layer) for text, layer in kept if text]
+
+
+def inline_text(text: str, indent_width: int = 4) -> str:
+    """One line to draw at the cursor: line breaks as ↵, tabs as spaces."""
+    return text.replace("\r\n", "\n").replace("\n", NEWLINE_MARK).replace("\t", " " * indent_width)

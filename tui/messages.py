@@ -1,0 +1,71 @@
+"""Messages, named in the past tense: workers and widgets post them, the app reacts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+from greencode.events import CompletionSummary, TokenEvent
+
+
+@dataclass
+class ModelLoaded(Message):
+    engine: Any  # an EarlyExitEngine, or anything with its API (tests inject a fake)
+    description: str  # name, depth and exit points, for the panel
+
+
+@dataclass
+class ModelLoadFailed(Message):
+    error: str
+
+
+@dataclass
+class TokenGenerated(Message):
+    run_id: int  # which completion it belongs to: tokens of a cancelled run are ignored
+    event: TokenEvent
+
+
+@dataclass
+class CompletionFinished(Message):
+    run_id: int
+    summary: CompletionSummary
+
+
+@dataclass
+class CompletionFailed(Message):
+    run_id: int
+    error: str
+
+
+@dataclass
+class CompareTokenGenerated(Message):
+    run_id: int
+    side: str  # "early" | "full"
+    event: TokenEvent
+
+
+@dataclass
+class CompareSideFinished(Message):
+    run_id: int
+    side: str
+    summary: CompletionSummary
+
+
+@dataclass
+class GhostAccepted(Message):
+    text: str  # what Tab inserted
+
+
+@dataclass
+class GhostDismissed(Message):
+    pass
+
+
+@dataclass
+class ThresholdRequested(Message):
+    """The knob was clicked or scrolled; the app applies it (steps are relative, so fast clicks add up)."""
+
+    value: float | None = None  # an absolute threshold (a click on the bar)
+    steps: int = 0  # or this many knob steps up (+) or down (-)
