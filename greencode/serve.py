@@ -281,6 +281,8 @@ def build_app(engine, config: Config):
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI could not decode the body at all (e.g. not UTF-8)
+            return JSONResponse(error_body("the body is not valid JSON (it must be UTF-8 text)", "validation"), 422)
         return JSONResponse(error_body(str(exc.detail), "http"), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 256
 MAX_POLICY_CHARS = 64
+MIN_TEMPERATURE = 1e-3
 
 
 class GreencodeParameters(BaseModel):
@@ -40,7 +41,10 @@ class GenerateParameters(BaseModel):
     greencode: Optional[GreencodeParameters] = None
 
     @model_validator(mode="after")
-    def _stops_are_usable(self) -> "GenerateParameters":
+    def _usable(self) -> "GenerateParameters":
+        if self.temperature is not None and 0 < self.temperature < MIN_TEMPERATURE:
+            # logits / 1e-40 overflows to inf and sampling fails; such a temperature means greedy anyway
+            raise ValueError(f"temperature must be 0 (greedy) or >= {MIN_TEMPERATURE}")
         for text in self.stop or []:
             if not text or len(text) > MAX_STOP_CHARS:
                 raise ValueError(f"each stop sequence must have 1..{MAX_STOP_CHARS} characters")

@@ -1,0 +1,67 @@
+"""`greencode serve` as a user starts it: a real process, loopback by default, clean one-line errors."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+
+from tests.greencode.serve_server import PROMPT, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _greencode(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "greencode.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_serve_command_binds_loopback_with_a_token(tmp_path):
+    port = _free_port()
+    process = _greencode("serve", "--model", "tiny-random-llama", "--policy", "confidence:0.5", "--threshold", "0.25",
+                         "--port", str(port), "--token", "t0k", "--log-level", "warning",
+                         "--engine.max_new_tokens", "3", cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up():
+            if process.poll() is not None:
+                raise AssertionError(process.communicate()[1])
+            try:
+                return httpx.get(f"{url}/health", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+        wait_for(up, timeout=120, interval=0.2)
+        auth = {"Authorization": "Bearer t0k"}
+        info = httpx.get(f"{url}/info", headers=auth).json()
+        assert info["policy"] == "confidence:0.25" and info["threshold"] == 0.25 and info["auth"] is True
+        answer = httpx.post(f"{url}/generate", json={"inputs": PROMPT}, headers=auth, timeout=60)
+        assert answer.status_code == 200 and answer.json()["details"]["generated_tokens"] == 3
+        assert httpx.post(f"{url}/generate", json={"inputs": PROMPT}).status_code == 401
+        listening = [line.split()[1] for line in open("/proc/net/tcp").read().splitlines()[1:]]
+        assert f"0100007F:{port:04X}" in listening  # 127.0.0.1, not 0.0.0.0
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert "http://127.0.0.1:" in err and "Traceback" not in err
+
+
+def test_serve_errors_are_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = _greencode("serve", "--model", "tiny-random-llama", "--port", str(port), cwd=tmp_path)
+        _, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and err.strip().startswith("greencode: error: cannot listen on 127.0.0.1:")
+    assert len(err.strip().splitlines()) == 1
+    process = _greencode("serve", "--serve.queue_limit", "-1", cwd=tmp_path)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and "serve.queue_limit" in err and len(err.strip().splitlines()) == 1
