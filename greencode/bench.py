@@ -1,0 +1,186 @@
+"""`greencode bench`: exit policies side by side on the same real-code prompts, in one process.
+
+Every policy runs on every prompt, interleaved (the order rotates per prompt) after a warm-up, so
+machine noise hits them alike. Figures are ratios against `full` (and HF `generate` with --compare-hf).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from greencode.errors import GreencodeError
+
+
+@dataclass
+class PolicyTotals:
+    policy: str
+    tokens: int = 0
+    decode_tokens: int = 0
+    decode_seconds: float = 0.0
+    seconds: float = 0.0  # prefill + decode
+    joules: float = 0.0
+    full_depth_joules: float = 0.0
+    exit_layers: list[int] = field(default_factory=list)
+    energy_source: str = ""
+    token_ids: list[list[int]] = field(default_factory=list)
+
+    def add(self, summary) -> None:
+        self.tokens += summary.tokens
+        self.decode_tokens += max(0, summary.tokens - 1)
+        self.decode_seconds += summary.seconds
+        self.seconds += summary.seconds + summary.prefill_seconds
+        self.joules += summary.joules
+        self.full_depth_joules += summary.full_depth_joules
+        self.exit_layers += summary.exit_layers
+        self.energy_source = summary.energy_source
+        self.token_ids.append([e.token_id for e in summary.events])
+
+    def row(self, num_layers: int) -> dict:
+        layers = self.exit_layers
+        return {
+            "policy": self.policy,
+            "tokens_per_s": round(self.decode_tokens / self.decode_seconds, 3) if self.decode_seconds else 0.0,
+            "mean_exit_layer": round(statistics.fmean(layers), 3) if layers else 0.0,
+            "layers_skipped_frac": round(1 - sum(layers) / (len(layers) * num_layers), 4) if layers else 0.0,
+            "joules": round(self.joules, 4),
+            "joules_saved_frac": round(1 - self.joules / self.full_depth_joules, 4) if self.full_depth_joules else 0.0,
+            "energy_source": self.energy_source,
+            "seconds": round(self.seconds, 4),
+            "tokens": self.tokens,
+        }
+
+
+def bench_prompts(loaded, count: int, data_config, min_context: int = 300, max_context: int = 512,
+                  target: int = 16) -> list[list[int]]:
+    """Real code from the embedded corpus's test split: 20% of a file as context (<= 512 tokens)."""
+    from greencode.data import load_split
+    from greencode.samples import make_samples
+
+    samples = make_samples(load_split(data_config, "test"), loaded.tokenizer, count, 0.2, max_context, target,
+                           min_context=min_context)
+    if not samples:
+        raise GreencodeError(f"no test file in {data_config.corpus} gives {min_context}+ context tokens; "
+                             "lower --min-context")
+    return [s.context_ids for s in samples]
+
+
+def _hf_generate(loaded, ids: list[int], new_tokens: int) -> tuple[list[int], float, float]:
+    """(tokens, total seconds, decode seconds) of transformers' greedy generate with its cache."""
+    input_ids = torch.tensor([ids], device=next(loaded.model.parameters()).device)
+    options = {"do_sample": False, "use_cache": True, "pad_token_id": loaded.tokenizer.eos_token_id}
+    started = time.perf_counter()
+    loaded.model.generate(input_ids, max_new_tokens=1, min_new_tokens=1, **options)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    out = loaded.model.generate(input_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **options)
+    total = time.perf_counter() - started
+    return out[0, len(ids):].tolist(), total, max(1e-9, total - first)
+
+
+def agent_decision_cost(engine, policy_name: str, repeats: int = 300) -> dict:
+    """Seconds per agent decision on a real hidden state, against one full-depth token."""
+    from greencode.policies import Agent
+
+    policy = engine.make_policy(policy_name)
+    if not isinstance(policy, Agent):
+        raise GreencodeError(f"{policy_name} is not an agent policy")
+    hidden = torch.randn(1, 1, engine.adapter.hidden_size, device=engine.device)
+    with torch.inference_mode():
+        for _ in range(20):
+            policy.decide(engine.exit_points[0], 0, hidden, None)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            policy.decide(engine.exit_points[0], 0, hidden, None)
+    return {"decision_seconds": (time.perf_counter() - started) / repeats, "agent": policy.agent.path}
+
+
+def untrained_agent(loaded, exit_points: list[int], net_arch: list[int]) -> str:
+    """An untrained agent of the configured shape: its decision costs what a trained one's does."""
+    from greencode.agent import build_mlp, save_agent
+
+    net = build_mlp(loaded.hidden_size, net_arch)
+    path = tempfile.NamedTemporaryFile(suffix=".safetensors", delete=False).name
+    return str(save_agent(path, net.state_dict(), net_arch, "tanh", loaded.hidden_size, exit_points,
+                          f"untrained, for timing ({loaded.name})"))
+
+
+def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tokens: int,
+              compare_hf: bool = False, progress=None) -> dict:
+    """Run every policy (and HF generate) on every prompt, interleaved; return {"rows": [...], ...}."""
+    names = list(policies) + (["hf-generate"] if compare_hf else [])
+    built = {name: engine.make_policy(name) for name in policies}
+    totals = {name: PolicyTotals(name) for name in names}
+    hf_decode = {"seconds": 0.0, "decode": 0.0, "tokens": 0}
+    identical = True
+
+    def run(name: str, ids: list[int], record: bool = True) -> None:
+        nonlocal identical
+        if name == "hf-generate":
+            tokens, total, decode = _hf_generate(engine.loaded, ids, max_new_tokens)
+            if record:
+                hf_decode["seconds"] += total
+                hf_decode["decode"] += decode
+                hf_decode["tokens"] += len(tokens)
+                totals[name].token_ids.append(tokens)
+            return
+        engine.set_policy(built[name])
+        summary = engine.complete(ids, max_new_tokens=max_new_tokens)
+        if record:
+            totals[name].add(summary)
+
+    for name in names:  # warm-up: allocator, kernels, caches
+        run(name, prompts[0], record=False)
+    for index, ids in enumerate(prompts):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:  # rotate the order so no policy always goes first
+            run(name, ids)
+        if progress:
+            progress(index + 1, len(prompts))
+
+    L = engine.num_layers
+    rows = [totals[name].row(L) for name in policies]
+    full = next((r for r in rows if r["policy"] == "full"), None)
+    for row in rows:
+        if full and full["tokens_per_s"]:
+            row["speedup_vs_full"] = round(row["tokens_per_s"] / full["tokens_per_s"], 3)
+    if compare_hf:
+        hf = totals["hf-generate"]
+        rows.append({"policy": "hf-generate", "tokens_per_s": round((hf_decode["tokens"] - len(prompts))
+                                                                    / hf_decode["decode"], 3),
+                     "mean_exit_layer": float(L), "layers_skipped_frac": 0.0, "joules": None,
+                     "energy_source": "not measured", "seconds": round(hf_decode["seconds"], 4),
+                     "tokens": hf_decode["tokens"]})
+        if full:
+            identical = totals["full"].token_ids == hf.token_ids
+            full["identical_to_hf"] = identical
+            full["time_ratio_vs_hf"] = round(totals["full"].seconds / hf_decode["seconds"], 4)
+    return {"rows": rows, "prompts": len(prompts), "max_new_tokens": max_new_tokens,
+            "mean_prompt_tokens": round(statistics.fmean(len(p) for p in prompts), 1),
+            "num_layers": L, "exit_points": engine.exit_points, "cost_model": {
+                "head_units": round(engine.cost.head_units, 3),
+                "propagation_units": round(engine.cost.propagation_units, 4)}}
+
+
+def load_times(spec: str = "default") -> dict:
+    """Seconds to load the default model the first time (GGUF conversion) and from the cache."""
+    import os
+
+    from greencode.models import load_model
+
+    with tempfile.TemporaryDirectory() as cache:
+        previous = os.environ.get("GREENCODE_CACHE")
+        os.environ["GREENCODE_CACHE"] = cache
+        try:
+            first = load_model(spec).load_seconds
+            cached = load_model(spec).load_seconds
+        finally:
+            if previous is None:
+                os.environ.pop("GREENCODE_CACHE", None)
+            else:
+                os.environ["GREENCODE_CACHE"] = previous
+    return {"first_load_seconds": round(first, 2), "cached_load_seconds": round(cached, 2)}

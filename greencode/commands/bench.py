@@ -1,0 +1,93 @@
+"""`greencode bench`: policies side by side on real code, one process, interleaved."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+
+def command(ctx: typer.Context,
+            model: Optional[str] = typer.Option(None, help="Model spec (default: [model].spec)."),
+            prompts: int = typer.Option(8, help="Prompts from the stdlib test split."),
+            max_new_tokens: int = typer.Option(16, help="Tokens generated per prompt."),
+            policies: str = typer.Option("full,fixed:14,confidence:0.9,agent:0.9",
+                                         help="Comma-separated policies; agent:T is skipped (with a note) "
+                                              "when no agent file is available."),
+            agent: Optional[str] = typer.Option(None, help="Agent file for agent:T (default: [agent].path)."),
+            min_context: int = typer.Option(300, help="Only prompts with at least this many context tokens."),
+            compare_hf: bool = typer.Option(False, "--compare-hf", help="Add transformers generate as a row."),
+            load: bool = typer.Option(False, "--load-times", help="Also time the default model's first "
+                                      "(converting) and cached loads, in a temporary cache."),
+            as_json: bool = typer.Option(False, "--json", help="Print {\"rows\": [...]} as JSON.")) -> None:
+    """Benchmark exit policies on the same prompts (tokens/s, exit layers, joules). Writes nothing."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from greencode.bench import agent_decision_cost, bench_prompts, load_times, run_bench, untrained_agent
+    from greencode.cli import load_context_config
+    from greencode.energy import EnergyMeter
+    from greencode.engine import EarlyExitEngine
+    from greencode.errors import GreencodeError
+    from greencode.models import load_model
+    from greencode.report import resolve_exit_points
+
+    config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent})
+    console = Console(stderr=True)
+    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
+    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
+    engine = EarlyExitEngine(loaded, "full", EnergyMeter(config.energy), points, agent_path=config.agent.path or None)
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    notes = []
+    agent_names = [n for n in names if n.startswith("agent:")]
+    if agent_names:
+        try:
+            engine.make_policy(agent_names[0])
+        except GreencodeError as exc:
+            names = [n for n in names if not n.startswith("agent:")]
+            notes.append(f"skipped {', '.join(agent_names)}: {exc}")
+    for name in names:
+        engine.make_policy(name)  # a bad policy fails here, before any work
+    ids = bench_prompts(loaded, prompts, config.data, min_context, config.engine.max_context_tokens,
+                        max_new_tokens)
+    with console.status("benchmarking") as status:
+        result = run_bench(engine, ids, names, max_new_tokens, compare_hf,
+                           progress=lambda i, n: status.update(f"benchmarking: prompt {i}/{n}"))
+    full_rows = [r for r in result["rows"] if r["policy"] == "full"]
+    if full_rows:  # the agent's decision against one full-depth token
+        timing_agent = agent_names[0] if agent_names and agent_names[0] in names else None
+        if timing_agent is None:
+            engine.agent_path = untrained_agent(loaded, points, list(config.agent.net_arch))
+            engine._agent = None
+            timing_agent = "agent:0.9"
+            notes.append("agent decision timed with an untrained MLP of the configured shape "
+                         f"{list(config.agent.net_arch)} (same cost as a trained one)")
+        cost = agent_decision_cost(engine, timing_agent)
+        full_token = 1.0 / full_rows[0]["tokens_per_s"]
+        result["agent_decision"] = {
+            "seconds": round(cost["decision_seconds"], 7),
+            "fraction_of_full_token": round(cost["decision_seconds"] / full_token, 5),
+            "fraction_if_asked_at_every_exit_point": round(len(points) * cost["decision_seconds"] / full_token, 5),
+        }
+    if load:
+        result["load_times"] = load_times()
+    result["model"] = loaded.name
+    result["notes"] = notes
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{loaded.name}: {result['prompts']} prompts x {max_new_tokens} tokens "
+                        f"(mean context {result['mean_prompt_tokens']} tokens)")
+    columns = ["policy", "tokens_per_s", "speedup_vs_full", "mean_exit_layer", "layers_skipped_frac", "joules",
+               "joules_saved_frac", "energy_source", "seconds", "identical_to_hf", "time_ratio_vs_hf"]
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for row in result["rows"]:
+        table.add_row(*[str(row.get(c, "")) for c in columns])
+    Console().print(table)
+    for key in ("agent_decision", "load_times"):
+        if key in result:
+            typer.echo(f"{key.replace('_', ' ')}: {result[key]}")
+    for note in notes:
+        typer.echo(f"note: {note}")

@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from greencode.bench import PolicyTotals, run_bench
+from greencode.engine import EarlyExitEngine
+
+
+def _prompts(loaded):
+    text = open(sys.modules["greencode.bench"].__file__).read()
+    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [ids[:120], ids[200:330]]
+
+
+def test_bench_rows_compare_policies_on_the_same_prompts(tiny_model):
+    engine = EarlyExitEngine(tiny_model, "full")
+    result = run_bench(engine, _prompts(tiny_model), ["full", "fixed:4", "confidence:0.0"], 6, compare_hf=True)
+    rows = {row["policy"]: row for row in result["rows"]}
+    assert set(rows) == {"full", "fixed:4", "confidence:0.0", "hf-generate"}
+    assert rows["full"]["identical_to_hf"] is True  # full depth is exactly HF's greedy output
+    assert rows["full"]["time_ratio_vs_hf"] > 0
+    assert rows["full"]["mean_exit_layer"] == tiny_model.num_layers and rows["full"]["layers_skipped_frac"] == 0
+    # The first token of each completion comes from the prefill (full depth); the rest exit at layer 4.
+    assert rows["fixed:4"]["mean_exit_layer"] == pytest.approx((12 + 5 * 4) / 6, abs=1e-3)
+    assert rows["fixed:4"]["joules_saved_frac"] > 0
+    assert all(row["tokens"] == 12 for row in result["rows"])
+    assert rows["full"]["speedup_vs_full"] == 1.0
+
+
+def test_policy_totals_row_arithmetic():
+    from greencode.events import CompletionSummary
+
+    totals = PolicyTotals("fixed:4")
+    summary = CompletionSummary("x", 5, 10, 0, 2.0, 1.0, 3.0, "estimate", 6.0, 6.0, 0.5, "length", [12, 4, 4, 4, 6])
+    totals.add(summary)
+    row = totals.row(12)
+    assert row["tokens_per_s"] == 2.0  # 4 decode tokens in 2 s
+    assert row["seconds"] == 3.0 and row["joules_saved_frac"] == 0.5
+    assert row["layers_skipped_frac"] == round(1 - 30 / 60, 4)
+
+
+def test_bench_command_prints_json_and_skips_a_missing_agent():
+    result = subprocess.run(
+        [sys.executable, "-m", "greencode.cli", "bench", "--model", "tiny-random-gpt2", "--prompts", "2",
+         "--max-new-tokens", "4", "--policies", "full,fixed:6,agent:0.9", "--min-context", "50", "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [r["policy"] for r in data["rows"]] == ["full", "fixed:6"]
+    assert any("skipped agent:0.9" in note for note in data["notes"])
+    assert 0 < data["agent_decision"]["fraction_of_full_token"] < 1
+    for row in data["rows"]:
+        assert {"policy", "tokens_per_s", "mean_exit_layer", "layers_skipped_frac", "joules", "energy_source",
+                "seconds"} <= set(row)
+
+
+def test_bench_command_rejects_a_bad_policy():
+    result = subprocess.run([sys.executable, "-m", "greencode.cli", "bench", "--model", "tiny-random-gpt2",
+                             "--policies", "full,warp:9"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unknown policy 'warp:9'" in result.stderr
