@@ -7,6 +7,7 @@ import functools
 import threading
 from dataclasses import dataclass, field
 
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -93,13 +94,13 @@ class GreencodeApp(App[None]):
         yield Header()
         with Horizontal(id="body"):
             with Vertical(id="main"):
-                yield Static(self._banner_text(), id="banner", classes="-shown" if self._banner_text() else "")
+                yield Static(Text(self._banner_text()), id="banner", classes="-shown" if self._banner_text() else "")
                 yield CodeEditor.code_editor(source.text, language=source.language, read_only=source.read_only,
                                              id="editor", classes="code_editor")
                 yield CompletionView(id="preview")
             with VerticalScroll(id="side", can_focus=False):  # clicks in the panel leave the focus in the editor
                 yield Label("model", classes="section-title")
-                yield Static(f"loading {self.settings.model_spec}...\nthe editor works meanwhile", id="model-status")
+                yield Static(Text(f"loading {self.settings.model_spec}...\nthe editor works meanwhile"), id="model-status")
                 yield LoadingIndicator(id="model-loading")
                 yield Label("policy", classes="section-title")
                 yield Static(id="policy-status")
@@ -164,7 +165,7 @@ class GreencodeApp(App[None]):
     def on_model_loaded(self, message: ModelLoaded) -> None:
         self.engine = message.engine
         self.model_loading.display = False
-        self.model_status.update(message.description)
+        self.model_status.update(Text(message.description))
         self._apply_policy(self.policy_kind, announce=False)
         self.histogram.show([], self.engine.exit_points, self.engine.num_layers)
         self.preview.show(self._idle_hint(), [], 1)
@@ -174,7 +175,7 @@ class GreencodeApp(App[None]):
         self.model_error = message.error
         self.model_loading.display = False
         status = self.model_status
-        status.update(f"model failed to load:\n{message.error}\nediting and saving still work")
+        status.update(Text(f"model failed to load:\n{message.error}\nediting and saving still work"))
         status.add_class("-error")
         self.notify(f"model failed to load: {message.error}", severity="error", timeout=10)
 
@@ -463,13 +464,16 @@ class GreencodeApp(App[None]):
     def _update_policy(self) -> None:
         knob_active = self.policy_kind in THRESHOLD_POLICIES
         tokens = self.settings.line_tokens if self.mode == "line" else self.settings.block_tokens
-        lines = [f"{self.policy}   [F3 switch]",
-                 f"{'T' if self.policy_kind == 'agent' else 'P'} = {self.threshold:.2f}" if knob_active
-                 else f"knob {self.threshold:.2f} (applies to agent/confidence)",
-                 f"mode: {self.mode} (up to {tokens} tokens)   [F2]"]
+        if knob_active:
+            rule = "P(exit) >= T" if self.policy_kind == "agent" else "confidence >= P"
+            knob = f"{'T' if self.policy_kind == 'agent' else 'P'} = {self.threshold:.2f}  exit when {rule}"
+        else:
+            knob = f"knob {self.threshold:.2f}: for agent/confidence"
+        lines = [f"{self.policy:<24}F3 switch", knob, f"{self.mode} mode: up to {tokens} tokens   F2",
+                 "threshold: F8 - / F9 +, or click"]
         if self.agent_unavailable:
             lines.append(f"agent unavailable: {self.agent_unavailable}")
-        self.policy_status.update("\n".join(lines))
+        self.policy_status.update(Text("\n".join(lines)))  # Text: "[F3]" is not markup
         self.knob.show(self.threshold, knob_active)
 
     def _update_title(self) -> None:

@@ -34,4 +34,4 @@ def describe_engine(engine: Any) -> str:
     loaded = getattr(engine, "loaded", None)
     name = getattr(loaded, "name", None) or "model"
     points = ",".join(str(p) for p in engine.exit_points)
-    return f"{name}\n{engine.num_layers} layers, exits at {points}"
+    return f"{name}\nexits at {points} of {engine.num_layers}"

@@ -134,26 +134,22 @@ def figures_text(stats: CompletionStats | None, session: SessionStats) -> Text:
     """The live figures: this completion, then the session."""
     text = Text()
 
-    def row(label: str, value: str) -> None:
+    def row(label: str, value: str, note: str = "") -> None:
         text.append(f"{label:<10}", style="bold")
-        text.append(f"{value}\n")
+        text.append(value)
+        text.append(f" {note}\n" if note else "\n", style="dim")
 
     if stats is None or not stats.tokens:
         row("tokens", "-")
     else:
-        row("tokens", f"{stats.tokens}")
-        row("energy", f"{stats.joules:.3f} J")
-        row("saved", f"{stats.joules_saved:.3f} J ({stats.saved_frac:.0%})")
-        row("speed", f"{stats.tokens_per_s:.1f} tok/s")
+        row("tokens", f"{stats.tokens} · {stats.tokens_per_s:.1f} tok/s")
+        row("energy", f"{stats.joules:.3f} J", f"({stats.energy_source})")
+        row("saved", f"{stats.joules_saved:.3f} J · {stats.saved_frac:.0%}", "of full depth")
         row("mean exit", f"layer {stats.mean_exit_layer:.1f} of {stats.num_layers}")
         row("skipped", f"{stats.layers_skipped_frac:.0%} of layers")
-        row("source", stats.energy_source)
-    text.append("session\n", style="bold underline")
-    saved_frac = session.joules_saved / session.full_depth_joules if session.full_depth_joules > 0 else 0.0
-    row("energy", f"{session.joules:.3f} J")
-    row("saved", f"{session.joules_saved:.3f} J ({saved_frac:.0%})")
-    row("tokens", f"{session.tokens} in {session.completions} completions")
-    row("source", session.energy_source or "-")
+    row("session", f"{session.joules:.3f} J", f"({session.energy_source or '-'})")
+    row("", f"saved {session.joules_saved:.3f} J")
+    row("", f"{session.tokens} tokens · {session.completions} done")
     text.rstrip()
     return text
 

@@ -21,12 +21,12 @@ HELP_KEYS = [
     ("Tab", "accept the completion: insert it at the cursor"),
     ("Esc", "dismiss the completion (stops it if still streaming)"),
     ("typing, moving", "cancels an in-flight completion"),
-    ("F2", "line mode (stop at end of line) / block mode (up to [tui].block_tokens)"),
+    ("F2", "line mode (stop at the end of the line) / block mode ([tui].block_tokens)"),
     ("F3", "switch policy: agent -> full -> confidence"),
     ("F9 / ctrl+up", "threshold up (stricter: exits later)"),
     ("F8 / ctrl+down", "threshold down (exits earlier)"),
     ("mouse", "click the threshold bar or its - / + buttons; scroll over the bar"),
-    ("F4", "compare: the early-exit and the full-depth completion side by side, with joules"),
+    ("F4", "compare the early-exit and full-depth completions, with joules"),
     ("ctrl+s", "save (atomic: temp file + rename, keeps the file's mode)"),
     ("ctrl+z / ctrl+y", "undo / redo"),
     ("F1", "this help"),
@@ -42,8 +42,8 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("key", no_wrap=True)
         table.add_column("what it does")
         for keys, what in HELP_KEYS:
-            table.add_row(keys, what)
-        legend = Text("Ghost text colour = the layer each token exited at: green shallow ... red final layer.",
+            table.add_row(Text(keys), Text(what))  # Text: "[tui]" is not markup
+        legend = Text("Ghost text colour: the layer each token exited at, green (shallow) to red (final layer).",
                       style="italic")
         with Vertical(id="help-box"):
             yield Label("greencode playground: keys", id="help-title")
@@ -131,8 +131,8 @@ class CompareScreen(ModalScreen[None]):
             return
         share = early.joules / full.joules if full.joules > 0 else 0.0
         same = "identical" if early.text == full.text else "different"
-        verdict.update(f"early exit used {share:.0%} of the full-depth joules "
-                       f"({early.joules:.3f} J vs {full.joules:.3f} J, {full.energy_source}); texts {same}")
+        verdict.update(Text(f"early exit used {share:.0%} of the full-depth joules "
+                            f"({early.joules:.3f} J vs {full.joules:.3f} J, {full.energy_source}); texts {same}"))
 
     def _draw(self, side: str) -> None:
         summary = self.summaries.get(side)

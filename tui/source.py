@@ -83,10 +83,11 @@ def open_source(file: str | os.PathLike, create: bool = False) -> SourceFile:
         text = data.decode("utf-8", errors="replace")
         reason = f"not valid UTF-8 (byte {exc.start}); opened read-only so it is never rewritten"
     lines = text.count("\n") + 1
-    note = _write_note(resolved)
-    if lines > HIGHLIGHT_MAX_LINES and language_for(resolved) is None and LANGUAGES.get(resolved.suffix.lower()):
-        note = "; ".join(filter(None, [note, f"{lines} lines: syntax highlighting off"]))
-    return SourceFile(resolved, text, language_for(resolved, lines), reason, True, note, str(file))
+    language = language_for(resolved, lines)
+    notes = [_write_note(resolved)]
+    if language is None and language_for(resolved):
+        notes.append(f"{lines} lines: syntax highlighting off to stay responsive")
+    return SourceFile(resolved, text, language, reason, True, "; ".join(filter(None, notes)), str(file))
 
 
 def save_text(source: SourceFile, text: str) -> SourceFile:

@@ -81,7 +81,7 @@ class FakeEngine:
         self.energy_source = energy_source
         self.num_layers = 30
         self.exit_points = [4, 6, 8, 10, 12, 14, 19, 23, 27]
-        self.loaded = SimpleNamespace(name="fake-smollm (30 layers)")
+        self.loaded = SimpleNamespace(name="fake-smollm")
         self.policy = "full"
         self.policies_set: list[str] = []
         self.prompts: list[str] = []
