@@ -65,3 +65,17 @@ def test_serve_errors_are_one_line(tmp_path):
     process = _greencode("serve", "--serve.queue_limit", "-1", cwd=tmp_path)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2 and "serve.queue_limit" in err and len(err.strip().splitlines()) == 1
+
+
+def test_load_benchmark_runs_end_to_end_on_loopback():
+    from greencode.bench_serve import run_bench
+    from greencode.config import load_config
+
+    report = run_bench("tiny-random-llama", "fixed:6", requests=6, concurrency=3, max_new_tokens=2, time_limit_s=300,
+                       config=load_config(None))
+    assert report["ok"] == 6 and report["errors"] == 0 and report["requests_sent"] == 6
+    assert 6 <= report["tokens"] <= 12 and report["tokens_per_s"] > 0
+    assert report["latency_s"]["p50"] <= report["latency_s"]["p99"] <= report["latency_s"]["max"]
+    assert report["policy"] == "fixed:6" and report["server_queue"]["served"] == 7  # + the warm-up
+    assert report["server_rss_mb"]["after_warmup"] > 0 and report["server_rss_mb"]["end"] > 0
+    assert "--host 127.0.0.1" in report["server_command"]
