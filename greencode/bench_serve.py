@@ -139,7 +139,8 @@ def run_bench(model: str, policy: str, requests: int, concurrency: int, max_new_
                     time.sleep(0.5)
             info = httpx.get(f"{url}/info").json()
             rss_started = rss_mb(server.pid)
-            warm = httpx.post(f"{url}/generate", json={"inputs": prompts[0]}, timeout=max(1.0, deadline - time.monotonic()))
+            warm = httpx.post(f"{url}/generate", json={"inputs": prompts[0]},
+                              timeout=max(1.0, deadline - time.monotonic()))
             if warm.status_code != 200:
                 raise GreencodeError(f"the warm-up request failed: {warm.status_code} {warm.text[:200]}")
             rss_warm = rss_mb(server.pid)

@@ -72,8 +72,9 @@ class GuardMiddleware:
         if self.token and scope["path"] not in UNAUTHENTICATED_PATHS:
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, b"Bearer " + self.token):
-                return await _send_json(send, 401, error_body("missing or wrong bearer token (Authorization: Bearer …)",
-                                                              "authentication"), [(b"www-authenticate", b"Bearer")])
+                message = "missing or wrong bearer token (Authorization: Bearer …)"
+                return await _send_json(send, 401, error_body(message, "authentication"),
+                                        [(b"www-authenticate", b"Bearer")])
         too_big = error_body(f"the request body is larger than {self.max_body_bytes} bytes", "payload_too_large")
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
@@ -349,7 +350,8 @@ def listen_socket(host: str, port: int):
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise GreencodeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port or --host") from None
+        raise GreencodeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                             "choose another --port or --host") from None
     sock.set_inheritable(True)
     return sock
 

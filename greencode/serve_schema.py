@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 256
@@ -76,7 +76,7 @@ class GenerateRequest(BaseModel):
         return data
 
 
-def describe_errors(errors: list[dict], body: Any = None) -> str:
+def describe_errors(errors: list[dict]) -> str:
     """One line naming each bad field: 'parameters.max_new_tokens: Input should be a valid integer'."""
     parts = []
     for error in errors:
@@ -93,6 +93,3 @@ def describe_errors(errors: list[dict], body: Any = None) -> str:
             message = message[len("Value error, "):]
         parts.append(f"{'.'.join(location)}: {message}" if location else message)
     return "; ".join(dict.fromkeys(parts)) or "invalid request"
-
-
-__all__ = ["GenerateParameters", "GenerateRequest", "GreencodeParameters", "ValidationError", "describe_errors"]

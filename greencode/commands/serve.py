@@ -33,7 +33,8 @@ def command(ctx: typer.Context,
             policy: Optional[str] = typer.Option(None, help="Default exit policy: full | fixed:N | confidence:P | "
                                                  "entropy:H | agent:T (default [engine].policy)."),
             threshold: Optional[float] = typer.Option(None, help="Threshold of the default policy (T, P or H)."),
-            token: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer TOKEN' (default [serve].token)."),
+            token: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer TOKEN' "
+                                                "(default [serve].token)."),
             log_level: str = typer.Option("info", help="uvicorn log level: critical | error | warning | info | debug."),
             ) -> None:
     """Serve completions over HTTP for llm-vscode (TGI backend: POST /generate, /generate_stream)."""

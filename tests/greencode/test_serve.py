@@ -21,7 +21,8 @@ def tiny():
 @pytest.fixture(scope="module")
 def server(tiny):
     engine = EarlyExitEngine(tiny, "full")
-    with running_server(engine, serve_config(max_new_tokens_cap=6, max_input_chars=2000, max_body_bytes=8000)) as (url, state):
+    config = serve_config(max_new_tokens_cap=6, max_input_chars=2000, max_body_bytes=8000)
+    with running_server(engine, config) as (url, state):
         yield url, state
 
 
@@ -134,7 +135,8 @@ def test_limits(server):
     (b'{"parameters": {}}', "inputs: Field required"),
     (b'{"inputs": ""}', "inputs: String should have at least 1 character"),
     (b'{"inputs": 3}', "inputs: Input should be a valid string"),
-    (b'{"inputs": "x", "parameters": {"max_new_tokens": "5"}}', "parameters.max_new_tokens: Input should be a valid integer"),
+    (b'{"inputs": "x", "parameters": {"max_new_tokens": "5"}}',
+     "parameters.max_new_tokens: Input should be a valid integer"),
     (b'{"inputs": "x", "parameters": {"max_new_tokens": 0}}', "parameters.max_new_tokens"),
     (b'{"inputs": "x", "parameters": {"temperature": -1}}', "parameters.temperature"),
     (b'{"inputs": "x", "parameters": {"top_p": 0}}', "parameters.top_p"),
@@ -223,7 +225,8 @@ def test_default_model_server(default_model):
         info = httpx.get(f"{url}/info").json()
         assert info["num_layers"] == 30 and info["exit_points"] == [4, 6, 8, 10, 12, 14, 19, 23, 27]
         assert info["policy"] == "confidence:0.9" and info["threshold"] == 0.9
-        body = httpx.post(f"{url}/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 6}}, timeout=120).json()
+        body = httpx.post(f"{url}/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 6}},
+                          timeout=120).json()
         expected = EarlyExitEngine(default_model, "confidence:0.9").complete(PROMPT, max_new_tokens=6)
         assert body["generated_text"] == expected.text
         assert set(body["details"]["exit_layers"]) <= set(info["exit_points"]) | {30}
