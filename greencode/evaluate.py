@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from greencode.errors import GreencodeError
 from greencode.eval_samples import EvalSample, SampleSet, load_samples
 from greencode.eval_store import CompletionStore, file_stamp
 
@@ -49,25 +50,27 @@ def versions() -> dict:
     return found
 
 
-def find_agent(config, loaded, explicit: str | None) -> tuple[str | None, str | None]:
-    """(agent file, None) or (None, why not): --agent, [agent].path, the model's own, [agent].output's."""
+def find_agent(config, loaded, explicit: str | None) -> tuple[str | None, str | None, bool]:
+    """(agent file, why there is none, named by the user?): --agent, [agent].path, the model's own agent,
+    else the one `greencode train agent` writes to [agent].output."""
     if explicit or config.agent.path:
-        return explicit or config.agent.path, None  # named by the user: a broken file is an error
+        return explicit or config.agent.path, None, True  # named by the user: a broken file is an error
     shipped = loaded.info.get("agent_path")
     if shipped:
-        return shipped, None
+        return shipped, None, False
     trained = Path(config.agent.output) / "agent.safetensors"
     if trained.is_file():
-        return str(trained), None
+        return str(trained), None, False
     return None, (f"no agent file (none given with --agent or [agent].path, none shipped with the model, "
-                  f"none at {trained}); train one with `greencode train agent`")
+                  f"none at {trained}); train one with `greencode train agent`"), False
 
 
-def build_contestants(config, loaded, base, meter, agent_path: str | None, agent_missing: str | None,
+def build_contestants(config, loaded, base, meter, agent: tuple[str | None, str | None, bool],
                       thresholds: list[float]) -> tuple[list[Contestant], list[str]]:
     from greencode.engine import EarlyExitEngine
     from greencode.report import resolve_exit_points
 
+    agent_path, agent_missing, agent_named = agent
     notes: list[str] = []
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
     engine = EarlyExitEngine(loaded, "full", meter, points, config.eval.max_context_tokens, agent_path)
@@ -83,7 +86,14 @@ def build_contestants(config, loaded, base, meter, agent_path: str | None, agent
         if text.startswith("agent:") and agent_path is None:
             skipped_agents.append(text)
             continue
-        policy = engine.make_policy(text)  # a bad policy or a mismatched agent fails here, before any work
+        try:
+            policy = engine.make_policy(text)  # a bad policy or a mismatched agent fails here, before any work
+        except GreencodeError as exc:
+            if not text.startswith("agent:") or agent_named:
+                raise
+            agent_path, agent_missing = None, str(exc)  # a stale agent found in the default place: skip it
+            skipped_agents.append(text)
+            continue
         if any(c.name == policy.name for c in contestants):
             continue
         identity = f"{loaded.spec}|{stamp}|{policy.name}"
@@ -127,7 +137,9 @@ def _quality(records: list[dict], samples: list[EvalSample], line_protocol: bool
     def normal(text: str) -> str:  # CodeXGLUE ground truth is space-separated tokens: compare like with like
         return " ".join(code_tokens(text)) if line_protocol else text
 
-    scored = [Sample(normal(r["prediction"]), normal(s.reference), s.language, "" if line_protocol else s.context)
+    # Syntax validity reads the prediction after its context (a CodeXGLUE input stops mid-line, before a space).
+    gap = " " if line_protocol else ""
+    scored = [Sample(normal(r["prediction"]), normal(s.reference), s.language, s.context + gap)
               for r, s in zip(records, samples)]
     return corpus_scores(scored)
 
@@ -222,9 +234,8 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
     base = _load(config, base_spec) if base_spec else None
     sample_set = load_samples(config, loaded.tokenizer)
     notes = list(sample_set.notes)
-    agent_path, agent_missing = find_agent(config, loaded, agent)
     meter = EnergyMeter(config.energy)
-    contestants, more = build_contestants(config, loaded, base, meter, agent_path, agent_missing,
+    contestants, more = build_contestants(config, loaded, base, meter, find_agent(config, loaded, agent),
                                           list(config.eval.thresholds))
     notes += more
     for note in notes:

@@ -104,6 +104,20 @@ def test_agent_thresholds_and_overhead(corpus, tmp_path, tiny_llama):
     assert "agent_decision_seconds" not in rows["full"]
 
 
+def test_a_stale_agent_in_the_default_place_is_skipped_but_a_named_one_is_an_error(corpus, tmp_path):
+    from greencode.agent import build_mlp, save_agent
+
+    stale = save_agent(tmp_path / "agents" / "agent.safetensors", build_mlp(32, [4]).state_dict(), [4], "tanh", 32,
+                       [4, 6, 10], "another model")
+    config = _config(corpus, tmp_path / "out", samples=1, policies=("full",), thresholds=(0.9,),
+                     **{"agent.output": str(tmp_path / "agents")})
+    result, lines = _quiet(config)
+    assert [row["policy"] for row in result["rows"]] == ["full"]
+    assert any("skipped agent:0.9" in line and "hidden size 32" in line for line in lines)
+    with pytest.raises(GreencodeError, match="hidden size 32"):
+        _quiet(config, agent=str(stale))
+
+
 def test_fine_tuned_directory_brings_its_base_model(corpus, tmp_path, tiny_llama):
     tuned = tmp_path / "tuned"
     tiny_llama.model.save_pretrained(tuned, safe_serialization=True)
