@@ -213,6 +213,12 @@ def test_queue_limit_429_and_disconnects_free_the_worker(tiny):
             assert queue.snapshot()["running"]
         stats = wait_for(lambda: (s := queue.snapshot()) and not s["running"] and s)
         assert stats["cancelled"] == 3 and stats["served"] == 1
+
+        # A plain (non-streaming) request whose client gives up mid-generation is cancelled too.
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/generate", json=long_body, timeout=1.5)
+        stats = wait_for(lambda: (s := queue.snapshot()) and not s["running"] and s)
+        assert stats["cancelled"] == 4 and stats["served"] == 1
         after = httpx.post(f"{url}/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 1}}, timeout=60)
         assert after.status_code == 200
         client.close()
