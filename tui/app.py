@@ -105,6 +105,7 @@ class GreencodeApp(App[None]):
                 yield Label("policy", classes="section-title")
                 yield Static(id="policy-status")
                 yield ThresholdKnob(id="knob")
+                yield Static(id="agent-note")
                 yield Label("this completion", classes="section-title")
                 yield Static(id="figures")
                 yield ExitSparkline(id="sparkline")
@@ -134,6 +135,7 @@ class GreencodeApp(App[None]):
         self.histogram = self.query_one(ExitHistogram)
         self.knob = self.query_one(ThresholdKnob)
         self.policy_status = self.query_one("#policy-status", Static)
+        self.agent_note = self.query_one("#agent-note", Static)
         self.model_status = self.query_one("#model-status", Static)
         self.model_loading = self.query_one("#model-loading", LoadingIndicator)
         editor = self.editor
@@ -471,9 +473,10 @@ class GreencodeApp(App[None]):
             knob = f"knob {self.threshold:.2f}: for agent/confidence"
         lines = [f"{self.policy:<24}F3 switch", knob, f"{self.mode} mode: up to {tokens} tokens   F2",
                  "threshold: F8 - / F9 +, or click"]
-        if self.agent_unavailable:
-            lines.append(f"agent unavailable: {self.agent_unavailable}")
-        self.policy_status.update(Text("\n".join(lines)))  # Text: "[F3]" is not markup
+        self.policy_status.update(Text("\n".join(lines)))  # Text: "[agent]" is not markup
+        note = self.agent_note
+        note.update(Text(f"agent unavailable: {self.agent_unavailable}" if self.agent_unavailable else ""))
+        note.display = bool(self.agent_unavailable)
         self.knob.show(self.threshold, knob_active)
 
     def _update_title(self) -> None:

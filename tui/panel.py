@@ -106,7 +106,7 @@ class ExitHistogram(Banded):
 
     def show(self, exit_layers: list[int], exit_points: list[int], num_layers: int) -> None:
         self._layers, self._points, self._num_layers = list(exit_layers), list(exit_points), num_layers
-        self.refresh()
+        self.refresh(layout=True)  # the number of rows changes once the exit points are known
 
     def render(self) -> Text:
         if not getattr(self, "_num_layers", 0):

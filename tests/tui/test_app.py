@@ -150,7 +150,7 @@ async def test_without_an_agent_it_starts_on_confidence_and_says_so(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         assert engine.policy == "confidence:0.9"
-        assert "agent unavailable" in str(app.query_one("#policy-status").render())
+        assert "agent unavailable" in str(app.query_one("#agent-note").render())
         await pilot.press("f3")
         assert engine.policy == "full"
         await pilot.press("f3")
@@ -302,3 +302,17 @@ async def test_huge_file_stays_responsive(tmp_path):
         await wait_for(pilot, lambda: app.live and app.live.summary, what="a completion in a huge file")
         assert len(engine.prompts[-1]) <= app.settings.max_context_chars
         assert engine.prompts[-1].endswith("# line 99999x")
+
+
+async def test_tokens_keep_arriving_while_the_help_screen_is_open(tmp_path):
+    app, engine, _ = make_app(tmp_path, FakeEngine(gated=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("f5")
+        engine.release(1)
+        await wait_for(pilot, lambda: app.live and app.live.events, what="token 1")
+        await pilot.press("f1")
+        engine.release(20)
+        await wait_for(pilot, lambda: app.live.summary is not None, what="the rest, behind the help screen")
+        await pilot.press("escape", "tab")
+        assert app.query_one(CodeEditor).text == EXAMPLE + "print(fibonacci(10))"
