@@ -177,7 +177,7 @@ def _lora_wrap(model, rank: int, alpha: int):
 
     # all-linear: every projection of every layer, never the (tied) LM head, which the exits share.
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0,
-                        task_type="CAUSAL_LM")
+                        task_type="CAUSAL_LM", fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2: Conv1D
     return get_peft_model(model, config)
 
 
@@ -259,7 +259,8 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
         max_steps=ft.max_steps if max_steps is None else max_steps, logging_steps=ft.logging_steps,
         save_strategy="steps", save_steps=ft.save_steps, save_total_limit=1, bf16=bf16_enabled(ft.bf16),
         seed=ft.seed, report_to="none", remove_unused_columns=False, use_cpu=not use_cuda,
-        dataloader_num_workers=0, disable_tqdm=False)
+        dataloader_num_workers=0, disable_tqdm=False,
+        ddp_find_unused_parameters=False)  # every parameter takes part in eq. 1
     interrupt = CheckpointOnInterrupt()
     trainer = LiteTrainer(model=model, args=args, train_dataset=train_data, data_collator=_collate,
                           processing_class=loaded.tokenizer, callbacks=[interrupt, *callbacks],

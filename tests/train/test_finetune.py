@@ -94,14 +94,22 @@ def test_agreement_of_the_final_layer_with_itself(tiny_llama):
 
 
 def test_training_lowers_the_loss_and_raises_agreement(tmp_path):
+    class KeepLogs(TrainerCallback):
+        logs: list = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.logs.append(dict(logs or {}))
+
     out = tmp_path / "lite"
-    info = run_finetune(_config(tmp_path), output=out, max_steps=30, echo=lambda _: None)
+    info = run_finetune(_config(tmp_path), output=out, max_steps=12, callbacks=(KeepLogs(),), echo=lambda _: None)
+    training_logs = [entry for entry in KeepLogs.logs if "loss" in entry]
+    assert training_logs and all(f"loss_layer_{layer}" in entry for entry in training_logs for layer in (4, 6, 10, 12))
     weights = {k: w for k, w in info["weights"].items()}
     aggregated = lambda losses: sum(weights[k] * losses[k] for k in weights)  # noqa: E731
     assert aggregated(info["validation_loss"]) < aggregated(info["validation_loss_before"]) - 1.0
     mean = lambda a: sum(a.values()) / len(a)  # noqa: E731
     assert mean(info["agreement_after"]) > mean(info["agreement_before"]) + 0.05
-    assert info["steps"] == 30 and info["tokens_trained"] == 30 * 4 * 32
+    assert info["steps"] == 12 and info["tokens_trained"] == 12 * 4 * 32
     assert info["exit_points"] == [4, 6, 10] and info["base_model"] == "tiny-random-llama"
 
     # The output is an HF directory that greencode loads again, with its metadata.
