@@ -114,6 +114,11 @@ def _read_tree(root: Path, paths: list[Path], config, source: str) -> CodeFiles:
     return CodeFiles(reader.files, source, reader.skipped)
 
 
+def _vendored(relative: Path) -> bool:
+    """Hidden folders (.git, .venv) and installed packages are not the project's own code."""
+    return any(part.startswith(".") or part in ("site-packages", "node_modules") for part in relative.parts[:-1])
+
+
 def _read_stdlib(config) -> CodeFiles:
     root = stdlib_root()
     # Installed third-party packages are not the standard library; test suites are real code and stay.
@@ -264,7 +269,8 @@ def load_files(config) -> CodeFiles:
             raise GreencodeError(f"data.corpus: {corpus} does not exist (a directory, glob, .zip, .jsonl, "
                                  "stdlib or hf:NAME)")
         if path.is_dir():
-            files = _read_tree(path, [p for p in path.rglob("*") if p.is_file()], config, f"directory {path}")
+            files = _read_tree(path, [p for p in path.rglob("*") if p.is_file() and not _vendored(p.relative_to(path))],
+                               config, f"directory {path}")
         elif path.suffix == ".zip":
             files = _read_zip(path, config)
         elif path.suffix == ".jsonl":

@@ -21,6 +21,8 @@ def _tree(tmp_path):
     (tmp_path / "latin1.py").write_bytes("s = 'caf\xe9'\n".encode("latin-1"))
     (tmp_path / "blob.py").write_bytes(b"x = 1\x00\x01\x02")
     (tmp_path / "notes.txt").write_text("not code")
+    (tmp_path / ".venv" / "lib" / "site-packages").mkdir(parents=True)
+    (tmp_path / ".venv" / "lib" / "site-packages" / "dep.py").write_text("import os\n")
     return tmp_path
 
 
