@@ -32,7 +32,9 @@ class CompletionStats:
 
     @property
     def joules_saved(self) -> float:
-        return max(0.0, self.full_depth_joules - self.joules)
+        """Against the same tokens at full depth; negative when early exit cost more (confidence and entropy
+        decode logits at every exit point they pass, and the LM head costs ~8 layers)."""
+        return self.full_depth_joules - self.joules
 
     @property
     def saved_frac(self) -> float:
@@ -70,4 +72,4 @@ class SessionStats:
 
     @property
     def joules_saved(self) -> float:
-        return max(0.0, self.full_depth_joules - self.joules)
+        return self.full_depth_joules - self.joules  # negative: cost more than full depth

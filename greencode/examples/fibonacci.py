@@ -1,4 +1,7 @@
-"""Try greencode here: wait at the end of main(), or press F5."""
+"""Try greencode on this file.
+
+Pause at the end of main() or press F5; Tab accepts, Esc dismisses.
+"""
 
 from functools import lru_cache
 
@@ -29,4 +32,4 @@ def primes_below(limit: int) -> list[int]:
 def main() -> None:
     for n in range(10):
         print(n, fibonacci(n), is_prime(n))
-    
+    print("primes below 50:", primes_below(

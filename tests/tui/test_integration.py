@@ -48,6 +48,6 @@ async def test_real_model_completes_a_few_tokens_in_a_real_file(tmp_path):
         if summary.text:  # (an empty completion leaves nothing to accept: Tab would indent)
             await pilot.press("tab")
         await pilot.press("ctrl+s")
-    # The cursor started at the end of the file's last line ("    " in main): the completion went there.
-    assert original.endswith("    \n")
+    # The cursor started at the end of the file's last line (in main): the completion went there.
+    assert original.endswith("primes_below(\n")
     assert path.read_text() == original[:-1] + summary.text + "\n"
