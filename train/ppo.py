@@ -124,6 +124,15 @@ def torch_threads(count: int):
         torch.set_num_threads(previous)
 
 
+def check_output(output: str | Path, overwrite: bool) -> None:
+    """Refuse to replace a trained agent unless asked (checked before any long work)."""
+    from greencode.errors import GreencodeError
+
+    existing = Path(output) / "agent.safetensors"
+    if existing.exists() and not overwrite:
+        raise GreencodeError(f"{existing}: already exists; pass --overwrite to replace it, or another --output")
+
+
 def train_agent(cache: TrajectoryCache, agent_config, output: str | Path, timesteps: int | None = None,
                 progress=None) -> dict:
     """Train on most samples, report on the held-out rest, export; returns the report (also agent.json).
@@ -135,7 +144,8 @@ def train_agent(cache: TrajectoryCache, agent_config, output: str | Path, timest
     output.mkdir(parents=True, exist_ok=True)
     timesteps = timesteps or agent_config.timesteps
     train_part, held_out = cache.split(HELD_OUT_FRACTION, agent_config.seed)
-    if held_out.num_tokens == 0:  # a one-sample cache: report on what was trained on, and say so
+    reused = held_out.num_tokens == 0
+    if reused:  # a one-sample cache: report on what was trained on, and say so
         held_out = train_part
     env = make_vec_env(train_part, agent_config, agent_config.seed)
     model = make_ppo(env, agent_config, agent_config.seed)
@@ -150,6 +160,7 @@ def train_agent(cache: TrajectoryCache, agent_config, output: str | Path, timest
     report = build_report(agent_path, cache, held_out, episodes.episodes, agent_config,
                           timesteps=int(model.num_timesteps), seconds=seconds,
                           held_out_samples=len(held_out.sample_bounds()), log_formats=log_formats)
+    report["held_out"]["same_as_training"] = reused
     write_report(report, output, cache, held_out, episodes.episodes, agent_path)
     return report
 

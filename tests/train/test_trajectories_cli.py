@@ -39,6 +39,10 @@ def test_train_agent_trains_on_the_cache_and_writes_the_agent(workdir):
     report = json.loads((workdir / "out" / "agent.json").read_text())
     assert report["timesteps"] == 256 and report["trajectories"]["tokens"] == 12
     assert (workdir / "out" / "agent.safetensors").is_file()
+    again = greencode("train", "agent", "--model", "tiny-random-llama", "--trajectories", "traj", "--output", "out",
+                      cwd=workdir)
+    assert again.returncode == 2 and again.stderr.strip() == (
+        "greencode: error: out/agent.safetensors: already exists; pass --overwrite to replace it, or another --output")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -46,6 +46,7 @@ def command(ctx: typer.Context,
             trajectories: Optional[str] = typer.Option(None, help="Trajectory cache (default: \\[agent].trajectories); "
                                                        "built first when missing."),
             rebuild: bool = typer.Option(False, "--rebuild-trajectories", help="Rebuild the cache first."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an agent already in --output."),
             benchmark: bool = typer.Option(False, "--benchmark", help="Measure raw env and PPO steps/s (beside "
                                            "CartPole) instead of training; writes nothing."),
             as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
@@ -65,8 +66,10 @@ def command(ctx: typer.Context,
         _benchmark(settings, timesteps, as_json)
         return
     from train.env import check_reward
+    from train.ppo import check_output
 
     check_reward(settings.agent.reward)  # before any long work
+    check_output(settings.agent.output, overwrite)
     cache, _ = build_or_load_trajectories(settings, rebuild)
     if not as_json:
         print_cache_summary(cache, settings.agent.trajectories)
