@@ -3,29 +3,48 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from typing import Optional
 
 import typer
 
 
+@contextmanager
+def progress_bar(label: str, total: int):
+    """Yields update(done): a rich bar on a terminal, else a line on stderr every 10% (logs of background runs)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        step, last = max(1, total // 10), [-1]
+
+        def report(done: int) -> None:
+            if done // step != last[0] // step or done >= total:
+                last[0] = done
+                typer.echo(f"{label}: {min(done, total)}/{total}", err=True)
+
+        yield report
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=min(done, total))
+
+
 def build_or_load_trajectories(settings, force: bool = False):
     """(cache, exit points) for [model].spec, with a progress bar while building."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from greencode.models import load_model
     from greencode.report import resolve_exit_points
     from train.trajectories import ensure_cache
 
-    console = Console(stderr=True)
-    with console.status(f"loading {settings.model.spec}"):
+    with Console(stderr=True).status(f"loading {settings.model.spec}"):
         loaded = load_model(settings.model.spec, settings.model.dtype, settings.model.device, settings.model.cache_dir)
     points = resolve_exit_points(settings, loaded.num_layers, loaded.info)
-    columns = (TextColumn("trajectories"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("build", total=settings.agent.samples)
-        cache = ensure_cache(settings, loaded, points, force,
-                             progress=lambda done, total: bar.update(task, completed=done))
+    with progress_bar("trajectories", settings.agent.samples) as update:
+        cache = ensure_cache(settings, loaded, points, force, progress=lambda done, total: update(done))
     return cache, points
 
 
@@ -90,17 +109,12 @@ def command(ctx: typer.Context,
 
 
 def _train_with_bar(cache, settings, timesteps: Optional[int]) -> dict:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from train.ppo import train_agent
 
     total = timesteps or settings.agent.timesteps
-    columns = (TextColumn("PPO"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("ppo", total=total)
+    with progress_bar("PPO steps", total) as update:
         return train_agent(cache, settings.agent, settings.agent.output, timesteps,
-                           progress=lambda done, _: bar.update(task, completed=min(done, total)))
+                           progress=lambda done, _: update(done))
 
 
 def _benchmark(settings, timesteps: Optional[int], as_json: bool) -> None:
