@@ -168,7 +168,7 @@ def _report(info, results, wall, requests, concurrency, max_new_tokens, rss_star
     middle = next((mb for n, mb in rss_samples if n >= len(results) // 2), None)
     return {
         "model": info["model"], "policy": info["policy"], "exit_points": info["exit_points"],
-        "energy_source": info["energy_source"], "device": info["device"],
+        "energy_source": info["energy_source"], "device": info["device"], "cpu_threads": info["cpu_threads"],
         "requests_planned": requests, "requests_sent": len(results), "concurrency": concurrency,
         "max_new_tokens": max_new_tokens, "ok": len(ok), "errors": len(errors) + (requests - len(results)),
         "error_examples": errors[:3], "wall_s": round(wall, 2),
@@ -189,7 +189,7 @@ def _print(report: dict) -> None:
     lat, rss = report["latency_s"], report["server_rss_mb"]
     fmt = lambda v: f"{v:.0f}" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
     typer.echo(f"model {report['model']} | policy {report['policy']} | energy {report['energy_source']} | "
-               f"{report['device']}")
+               f"{report['device']}, {report['cpu_threads']} CPU threads")
     typer.echo(f"{report['ok']}/{report['requests_planned']} ok, {report['errors']} errors, "
                f"{report['concurrency']} concurrent clients, {report['max_new_tokens']} new tokens each, "
                f"wall {report['wall_s']} s")
@@ -209,12 +209,15 @@ def main(model: str = typer.Option("default", help="Model spec the server loads.
          concurrency: int = typer.Option(20, help=f"Concurrent clients (1..{MAX_CONCURRENCY})."),
          max_new_tokens: int = typer.Option(15, help="New tokens per request."),
          time_limit: float = typer.Option(1800, help=f"Stop sending after this many seconds (<= {MAX_TIME_LIMIT_S})."),
+         server_threads: int = typer.Option(0, help="The server's torch CPU threads (0 = its default; "
+                                            "1 is fastest on a shared CPU)."),
          config_path: Optional[str] = typer.Option(None, "--config", help="greencode.toml for [data] and [eval]."),
          json_out: Optional[str] = typer.Option(None, "--json", help="Also write the report as JSON here.")) -> None:
     """Benchmark a `greencode serve` process under concurrent load (loopback only)."""
     from greencode.config import load_config
 
-    report = run_bench(model, policy, requests, concurrency, max_new_tokens, time_limit, load_config(config_path))
+    report = run_bench(model, policy, requests, concurrency, max_new_tokens, time_limit, load_config(config_path),
+                       ["--threads", str(server_threads)] if server_threads else None)
     _print(report)
     if json_out:
         target = Path(json_out)

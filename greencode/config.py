@@ -141,6 +141,7 @@ class ServeConfig:
     max_input_chars: int = _opt(100_000, lo=1)
     max_new_tokens_cap: int = _opt(256, lo=1)
     queue_limit: int = _opt(16, lo=0)
+    threads: int = _opt(0, lo=0)  # torch CPU threads for generation; 0 = torch's default (one per core)
 
 
 @dataclass(frozen=True)

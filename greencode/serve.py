@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -328,7 +329,7 @@ def build_app(engine, config: Config):
             "architecture": loaded.adapter.arch, "num_layers": engine.num_layers,
             "exit_points": list(engine.exit_points), "policy": policy.name,
             "threshold": _policy_threshold(policy), "energy_source": engine.meter.source,
-            "device": str(engine.device), "max_new_tokens_cap": serve.max_new_tokens_cap,
+            "device": str(engine.device), "cpu_threads": torch.get_num_threads(), "max_new_tokens_cap": serve.max_new_tokens_cap,
             "max_input_chars": serve.max_input_chars, "max_body_bytes": serve.max_body_bytes,
             "queue_limit": serve.queue_limit, "max_context_tokens": engine.max_context_tokens,
             "auth": bool(serve.token), "version": "greencode-serve/1",

@@ -35,6 +35,8 @@ def command(ctx: typer.Context,
             threshold: Optional[float] = typer.Option(None, help="Threshold of the default policy (T, P or H)."),
             token: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer TOKEN' "
                                                 "(default [serve].token)."),
+            threads: Optional[int] = typer.Option(None, help="torch CPU threads (default [serve].threads; 0 = "
+                                                  "one per core). 1 is fastest on a CPU shared with other work."),
             log_level: str = typer.Option("info", help="uvicorn log level: critical | error | warning | info | debug."),
             ) -> None:
     """Serve completions over HTTP for llm-vscode (TGI backend: POST /generate, /generate_stream)."""
@@ -45,10 +47,15 @@ def command(ctx: typer.Context,
     if log_level not in levels:
         raise GreencodeError(f"--log-level {log_level!r} is not one of: {', '.join(levels)}")
     config = load_context_config(ctx, **{"serve.host": host, "serve.port": port, "model.spec": model,
-                                         "agent.path": agent, "engine.policy": policy, "serve.token": token})
+                                         "agent.path": agent, "engine.policy": policy, "serve.token": token,
+                                         "serve.threads": threads})
     from greencode.serve import build_app, listen_socket, run_server
 
     sock = listen_socket(config.serve.host, config.serve.port)
+    if config.serve.threads:
+        import torch
+
+        torch.set_num_threads(config.serve.threads)
     engine = build_engine(config, config.engine.policy, threshold)
     app = build_app(engine, config)
     serve = config.serve

@@ -27,7 +27,7 @@ def test_serve_command_binds_loopback_with_a_token(tmp_path):
     port = _free_port()
     process = _greencode("serve", "--model", "tiny-random-llama", "--policy", "confidence:0.5", "--threshold", "0.25",
                          "--port", str(port), "--token", "t0k", "--log-level", "warning",
-                         "--engine.max_new_tokens", "3", cwd=tmp_path)
+                         "--engine.max_new_tokens", "3", "--threads", "1", cwd=tmp_path)
     try:
         url = f"http://127.0.0.1:{port}"
 
@@ -42,6 +42,7 @@ def test_serve_command_binds_loopback_with_a_token(tmp_path):
         auth = {"Authorization": "Bearer t0k"}
         info = httpx.get(f"{url}/info", headers=auth).json()
         assert info["policy"] == "confidence:0.25" and info["threshold"] == 0.25 and info["auth"] is True
+        assert info["cpu_threads"] == 1
         answer = httpx.post(f"{url}/generate", json={"inputs": PROMPT}, headers=auth, timeout=60)
         assert answer.status_code == 200 and answer.json()["details"]["generated_tokens"] == 3
         assert httpx.post(f"{url}/generate", json={"inputs": PROMPT}).status_code == 401
