@@ -104,3 +104,15 @@ def test_an_agent_trained_on_tiny_llama_trajectories_runs_in_the_engine(tmp_path
     summary = engine.complete("def f(x):\n    return", max_new_tokens=6)
     assert summary.tokens == 6 and set(summary.exit_layers) <= {4, 6, 10, 12}
     assert report["model"] == "tiny-random-llama"
+
+
+def test_the_benchmark_reports_both_envs_side_by_side():
+    from train.bench_agent import run_benchmark
+
+    result = run_benchmark(agent_config(n_steps=128, batch_size=64, n_epochs=1), synthetic_cache(samples=4),
+                           env_steps=2000, ppo_timesteps=256, threads=(1,))
+    assert result["raw_env_steps_per_s"] > 0 and result["raw_cartpole_steps_per_s"] > 0
+    assert result["raw_env_vs_cartpole"] == pytest.approx(
+        result["raw_env_steps_per_s"] / result["raw_cartpole_steps_per_s"], rel=0.01)
+    assert set(result["ppo_steps_per_s_by_threads"]) == {"1"} and result["ppo_best_threads"] == 1
+    assert result["env"]["obs_dim"] == 64
