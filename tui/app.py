@@ -171,6 +171,7 @@ class GreencodeApp(App[None]):
         self._apply_policy(self.policy_kind, announce=False)
         self.histogram.show([], self.engine.exit_points, self.engine.num_layers)
         self.preview.show(self._idle_hint(), [], 1)
+        self._restart_idle_timer()  # a first completion at the cursor once the model is there
 
     @while_running
     def on_model_load_failed(self, message: ModelLoadFailed) -> None:
@@ -475,7 +476,10 @@ class GreencodeApp(App[None]):
                  "threshold: F8 - / F9 +, or click"]
         self.policy_status.update(Text("\n".join(lines)))  # Text: "[agent]" is not markup
         note = self.agent_note
-        note.update(Text(f"agent unavailable: {self.agent_unavailable}" if self.agent_unavailable else ""))
+        reason = self.agent_unavailable
+        if "needs an agent file" in reason:  # the usual case, said short (the toast at start has it in full)
+            reason = "no agent file: pass --agent PATH or train one (greencode train agent)"
+        note.update(Text(f"agent unavailable: {reason}" if reason else ""))
         note.display = bool(self.agent_unavailable)
         self.knob.show(self.threshold, knob_active)
 

@@ -147,12 +147,12 @@ def figures_text(stats: CompletionStats | None, session: SessionStats) -> Text:
         if stats.joules_saved >= 0:
             row("saved", f"{stats.joules_saved:.3f} J · {stats.saved_frac:.0%}", "of full depth")
         else:  # honest about policies that cost more than running every layer
-            row("extra", f"{-stats.joules_saved:.3f} J · {-stats.saved_frac:.0%}", "over full depth")
+            row("extra", f"{-stats.joules_saved:.3f} J · {-stats.saved_frac:.0%}", "vs full")
         row("mean exit", f"layer {stats.mean_exit_layer:.1f} of {stats.num_layers}")
         row("skipped", f"{stats.layers_skipped_frac:.0%} of layers")
     row("session", f"{session.joules:.3f} J", f"({session.energy_source or '-'})")
     row("", f"saved {session.joules_saved:.3f} J" if session.joules_saved >= 0
-        else f"extra {-session.joules_saved:.3f} J over full depth")
+        else f"extra {-session.joules_saved:.3f} J vs full")
     row("", f"{session.tokens} tokens · {session.completions} done")
     text.rstrip()
     return text

@@ -177,9 +177,12 @@ async def test_idle_pause_triggers_a_completion(tmp_path):
     app, engine, _ = make_app(tmp_path, idle_ms=50)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
+        # once loaded, a first completion comes by itself; typing cancels it and asks again after the pause
+        await wait_for(pilot, lambda: engine.prompts, what="the first idle completion")
+        assert engine.prompts[0].endswith("def main():\n    ")
         await pilot.press("p")
-        await wait_for(pilot, lambda: engine.prompts, what="the idle trigger")
-        assert engine.prompts[0].endswith("def main():\n    p")
+        await wait_for(pilot, lambda: len(engine.prompts) == 2, what="the idle trigger after typing")
+        assert engine.prompts[1].endswith("def main():\n    p")
 
 
 async def test_side_panel_figures_follow_the_tokens(tmp_path):

@@ -108,8 +108,10 @@ def test_huge_file_turns_highlighting_off(tmp_path):
     assert source.language is None and "highlighting off" in source.note
 
 
-def test_settings_take_tui_keys_then_fall_back():
+def test_settings_take_tui_keys_then_fall_back(tmp_path, monkeypatch):
     from greencode.config import load_config
+
+    monkeypatch.chdir(tmp_path)  # built-in defaults, not the ./greencode.toml being edited next door
 
     settings = settings_from_config(load_config(None, {"engine.policy": "agent:0.8", "tui.idle_ms": 0}))
     assert (settings.policy_kind, settings.threshold, settings.idle_ms) == ("agent", 0.8, 0)
