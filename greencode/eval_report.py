@@ -49,7 +49,8 @@ def markdown(result: dict) -> str:
         "",
         f"- samples: {result['samples']} of {result['samples_requested']} requested, "
         f"{result['protocol']} protocol, {result['source']}",
-        f"- exit points: {result['exit_points']} of {result['num_layers']} layers",
+        f"- exit points: {result['exit_points']} of {result['num_layers']} layers; device {result['device']}, "
+        f"{result['torch_threads']} torch thread(s)",
         f"- energy: {source}; `decode J` = joules per completion after its first token (the prefill, the "
         "same for every policy, is left out), `J vs full` = that against full depth in this run",
         f"- wall time: {result['wall_seconds']:.0f} s" + (" (interrupted: partial)" if result["interrupted"] else ""),

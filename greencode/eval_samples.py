@@ -41,12 +41,23 @@ def is_line_corpus(corpus: str) -> bool:
     return corpus.strip().endswith(".jsonl")
 
 
-def file_samples(data_config, tokenizer, count: int, fraction: float, max_context: int,
+def read_corpus(config):
+    """The test files (file protocol) or the jsonl records (line protocol): read before any model is
+    loaded, so a missing or empty corpus fails at once."""
+    from greencode.data import load_line_completion_jsonl, load_split
+
+    if is_line_corpus(config.data.corpus):
+        path = Path(config.data.corpus.strip()).expanduser()
+        if not path.exists():
+            raise GreencodeError(f"data.corpus: {path} does not exist (a CodeXGLUE line-completion .jsonl)")
+        return load_line_completion_jsonl(path)
+    return load_split(config.data, "test")
+
+
+def file_samples(files, data_config, tokenizer, count: int, fraction: float, max_context: int,
                  max_new_tokens: int) -> SampleSet:
-    from greencode.data import load_split
     from greencode.samples import make_samples
 
-    files = load_split(data_config, "test")
     drawn = make_samples(files, tokenizer, count, fraction, max_context, max_new_tokens, seed=SAMPLE_SEED)
     samples = [EvalSample(key=s.path, language=s.language, context_ids=list(s.context_ids),
                           context=tokenizer.decode(s.context_ids), reference=tokenizer.decode(s.target_ids))
@@ -66,13 +77,10 @@ def _jsonl_language(path: Path, configured: str) -> str:
     return "java" if "java" in path.name.lower() else "python"
 
 
-def line_samples(data_config, tokenizer, count: int, max_context: int) -> SampleSet:
-    from greencode.data import codexglue_to_text, load_line_completion_jsonl
+def line_samples(records: list[tuple[str, str]], data_config, tokenizer, count: int, max_context: int) -> SampleSet:
+    from greencode.data import codexglue_to_text
 
     path = Path(data_config.corpus.strip()).expanduser()
-    if not path.exists():
-        raise GreencodeError(f"data.corpus: {path} does not exist (a CodeXGLUE line-completion .jsonl)")
-    records = load_line_completion_jsonl(path)
     language = _jsonl_language(path, data_config.language)
     samples, empty = [], 0
     for number, (given, truth) in enumerate(records, 1):
@@ -93,14 +101,14 @@ def line_samples(data_config, tokenizer, count: int, max_context: int) -> Sample
     return SampleSet("line", samples, f"CodeXGLUE line completion {path} ({language})", notes)
 
 
-def load_samples(config, tokenizer) -> SampleSet:
-    """The samples `config` asks for; an empty result is an error naming the corpus."""
+def load_samples(config, tokenizer, corpus) -> SampleSet:
+    """The samples `config` asks for from `corpus` (read_corpus's); none at all is an error."""
     ev = config.eval
     if is_line_corpus(config.data.corpus):
-        chosen = line_samples(config.data, tokenizer, ev.samples, ev.max_context_tokens)
+        chosen = line_samples(corpus, config.data, tokenizer, ev.samples, ev.max_context_tokens)
     else:
-        chosen = file_samples(config.data, tokenizer, ev.samples, ev.context_fraction, ev.max_context_tokens,
-                              ev.max_new_tokens)
+        chosen = file_samples(corpus, config.data, tokenizer, ev.samples, ev.context_fraction,
+                              ev.max_context_tokens, ev.max_new_tokens)
     if not chosen.samples:
         raise GreencodeError(f"data.corpus: {config.data.corpus} gives no evaluation samples "
                              f"({'; '.join(chosen.notes) or 'no file is long enough'}); use a larger corpus")

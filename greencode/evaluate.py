@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from greencode.errors import GreencodeError
-from greencode.eval_samples import EvalSample, SampleSet, load_samples
+from greencode.eval_samples import EvalSample, SampleSet, load_samples, read_corpus
 from greencode.eval_store import CompletionStore, file_stamp
 
 VERSIONED = ("greencode", "torch", "transformers", "codebleu", "tree-sitter", "tree-sitter-python",
@@ -223,16 +223,19 @@ def _load(config, spec: str):
 def run_eval(config, out: str | Path | None = None, agent: str | None = None, restart: bool = False,
              progress: bool = True, echo=print) -> dict:
     """Run the evaluation `config` describes; write results.json, results.md and plots into `out`."""
+    import torch
+
     from greencode.energy import EnergyMeter
     from greencode.eval_plots import write_plots
     from greencode.eval_report import write_results
 
     out = Path(out or config.eval.out)
     started = time.perf_counter()
+    corpus = read_corpus(config)
     loaded = _load(config, config.model.spec)
     base_spec = loaded.info.get("base_model")
     base = _load(config, base_spec) if base_spec else None
-    sample_set = load_samples(config, loaded.tokenizer)
+    sample_set = load_samples(config, loaded.tokenizer, corpus)
     notes = list(sample_set.notes)
     meter = EnergyMeter(config.energy)
     contestants, more = build_contestants(config, loaded, base, meter, find_agent(config, loaded, agent),
@@ -245,6 +248,8 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
         "base_model": base_spec, "data": dataclasses.asdict(config.data), "dtype": config.model.dtype,
         "context_fraction": config.eval.context_fraction, "max_context_tokens": config.eval.max_context_tokens,
         "max_new_tokens": config.eval.max_new_tokens, "exit_points": contestants[0].engine.exit_points,
+        # Timings from another device or thread count are not comparable with these.
+        "device": str(contestants[0].engine.device), "torch_threads": torch.get_num_threads(),
     }
     store = CompletionStore(out, fingerprint, restart)
     todo = [(s, c) for s in sample_set.samples for c in contestants if store.get(s.key, c.identity) is None]
@@ -259,7 +264,8 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
             "rows": rows, "samples": done, "samples_requested": config.eval.samples,
             "protocol": sample_set.protocol, "source": sample_set.source, "model": loaded.name,
             "num_layers": loaded.num_layers, "exit_points": contestants[0].engine.exit_points,
-            "energy_source": meter.source, "wall_seconds": time.perf_counter() - started,
+            "energy_source": meter.source, "device": fingerprint["device"],
+            "torch_threads": fingerprint["torch_threads"], "wall_seconds": time.perf_counter() - started,
             "interrupted": interrupted, "notes": notes, "config": dataclasses.asdict(config),
             "versions": versions(), "hash_seed": "CodeBLEU scored as with PYTHONHASHSEED=0",
         }
