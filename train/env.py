@@ -88,9 +88,13 @@ class EarlyExitEnv(gym.Env):
         # Every reward the replay can hand out, computed once: step() only looks them up.
         positions = np.broadcast_to(np.arange(num_exits), cache.exit_top1.shape)
         opt = self._opt[:, None]
-        self._exit_r, self._exit_case = (a.tolist() for a in exit_reward(positions, opt, cache.correct, num_exits, reward))
-        self._cont_r, self._cont_case = (a.tolist() for a in continue_reward(positions, opt, num_exits, reward))
-        self._final_r, self._final_case = (a.tolist() for a in exit_reward(num_exits, self._opt, True, num_exits, reward))
+        exits = exit_reward(positions, opt, cache.correct, num_exits, reward)  # (N, E) each
+        continues = continue_reward(positions, opt, num_exits, reward)
+        finals = exit_reward(num_exits, self._opt, True, num_exits, reward)  # (N,): reaching layer L
+        # Python lists: indexing them is several times faster than numpy scalars.
+        self._exit_r, self._exit_case = (a.tolist() for a in exits)
+        self._cont_r, self._cont_case = (a.tolist() for a in continues)
+        self._final_r, self._final_case = (a.tolist() for a in finals)
         self._opt = self._opt.tolist()
         self._bounds = cache.sample_bounds()
         dim = cache.obs_dim + (1 if position_feature else 0)
@@ -116,16 +120,19 @@ class EarlyExitEnv(gym.Env):
         return self._get_obs(), {"sample": sample, "tokens": self._stop - self._token}
 
     def step(self, action):
-        token, position, last = self._token, self._position, self._position == self._num_exits - 1
+        token, position = self._token, self._position
         if action == EXIT:
-            reward, case, exit_position = self._exit_r[token][position], EXIT_CASES[self._exit_case[token][position]], position
-            info = {"reward_exit": reward, "reward_continue": 0.0}
-        elif last:  # continuing at the last exit point reaches the final layer: an exit there
-            reward, case, exit_position = self._final_r[token], EXIT_CASES[self._final_case[token]], self._num_exits
-            info = {"reward_exit": reward, "reward_continue": 0.0}
+            reward, exit_position = self._exit_r[token][position], position
+            case = EXIT_CASES[self._exit_case[token][position]]
+        elif position == self._num_exits - 1:  # continuing at the last exit point reaches L: an exit there
+            reward, exit_position = self._final_r[token], self._num_exits
+            case = EXIT_CASES[self._final_case[token]]
         else:
-            reward, case, exit_position = self._cont_r[token][position], CONTINUE_CASES[self._cont_case[token][position]], None
-            info = {"reward_exit": 0.0, "reward_continue": reward}
+            reward, exit_position = self._cont_r[token][position], None
+            case = CONTINUE_CASES[self._cont_case[token][position]]
+        # Eq. 4: r_c = 0 on an exit, r_e = 0 on a continue.
+        info = {"reward_exit": reward if exit_position is not None else 0.0,
+                "reward_continue": reward if exit_position is None else 0.0}
         info.update(case=case, position=position, optimal_position=self._opt[token], token=token)
         if exit_position is None:
             self._position += 1
