@@ -9,19 +9,21 @@ import typer
 
 def command(ctx: typer.Context,
             config: Optional[str] = typer.Option(None, "--config", "-c", help="greencode.toml to read."),
-            model: Optional[str] = typer.Option(None, help="Model to fine-tune (default: [model].spec)."),
-            corpus: Optional[str] = typer.Option(None, help="Training corpus (default: [data].corpus)."),
-            output: Optional[str] = typer.Option(None, help="Output directory (default: [finetune].output)."),
+            model: Optional[str] = typer.Option(None, help="Model to fine-tune (default: model.spec)."),
+            corpus: Optional[str] = typer.Option(None, help="Training corpus (default: data.corpus)."),
+            output: Optional[str] = typer.Option(None, help="Output directory (default: finetune.output)."),
             max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimiser steps "
-                                                    "(default: [finetune].max_steps; -1 = run the epochs)."),
+                                                    "(default: finetune.max_steps; -1 = run the epochs)."),
             resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --output."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output.")) -> None:
-    """Fine-tune a model so every exit point decodes through the shared LM head (LITE, paper eq. 1).
+    """Fine-tune a model so every exit point decodes through the shared LM head (LITE, eq. 1).
 
-    Writes OUTPUT: an HF model directory (safetensors; LoRA merged, the adapter also kept in
-    OUTPUT/lora-adapter) and greencode.json with exit points, weights, steps, tokens trained, exit
-    agreement before/after and validation loss per exit. Ctrl-C saves a checkpoint; --resume continues.
-    Runs unchanged under `accelerate launch -m greencode.cli train finetune` or torchrun.
+    Writes OUTPUT: an HF model directory (safetensors; with LoRA the weights are
+    merged and the adapter is also kept in OUTPUT/lora-adapter) and greencode.json
+    (exit points, weights, steps, tokens, exit agreement before/after, validation
+    loss per exit). Ctrl-C saves a checkpoint; --resume continues from it. Any
+    key can be overridden: --finetune.lora true --finetune.learning_rate 1e-4.
+    Runs unchanged under accelerate launch / torchrun (-m greencode.cli train finetune).
     """
     from rich.console import Console
 
