@@ -59,7 +59,7 @@ class GreencodeApp(App[None]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("f1", "help", "Help", id="help"),
-        Binding("f5,ctrl+space", "complete", "Complete", id="complete"),
+        Binding("f5,ctrl+space,ctrl+@", "complete", "Complete", id="complete"),
         Binding("f2", "toggle_mode", "Line/Block", id="toggle_mode"),
         Binding("f3", "cycle_policy", "Policy", id="cycle_policy"),
         Binding("f8,ctrl+down", "threshold(-1)", "T-", id="threshold_down"),

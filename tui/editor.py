@@ -183,5 +183,8 @@ class CodeEditor(TextArea):
             row, _ = self.cursor_location
             line_width = self.get_column_width(row, len(self.document[row]))
             needed = line_width + cell_len(self.suggestion) + self.gutter_width + 1
+            # ...but only up to the visible width: a ghost never adds a horizontal scrollbar (the preview
+            # under the editor shows it whole).
+            needed = min(needed, max(self.virtual_size.width, self.scrollable_content_region.width))
             if needed > self.virtual_size.width:
                 self.virtual_size = Size(needed, self.virtual_size.height)

@@ -72,9 +72,9 @@ class ConfirmQuitScreen(ModalScreen[str]):
         with Vertical(id="quit-box"):
             yield Label(f"{self.file_name} has unsaved changes.", id="quit-question")
             with Horizontal(id="quit-buttons"):
-                yield Button("Save and quit [s]", id="save", variant="primary")
-                yield Button("Quit without saving [d]", id="discard", variant="error")
-                yield Button("Cancel [esc]", id="cancel")
+                yield Button("Save and quit (s)", id="save", variant="primary")
+                yield Button("Quit without saving (d)", id="discard", variant="error")
+                yield Button("Cancel (esc)", id="cancel")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id)

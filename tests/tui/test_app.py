@@ -319,3 +319,13 @@ async def test_tokens_keep_arriving_while_the_help_screen_is_open(tmp_path):
         await wait_for(pilot, lambda: app.live.summary is not None, what="the rest, behind the help screen")
         await pilot.press("escape", "tab")
         assert app.query_one(CodeEditor).text == EXAMPLE + "print(fibonacci(10))"
+
+
+async def test_ctrl_space_completes(tmp_path):
+    """Terminals send ctrl+space as NUL, which Textual names ctrl+@."""
+    app, engine, _ = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("ctrl+@")
+        await wait_for(pilot, lambda: app.live and app.live.summary, what="a completion from ctrl+space")
+        assert engine.prompts == [EXAMPLE]
