@@ -11,8 +11,8 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Header, Label, LoadingIndicator, Static, TextArea
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Header, Static, TextArea
 from textual.worker import get_current_worker
 
 from greencode.errors import GreencodeError
@@ -23,7 +23,7 @@ from tui.ghost import ghost_pieces
 from tui.messages import (CompareSideFinished, CompareTokenGenerated, CompletionFailed, CompletionFinished,
                           GhostAccepted, GhostDismissed, ModelLoaded, ModelLoadFailed, ThresholdRequested,
                           TokenGenerated)
-from tui.panel import CompletionView, ExitHistogram, ExitSparkline, ThresholdKnob, figures_text, snap
+from tui.panel import CompletionView, SidePanel, snap
 from tui.screens import CompareScreen, ConfirmQuitScreen, HelpScreen
 from tui.settings import POLICY_CYCLE, THRESHOLD_POLICIES, THRESHOLD_STEP, TuiSettings, policy_string
 from tui.source import SourceFile, save_text
@@ -98,19 +98,7 @@ class GreencodeApp(App[None]):
                 yield CodeEditor.code_editor(source.text, language=source.language, read_only=source.read_only,
                                              id="editor", classes="code_editor")
                 yield CompletionView(id="preview")
-            with VerticalScroll(id="side", can_focus=False):  # clicks in the panel leave the focus in the editor
-                yield Label("model", classes="section-title")
-                yield Static(Text(f"loading {self.settings.model_spec}...\nthe editor works meanwhile"), id="model-status")
-                yield LoadingIndicator(id="model-loading")
-                yield Label("policy", classes="section-title")
-                yield Static(id="policy-status")
-                yield ThresholdKnob(id="knob")
-                yield Static(id="agent-note")
-                yield Label("this completion", classes="section-title")
-                yield Static(id="figures")
-                yield ExitSparkline(id="sparkline")
-                yield Label("exit layers (legend)", classes="section-title")
-                yield ExitHistogram(id="histogram")
+            yield SidePanel(self.settings.model_spec)
         yield Footer()
 
     @staticmethod
@@ -130,14 +118,7 @@ class GreencodeApp(App[None]):
         # Held here: worker messages update them whatever screen is on top (help, compare, quit).
         self.editor = self.query_one(CodeEditor)
         self.preview = self.query_one("#preview", CompletionView)
-        self.figures = self.query_one("#figures", Static)
-        self.sparkline = self.query_one(ExitSparkline)
-        self.histogram = self.query_one(ExitHistogram)
-        self.knob = self.query_one(ThresholdKnob)
-        self.policy_status = self.query_one("#policy-status", Static)
-        self.agent_note = self.query_one("#agent-note", Static)
-        self.model_status = self.query_one("#model-status", Static)
-        self.model_loading = self.query_one("#model-loading", LoadingIndicator)
+        self.panel = self.query_one(SidePanel)
         editor = self.editor
         editor.focus()
         editor.move_cursor(self._start_location(editor))
@@ -166,20 +147,16 @@ class GreencodeApp(App[None]):
     @while_running
     def on_model_loaded(self, message: ModelLoaded) -> None:
         self.engine = message.engine
-        self.model_loading.display = False
-        self.model_status.update(Text(message.description))
+        self.panel.show_model(message.description)
         self._apply_policy(self.policy_kind, announce=False)
-        self.histogram.show([], self.engine.exit_points, self.engine.num_layers)
+        self.panel.show_exits([], self.engine.exit_points, self.engine.num_layers)
         self.preview.show(self._idle_hint(), [], 1)
         self._restart_idle_timer()  # a first completion at the cursor once the model is there
 
     @while_running
     def on_model_load_failed(self, message: ModelLoadFailed) -> None:
         self.model_error = message.error
-        self.model_loading.display = False
-        status = self.model_status
-        status.update(Text(f"model failed to load:\n{message.error}\nediting and saving still work"))
-        status.add_class("-error")
+        self.panel.show_model(f"model failed to load:\n{message.error}\nediting and saving still work", error=True)
         self.notify(f"model failed to load: {message.error}", severity="error", timeout=10)
 
     # -- policy and threshold --------------------------------------------------------------------
@@ -268,35 +245,45 @@ class GreencodeApp(App[None]):
         editor = self.editor
         self.live = LiveCompletion(self._run_id, editor.cursor_location, line_mode, CompletionStats(self.engine.num_layers))
         self.preview.show(f"{self.policy} · waiting for the first token...", [], 1)
-        max_tokens = self.settings.line_tokens if line_mode else self.settings.block_tokens
-        self.run_completion(self._run_id, prompt, max_tokens, line_mode)
+        self.run_completion(self._run_id, prompt, self._options(line_mode))
         return None
 
-    @work(thread=True, exclusive=True, group="complete")
-    def run_completion(self, run_id: int, prompt: str, max_new_tokens: int, stop_at_eol: bool) -> None:
+    def _options(self, line_mode: bool) -> dict:
+        tokens = self.settings.line_tokens if line_mode else self.settings.block_tokens
+        return {"max_new_tokens": tokens, "stop_at_eol": line_mode, "temperature": self.settings.temperature,
+                "top_p": self.settings.top_p}
+
+    def _stream_tokens(self, prompt: str, options: dict, post_event) -> CompletionSummary:
+        """In a worker thread: iterate the engine's stream, post each token, stop early when cancelled."""
         worker = get_current_worker()
-        with self._engine_lock:
-            if worker.is_cancelled:
+        stream = self._stream = self.engine.stream(prompt, **options)
+        try:
+            for event in stream:
+                if worker.is_cancelled:
+                    stream.cancel()  # the stream ends before computing another token
+                    continue
+                post_event(event)
+        finally:
+            self._stream = None
+        return stream.summary
+
+    def _failed(self, run_id: int, exc: Exception) -> None:
+        if not isinstance(exc, GreencodeError):  # a bug: show it, keep the user's buffer alive
+            self.log.error(exc)
+        text = str(exc) if isinstance(exc, GreencodeError) else f"{type(exc).__name__}: {exc}"
+        self.post_message(CompletionFailed(run_id, text))
+
+    @work(thread=True, exclusive=True, group="complete")
+    def run_completion(self, run_id: int, prompt: str, options: dict) -> None:
+        with self._engine_lock:  # a cancelled predecessor finishes its current token first
+            if get_current_worker().is_cancelled:
                 return
             try:
-                stream = self.engine.stream(prompt, max_new_tokens=max_new_tokens, stop_at_eol=stop_at_eol,
-                                            temperature=self.settings.temperature, top_p=self.settings.top_p)
-                self._stream = stream
-                for event in stream:
-                    if worker.is_cancelled:
-                        stream.cancel()  # the stream ends before computing another token
-                        continue
-                    self.post_message(TokenGenerated(run_id, event))
-            except GreencodeError as exc:
-                self.post_message(CompletionFailed(run_id, str(exc)))
+                summary = self._stream_tokens(prompt, options, lambda e: self.post_message(TokenGenerated(run_id, e)))
+            except Exception as exc:
+                self._failed(run_id, exc)
                 return
-            except Exception as exc:  # a bug: show it, keep the user's buffer alive
-                self.log.error(exc)
-                self.post_message(CompletionFailed(run_id, f"{type(exc).__name__}: {exc}"))
-                return
-            finally:
-                self._stream = None
-            self.post_message(CompletionFinished(run_id, stream.summary))
+            self.post_message(CompletionFinished(run_id, summary))
 
     def cancel_completion(self) -> None:
         """Stop the in-flight completion (if any) and forget the shown one."""
@@ -350,8 +337,7 @@ class GreencodeApp(App[None]):
             status = f"no completion ({live.summary.stop_reason})"
         header = f"{live.events[-1].policy if live.events else self.policy} · {len(live.events)} tokens · {status}"
         self.preview.show(header, pieces, num_layers)
-        self.sparkline.show(live.stats.exit_layers, num_layers)
-        self.histogram.show(live.stats.exit_layers, self.engine.exit_points, num_layers)
+        self.panel.show_exits(live.stats.exit_layers, self.engine.exit_points, num_layers)
         self._update_figures()
 
     # -- editor events: typing cancels, Tab accepts, Esc dismisses -------------------------------
@@ -413,31 +399,22 @@ class GreencodeApp(App[None]):
         self._run_id += 1
         self._compare_run_id = self._run_id
         self.push_screen(CompareScreen(early, self.engine.num_layers, line_mode), lambda _: self.cancel_completion())
-        max_tokens = self.settings.line_tokens if line_mode else self.settings.block_tokens
-        self.run_compare(self._run_id, prompt, early, max_tokens, line_mode)
+        self.run_compare(self._run_id, prompt, early, self._options(line_mode))
 
     @work(thread=True, exclusive=True, group="complete")
-    def run_compare(self, run_id: int, prompt: str, early: str, max_new_tokens: int, stop_at_eol: bool) -> None:
-        worker = get_current_worker()
+    def run_compare(self, run_id: int, prompt: str, early: str, options: dict) -> None:
         with self._engine_lock:
             try:
                 for side, policy in (("early", early), ("full", "full")):
-                    if worker.is_cancelled:
+                    if get_current_worker().is_cancelled:
                         return
                     self.engine.set_policy(policy)
-                    stream = self.engine.stream(prompt, max_new_tokens=max_new_tokens, stop_at_eol=stop_at_eol,
-                                                temperature=self.settings.temperature, top_p=self.settings.top_p)
-                    self._stream = stream
-                    for event in stream:
-                        if worker.is_cancelled:
-                            stream.cancel()
-                            continue
-                        self.post_message(CompareTokenGenerated(run_id, side, event))
-                    self.post_message(CompareSideFinished(run_id, side, stream.summary))
-            except GreencodeError as exc:
-                self.post_message(CompletionFailed(run_id, str(exc)))
+                    summary = self._stream_tokens(
+                        prompt, options, lambda e, side=side: self.post_message(CompareTokenGenerated(run_id, side, e)))
+                    self.post_message(CompareSideFinished(run_id, side, summary))
+            except Exception as exc:
+                self._failed(run_id, exc)
             finally:
-                self._stream = None
                 self.engine.set_policy(self.policy)  # back to what the panel shows
 
     @while_running
@@ -461,27 +438,11 @@ class GreencodeApp(App[None]):
         return "F5 or ctrl+space to complete"
 
     def _update_figures(self) -> None:
-        stats = self.live.stats if self.live is not None else None
-        self.figures.update(figures_text(stats, self.session))
+        self.panel.show_figures(self.live.stats if self.live is not None else None, self.session)
 
     def _update_policy(self) -> None:
-        knob_active = self.policy_kind in THRESHOLD_POLICIES
         tokens = self.settings.line_tokens if self.mode == "line" else self.settings.block_tokens
-        if knob_active:
-            rule = "P(exit) >= T" if self.policy_kind == "agent" else "confidence >= P"
-            knob = f"{'T' if self.policy_kind == 'agent' else 'P'} = {self.threshold:.2f}  exit when {rule}"
-        else:
-            knob = f"knob {self.threshold:.2f}: for agent/confidence"
-        lines = [f"{self.policy:<24}F3 switch", knob, f"{self.mode} mode: up to {tokens} tokens   F2",
-                 "threshold: F8 - / F9 +, or click"]
-        self.policy_status.update(Text("\n".join(lines)))  # Text: "[agent]" is not markup
-        note = self.agent_note
-        reason = self.agent_unavailable
-        if "needs an agent file" in reason:  # the usual case, said short (the toast at start has it in full)
-            reason = "no agent file: pass --agent PATH or train one (greencode train agent)"
-        note.update(Text(f"agent unavailable: {reason}" if reason else ""))
-        note.display = bool(self.agent_unavailable)
-        self.knob.show(self.threshold, knob_active)
+        self.panel.show_policy(self.policy, self.policy_kind, self.threshold, self.mode, tokens, self.agent_unavailable)
 
     def _update_title(self) -> None:
         flags = " [read-only]" if self.source.read_only else (" [modified]" if self.dirty else "")

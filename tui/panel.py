@@ -6,12 +6,12 @@ from __future__ import annotations
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
-from textual.containers import Horizontal
-from textual.widgets import Button, Static
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Button, Label, LoadingIndicator, Static
 
 from tui.bands import BANDS, band_class, band_label, band_layers, band_of
 from tui.messages import ThresholdRequested
-from tui.settings import THRESHOLD_STEP
+from tui.settings import THRESHOLD_POLICIES, THRESHOLD_STEP
 from tui.stats import CompletionStats, SessionStats
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
@@ -167,3 +167,59 @@ class CompletionView(Banded):
             text.append(piece, self.band_style(layer, num_layers))
         text.rstrip()
         self.update(text)
+
+
+class SidePanel(VerticalScroll):
+    """Model, policy and knob, the live figures, the exit sparkline and the legend. The app hands it what
+    to show; it keeps no state of its own."""
+
+    def __init__(self, model_spec: str) -> None:
+        super().__init__(id="side", can_focus=False)  # clicks in the panel leave the focus in the editor
+        self.model_spec = model_spec
+
+    def compose(self) -> ComposeResult:
+        yield Label("model", classes="section-title")
+        yield Static(Text(f"loading {self.model_spec}...\nthe editor works meanwhile"), id="model-status")
+        yield LoadingIndicator(id="model-loading")
+        yield Label("policy", classes="section-title")
+        yield Static(id="policy-status")
+        yield ThresholdKnob(id="knob")
+        yield Static(id="agent-note")
+        yield Label("this completion", classes="section-title")
+        yield Static(id="figures")
+        yield ExitSparkline(id="sparkline")
+        yield Label("exit layers (legend)", classes="section-title")
+        yield ExitHistogram(id="histogram")
+
+    def show_model(self, description: str, error: bool = False) -> None:
+        self.query_one("#model-loading").display = False
+        status = self.query_one("#model-status", Static)
+        status.update(Text(description))  # Text: an error's "[...]" is not markup
+        status.set_class(error, "-error")
+
+    def show_policy(self, policy: str, kind: str, threshold: float, mode: str, tokens: int,
+                    agent_unavailable: str) -> None:
+        knob_active = kind in THRESHOLD_POLICIES
+        if knob_active:
+            rule = "P(exit) >= T" if kind == "agent" else "confidence >= P"
+            knob = f"{'T' if kind == 'agent' else 'P'} = {threshold:.2f}  exit when {rule}"
+        else:
+            knob = f"knob {threshold:.2f}: for agent/confidence"
+        lines = [f"{policy:<24}F3 switch", knob, f"{mode} mode: up to {tokens} tokens   F2",
+                 "threshold: F8 - / F9 +, or click"]
+        self.query_one("#policy-status", Static).update(Text("\n".join(lines)))
+        reason = agent_unavailable
+        if "needs an agent file" in reason:  # the usual case, said short (the toast at start has it in full)
+            reason = "no agent file: pass --agent PATH or train one (greencode train agent)"
+        note = self.query_one("#agent-note", Static)
+        note.update(Text(f"agent unavailable: {reason}" if reason else ""))
+        note.display = bool(reason)
+        self.query_one(ThresholdKnob).show(threshold, knob_active)
+
+    def show_figures(self, stats: CompletionStats | None, session: SessionStats) -> None:
+        self.query_one("#figures", Static).update(figures_text(stats, session))
+
+    def show_exits(self, exit_layers: list[int], exit_points: list[int], num_layers: int) -> None:
+        if exit_layers:
+            self.query_one(ExitSparkline).show(exit_layers, num_layers)
+        self.query_one(ExitHistogram).show(exit_layers, exit_points, num_layers)
