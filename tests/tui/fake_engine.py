@@ -31,13 +31,23 @@ class FakeCompletion:
     def cancel(self) -> None:
         self._cancelled.set()
 
+    def _wait_for_release(self, timeout: float = 10.0) -> bool:
+        """Block until the test releases a token; False if cancelled meanwhile (as the app does on exit)."""
+        for _ in range(int(timeout / 0.02)):
+            if self.engine._gate.acquire(timeout=0.02):
+                return True
+            if self._cancelled.is_set():
+                return False
+        raise RuntimeError("fake engine: the test never released the next token")
+
     def _run(self):
         engine, L = self.engine, self.engine.num_layers
         events, text, reason = [], "", "length"
         try:
             for index in range(self.max_new_tokens):
-                if engine.gated and not engine._gate.acquire(timeout=10):
-                    raise RuntimeError("fake engine: the test never released the next token")
+                if engine.gated and not self._wait_for_release():
+                    reason = "cancelled"
+                    break
                 piece, layer = engine.script[index % len(engine.script)]
                 policy = engine.policy
                 layer = L if policy == "full" else layer
