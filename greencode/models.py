@@ -197,6 +197,9 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
 
     from greencode.adapters import adapter_for
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars on every load are noise in a terminal app
     started = time.perf_counter()
     torch_dtype = _torch_dtype(dtype)
     info: dict = {}

@@ -26,7 +26,7 @@ from tui.messages import (CompareSideFinished, CompareTokenGenerated, Completion
 from tui.panel import CompletionView, SidePanel, snap
 from tui.screens import CompareScreen, ConfirmQuitScreen, HelpScreen
 from tui.settings import POLICY_CYCLE, THRESHOLD_POLICIES, THRESHOLD_STEP, TuiSettings, policy_string
-from tui.source import SourceFile, save_text
+from greencode.source import SourceFile, save_text
 from tui.stats import CompletionStats, SessionStats
 
 

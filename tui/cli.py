@@ -31,7 +31,7 @@ def tui(ctx: typer.Context,
     """
     from greencode.cli import load_context_config
     from tui.settings import settings_from_config
-    from tui.source import open_source
+    from greencode.source import open_source
 
     config = load_context_config(ctx, **{"tui.model": model, "tui.agent": agent, "tui.policy": policy})
     settings = settings_from_config(config, threshold)

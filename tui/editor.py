@@ -17,7 +17,7 @@ from textual.strip import Strip
 from textual.document._wrapped_document import WrappedDocument
 from textual.widgets import TextArea
 
-from tui.bands import BANDS, band_class
+from greencode.bands import BANDS, band_class
 from tui.ghost import inline_text
 from tui.messages import GhostAccepted, GhostDismissed
 

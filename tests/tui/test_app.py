@@ -11,7 +11,7 @@ from tui.editor import GHOST_META, CodeEditor
 from tui.app import GreencodeApp
 from tui.screens import CompareScreen, ConfirmQuitScreen, HelpScreen
 from tui.settings import TuiSettings
-from tui.source import open_source
+from greencode.source import open_source
 
 pytestmark = pytest.mark.asyncio
 SIZE = (110, 36)

@@ -11,7 +11,7 @@ import pytest
 
 from greencode.errors import GreencodeError
 from tui.settings import settings_from_config
-from tui.source import HIGHLIGHT_MAX_LINES, open_source, save_text
+from greencode.source import HIGHLIGHT_MAX_LINES, open_source, save_text
 
 
 def test_language_follows_the_extension(tmp_path):
@@ -141,3 +141,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, expected):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("greencode: error:") and expected in lines[0]
+
+
+def test_tcss_band_colours_match_the_shared_palette():
+    import re
+    from pathlib import Path
+
+    from greencode.bands import BAND_COLOURS
+
+    tcss = (Path(__file__).resolve().parents[2] / "tui" / "app.tcss").read_text()
+    found = dict(re.findall(r"\$band-(\d): (#[0-9a-fA-F]{6});", tcss))
+    assert tuple(found[str(i)] for i in range(len(BAND_COLOURS))) == BAND_COLOURS

@@ -1,8 +1,13 @@
-"""Exit layer -> colour band, shallow (green) to the final layer (red); the colours live in app.tcss."""
+"""Exit layer -> colour band, shallow (green) to the final layer (red).
+
+The TUI draws the bands with the classes band-0..band-4 from tui/app.tcss; `greencode complete` uses
+BAND_COLOURS directly. A test keeps the two palettes identical.
+"""
 
 from __future__ import annotations
 
 BANDS = 5  # band 0..3 split the early layers by depth; band 4 is the final layer
+BAND_COLOURS = ("#3fb950", "#a5d63f", "#e3c341", "#f0883e", "#f85149")  # green ... red
 
 
 def band_of(exit_layer: int, num_layers: int) -> int:
@@ -28,3 +33,7 @@ def band_label(layers: list[int], num_layers: int) -> str:
     if layers == [num_layers]:
         return f"{num_layers} (full)"
     return str(layers[0]) if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
+
+
+def band_colour(exit_layer: int, num_layers: int) -> str:
+    return BAND_COLOURS[band_of(exit_layer, num_layers)]

@@ -1,0 +1,77 @@
+"""`greencode complete FILE`: one completion at a position, streamed with each token coloured by its
+exit layer, then a one-line summary. The scriptable twin of the TUI."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def prompt_at(text: str, at: str | None) -> str:
+    """The text before LINE:COL (1-based; COL may be past the line's end), or all of it."""
+    from greencode.errors import GreencodeError
+
+    if at is None:
+        return text
+    line_text, _, col_text = at.partition(":")
+    try:
+        line, col = int(line_text), int(col_text or "1")
+    except ValueError:
+        raise GreencodeError(f"--at {at!r}: expected LINE:COL, e.g. --at 12:5") from None
+    lines = text.split("\n")
+    if not 1 <= line <= len(lines) or col < 1:
+        raise GreencodeError(f"--at {at}: the file has {len(lines)} lines; LINE and COL start at 1")
+    before = "\n".join(lines[:line - 1])
+    return before + ("\n" if line > 1 else "") + lines[line - 1][:col - 1]
+
+
+def command(ctx: typer.Context,
+            file: str = typer.Argument(..., help="Code file to complete."),
+            at: Optional[str] = typer.Option(None, help="LINE:COL (1-based) of the cursor; default: end of file."),
+            policy: Optional[str] = typer.Option(None, help="full | fixed:N | confidence:P | entropy:H | agent:T "
+                                                 "(default: [engine].policy)."),
+            threshold: Optional[float] = typer.Option(None, help="T for agent:T / P for confidence:P."),
+            max_new_tokens: Optional[int] = typer.Option(None, help="Tokens to generate (default [engine])."),
+            line: bool = typer.Option(False, "--line", help="Stop at the end of the line."),
+            model: Optional[str] = typer.Option(None, help="Model spec (default: [model].spec)."),
+            agent: Optional[str] = typer.Option(None, help="Agent file for agent:T (default: [agent].path).")) -> None:
+    """Complete FILE at a position; print tokens coloured by exit layer and a summary. Writes nothing."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from greencode.bands import band_colour
+    from greencode.cli import load_context_config
+    from greencode.energy import EnergyMeter
+    from greencode.engine import EarlyExitEngine
+    from greencode.errors import GreencodeError
+    from greencode.models import load_model
+    from greencode.report import resolve_exit_points
+    from greencode.source import open_source
+
+    config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent, "engine.policy": policy,
+                                         "engine.max_new_tokens": max_new_tokens})
+    source = open_source(file)
+    prompt = prompt_at(source.text, at)
+    if not prompt.strip():
+        raise GreencodeError(f"{file}: nothing before the cursor to complete from")
+    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
+    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
+    engine = EarlyExitEngine(loaded, config.engine.policy, EnergyMeter(config.energy), points,
+                             config.engine.max_context_tokens, config.agent.path or None)
+    if threshold is not None:
+        engine.set_threshold(threshold)
+    console = Console(highlight=False)
+    completion = engine.stream(prompt, config.engine.max_new_tokens, stop_at_eol=line,
+                               temperature=config.engine.temperature, top_p=config.engine.top_p,
+                               seed=config.engine.seed)
+    for event in completion:
+        console.print(Text(event.text, style=band_colour(event.exit_layer, event.num_layers)), end="")
+    summary = completion.summary
+    console.print()
+    dropped = f", {summary.dropped_prompt_tokens} context tokens dropped" if summary.dropped_prompt_tokens else ""
+    console.print(
+        f"[dim]{engine.policy.name}: {summary.tokens} tokens, {summary.tokens_per_s:.1f} tok/s, mean exit layer "
+        f"{summary.mean_exit_layer:.1f}/{loaded.num_layers}, {summary.layers_skipped_frac:.0%} layers skipped, "
+        f"{summary.joules:.2f} J ({summary.energy_source}), {summary.joules_saved:.2f} J saved vs full depth"
+        f"{dropped}[/dim]")
