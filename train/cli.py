@@ -9,7 +9,8 @@ import typer
 
 import train.commands
 
-app = typer.Typer(help="Train: LITE fine-tuning and the RL exit agent.", no_args_is_help=True)
+app = typer.Typer(help="Train: LITE fine-tuning and the RL exit agent.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 for _found in sorted(pkgutil.iter_modules(train.commands.__path__), key=lambda m: m.name):
     _module = importlib.import_module(f"train.commands.{_found.name}")

@@ -17,20 +17,20 @@ def _numbers(text: str, option: str) -> list[float]:
 
 
 def command(ctx: typer.Context,
-            model: Optional[str] = typer.Option(None, help="Model spec (default: \\[model].spec). A fine-tuned "
+            model: Optional[str] = typer.Option(None, help="Model spec (default: [model].spec). A fine-tuned "
                                                 "directory also brings its base model as a baseline."),
             corpus: Optional[str] = typer.Option(None, help="stdlib | DIR | GLOB | ZIP (e.g. a JDK's lib/src.zip) "
                                                  "| CodeXGLUE line-completion FILE.jsonl | hf:NAME "
-                                                 "(default: \\[data].corpus)."),
-            samples: Optional[int] = typer.Option(None, help="Test samples (default: \\[eval].samples)."),
+                                                 "(default: [data].corpus)."),
+            samples: Optional[int] = typer.Option(None, help="Test samples (default: [eval].samples)."),
             policies: Optional[str] = typer.Option(None, help="Comma-separated peer policies, e.g. "
-                                                   "full,fixed:14,confidence:0.9 (default: \\[eval].policies)."),
+                                                   "full,fixed:14,confidence:0.9 (default: [eval].policies)."),
             thresholds: Optional[str] = typer.Option(None, help="Agent thresholds T, each run as agent:T, "
-                                                     "e.g. 0.6,0.8,0.9,0.92 (default: \\[eval].thresholds); "
+                                                     "e.g. 0.6,0.8,0.9,0.92 (default: [eval].thresholds); "
                                                      "'' for none."),
-            agent: Optional[str] = typer.Option(None, help="Agent file for agent:T (default: \\[agent].path, the "
-                                                "model's own, else \\[agent].output/agent.safetensors)."),
-            out: Optional[str] = typer.Option(None, help="Output directory (default: \\[eval].out)."),
+            agent: Optional[str] = typer.Option(None, help="Agent file for agent:T (default: [agent].path, the "
+                                                "model's own, else [agent].output/agent.safetensors)."),
+            out: Optional[str] = typer.Option(None, help="Output directory (default: [eval].out)."),
             restart: bool = typer.Option(False, "--restart", help="Discard the completions an earlier run left "
                                          "in --out instead of resuming them."),
             quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
@@ -39,8 +39,8 @@ def command(ctx: typer.Context,
     test samples, interleaved. Writes OUT/results.json, results.md, quality.png, efficiency.png,
     tradeoff.png, and completions.jsonl (an interrupted run resumes from it).
 
-    Protocol: context = the first \\[eval].context_fraction of a file's tokens (at most
-    \\[eval].max_context_tokens, nearest the cut), \\[eval].max_new_tokens generated, the next as many tokens
+    Protocol: context = the first [eval].context_fraction of a file's tokens (at most
+    [eval].max_context_tokens, nearest the cut), [eval].max_new_tokens generated, the next as many tokens
     as ground truth; a .jsonl corpus uses CodeXGLUE line completion (stop at end of line). CodeBLEU is
     always scored as with PYTHONHASHSEED=0 (its dataflow part depends on string hashing).
     """

@@ -25,17 +25,17 @@ def build_engine(config, policy: str, threshold: Optional[float]):
 
 
 def command(ctx: typer.Context,
-            host: Optional[str] = typer.Option(None, help="Address to bind (default \\[serve].host, 127.0.0.1). "
+            host: Optional[str] = typer.Option(None, help="Address to bind (default [serve].host, 127.0.0.1). "
                                                "Anything but loopback exposes the model: set --token."),
-            port: Optional[int] = typer.Option(None, help="TCP port (default \\[serve].port, 8080)."),
-            model: Optional[str] = typer.Option(None, help="Model spec (default \\[model].spec)."),
-            agent: Optional[str] = typer.Option(None, help="Exit agent .safetensors (default \\[agent].path)."),
+            port: Optional[int] = typer.Option(None, help="TCP port (default [serve].port, 8080)."),
+            model: Optional[str] = typer.Option(None, help="Model spec (default [model].spec)."),
+            agent: Optional[str] = typer.Option(None, help="Exit agent .safetensors (default [agent].path)."),
             policy: Optional[str] = typer.Option(None, help="Default exit policy: full | fixed:N | confidence:P | "
-                                                 "entropy:H | agent:T (default \\[engine].policy)."),
+                                                 "entropy:H | agent:T (default [engine].policy)."),
             threshold: Optional[float] = typer.Option(None, help="Threshold of the default policy (T, P or H)."),
             token: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer TOKEN' "
-                                                "(default \\[serve].token)."),
-            threads: Optional[int] = typer.Option(None, help="torch CPU threads (default \\[serve].threads; 0 = "
+                                                "(default [serve].token)."),
+            threads: Optional[int] = typer.Option(None, help="torch CPU threads (default [serve].threads; 0 = "
                                                   "one per core). 1 is fastest on a CPU shared with other work."),
             log_level: str = typer.Option("info", help="uvicorn log level: critical | error | warning | info | debug."),
             ) -> None:

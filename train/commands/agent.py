@@ -59,17 +59,17 @@ def print_cache_summary(cache, directory: str) -> None:
 
 def command(ctx: typer.Context,
             config: Optional[str] = typer.Option(None, "--config", "-c", help="greencode.toml to read."),
-            model: Optional[str] = typer.Option(None, help="Model spec or fine-tuned DIR (default: \\[model].spec)."),
-            timesteps: Optional[int] = typer.Option(None, help="PPO steps (default: \\[agent].timesteps)."),
-            output: Optional[str] = typer.Option(None, help="Output directory (default: \\[agent].output)."),
-            trajectories: Optional[str] = typer.Option(None, help="Trajectory cache (default: \\[agent].trajectories); "
+            model: Optional[str] = typer.Option(None, help="Model spec or fine-tuned DIR (default: [model].spec)."),
+            timesteps: Optional[int] = typer.Option(None, help="PPO steps (default: [agent].timesteps)."),
+            output: Optional[str] = typer.Option(None, help="Output directory (default: [agent].output)."),
+            trajectories: Optional[str] = typer.Option(None, help="Trajectory cache (default: [agent].trajectories); "
                                                        "built first when missing."),
             rebuild: bool = typer.Option(False, "--rebuild-trajectories", help="Rebuild the cache first."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an agent already in --output."),
             benchmark: bool = typer.Option(False, "--benchmark", help="Measure raw env and PPO steps/s (beside "
                                            "CartPole) instead of training; writes nothing."),
             as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
-    """Train the RL exit agent with PPO (paper Table III settings from \\[agent]) and export it for agent:T.
+    """Train the RL exit agent with PPO (paper Table III settings from [agent]) and export it for agent:T.
 
     Writes OUTPUT/agent.safetensors (use it with --agent.path and policy agent:T).
 

@@ -9,11 +9,11 @@ import typer
 
 def command(ctx: typer.Context,
             config: Optional[str] = typer.Option(None, "--config", "-c", help="greencode.toml to read."),
-            model: Optional[str] = typer.Option(None, help="Model spec or fine-tuned DIR (default: \\[model].spec)."),
-            samples: Optional[int] = typer.Option(None, help="Files sampled (default: \\[agent].samples)."),
+            model: Optional[str] = typer.Option(None, help="Model spec or fine-tuned DIR (default: [model].spec)."),
+            samples: Optional[int] = typer.Option(None, help="Files sampled (default: [agent].samples)."),
             tokens: Optional[int] = typer.Option(None, help="Tokens generated per sample (default: "
-                                                 "\\[agent].tokens_per_sample)."),
-            output: Optional[str] = typer.Option(None, help="Cache directory (default: \\[agent].trajectories)."),
+                                                 "[agent].tokens_per_sample)."),
+            output: Optional[str] = typer.Option(None, help="Cache directory (default: [agent].trajectories)."),
             force: bool = typer.Option(False, "--force", help="Rebuild even if a cache is already there.")) -> None:
     """Record what the agent would see at every exit point of greedily generated tokens.
 
