@@ -14,6 +14,7 @@ input too long, 422 malformed JSON / wrong types / bad policy, 429 queue full, n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -145,19 +146,30 @@ def _job_for(state: ServerState, request: GenerateRequest) -> GenerationJob:
     return GenerationJob(request.inputs, options, _request_policy(state, request), asyncio.get_running_loop())
 
 
-async def _next_item(state: ServerState, job: GenerationJob, request) -> tuple[str, Any]:
-    """The job's next item; cancels the job (and raises) if the client disconnects while waiting."""
-    getter = asyncio.ensure_future(job.items.get())
-    try:
+ERROR_TYPES = {422: "validation", 499: "cancelled", 503: "unavailable"}
+
+
+def _raise_for(payload: tuple[int, str]) -> None:
+    status, message = payload
+    raise ServeError(status, message, ERROR_TYPES.get(status, "generation"))
+
+
+@contextlib.asynccontextmanager
+async def _cancel_on_disconnect(state: ServerState, job: GenerationJob, request):
+    """While the body runs, poll the client every DISCONNECT_POLL_S and cancel the job once it has gone
+    (tokens may arrive faster than that, so the check cannot wait for a quiet moment)."""
+    async def watch():
         while True:
-            done, _ = await asyncio.wait({getter}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return getter.result()
+            await asyncio.sleep(DISCONNECT_POLL_S)
             if await request.is_disconnected():
                 state.queue.cancel(job)
-                raise ServeError(499, "client disconnected", "cancelled")
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        yield
     finally:
-        getter.cancel()
+        watcher.cancel()
 
 
 async def _start(state: ServerState, body: GenerateRequest, request) -> GenerationJob:
@@ -167,9 +179,10 @@ async def _start(state: ServerState, body: GenerateRequest, request) -> Generati
         state.queue.submit(job)
     except QueueFull as exc:
         raise ServeError(429, str(exc), "overloaded") from None
-    kind, payload = await _next_item(state, job, request)
+    async with _cancel_on_disconnect(state, job, request):
+        kind, payload = await job.items.get()
     if kind == "error":
-        raise ServeError(payload[0], payload[1], "validation" if payload[0] == 422 else "generation")
+        _raise_for(payload)
     return job
 
 
@@ -210,15 +223,16 @@ def _text(body: GenerateRequest, summary, full_text_default: bool) -> str:
 async def generate_once(state: ServerState, body: GenerateRequest, request, full_text_default: bool) -> dict:
     job = await _start(state, body, request)
     events = []
-    while True:
-        kind, payload = await _next_item(state, job, request)
-        if kind == "token":
-            events.append(payload)
-        elif kind == "done":
-            return {"generated_text": _text(body, payload, full_text_default),
-                    "details": _details(state, job, payload, events, body.parameters)}
-        else:
-            raise ServeError(payload[0], payload[1], "generation")
+    async with _cancel_on_disconnect(state, job, request):
+        while True:
+            kind, payload = await job.items.get()
+            if kind == "token":
+                events.append(payload)
+            elif kind == "done":
+                return {"generated_text": _text(body, payload, full_text_default),
+                        "details": _details(state, job, payload, events, body.parameters)}
+            else:
+                _raise_for(payload)
 
 
 def _sse(data: dict) -> bytes:

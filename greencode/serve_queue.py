@@ -91,6 +91,7 @@ class GenerationQueue:
             if job in self._waiting:
                 self._waiting.remove(job)
                 self.stats.cancelled += 1
+                job.deliver("error", (499, "client disconnected"))  # wakes the request's coroutine
             elif job.completion is not None:
                 job.completion.cancel()
 
