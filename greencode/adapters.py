@@ -37,6 +37,7 @@ class ArchAdapter:
 
     model: nn.Module
     arch: str = ""
+    exit_maps: nn.Module | None = None  # greencode.exit_maps.ExitMaps, when the model ships them
 
     @property
     def config(self):
@@ -74,6 +75,12 @@ class ArchAdapter:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Decode any layer's hidden state the way the final layer is decoded: norm, then the shared head."""
         return self.lm_head(self.final_norm(hidden))
+
+    def exit_logits(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Decode a token that leaves at `layer` (1..L): through its exit map, if any, then norm and head."""
+        if self.exit_maps is not None and layer in self.exit_maps.exit_points:
+            hidden = self.exit_maps(layer, hidden)
+        return self.logits(hidden)
 
     def kv(self, index: int, hidden: torch.Tensor, context: dict) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

@@ -267,7 +267,7 @@ class EarlyExitEngine:
                         states[layer] = hidden
                     if not check_exits or layer not in self.exit_points or layer == L:
                         continue
-                    exit_logits = adapter.logits(hidden)[0, -1] if policy.needs_logits else None
+                    exit_logits = adapter.exit_logits(layer, hidden)[0, -1] if policy.needs_logits else None
                     head_passes += policy.needs_logits
                     leave, score = policy.decide(layer, self.exit_points.index(layer), hidden, exit_logits)
                     if leave:
@@ -278,7 +278,7 @@ class EarlyExitEngine:
                     keys, values = adapter.kv(skipped, hidden, context)
                     cache.update(keys, values, skipped)
                 if logits is None:
-                    logits = adapter.logits(hidden)[0, -1]
+                    logits = adapter.exit_logits(exit_layer, hidden)[0, -1]
                 trace = self._trace(states, logits) if record else None
                 token = _sample(logits, temperature, top_p, generator)
                 position += 1
@@ -289,7 +289,7 @@ class EarlyExitEngine:
 
     def _trace(self, states: dict, final_logits: torch.Tensor) -> ExitTrace:
         observations = torch.stack([agent_observation(self.adapter, states[p]) for p in self.exit_points])
-        exit_top1 = [int(self.adapter.logits(states[p])[0, -1].argmax()) for p in self.exit_points]
+        exit_top1 = [int(self.adapter.exit_logits(p, states[p])[0, -1].argmax()) for p in self.exit_points]
         return ExitTrace(observations.cpu().numpy(), exit_top1, int(final_logits.argmax()))
 
     def _summary(self, text: _TextTracker, events: list[TokenEvent], prompt_tokens: int, dropped: int,
