@@ -80,8 +80,11 @@ class Completion:
         self._cancelled.set()
 
 
+GREEDY_BELOW = 1e-4  # temperatures this small would overflow logits / T: treat them as greedy
+
+
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
-    if temperature <= 0:
+    if temperature < GREEDY_BELOW:
         return int(logits.argmax())
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:

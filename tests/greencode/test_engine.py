@@ -197,3 +197,10 @@ def test_default_model_full_depth_equals_hf_generate(default_model):
     prompt = open(engine_module.__file__).read()[:1500]
     summary = EarlyExitEngine(default_model, "full").complete(prompt, max_new_tokens=16)
     assert [e.token_id for e in summary.events] == _hf_greedy(default_model, prompt, 16)
+
+
+def test_a_vanishing_temperature_is_greedy(tiny_llama):
+    engine = EarlyExitEngine(tiny_llama, "full")
+    greedy = engine.complete(PROMPT, max_new_tokens=4)
+    tiny = engine.complete(PROMPT, max_new_tokens=4, temperature=1e-40, seed=1)
+    assert tiny.text == greedy.text
