@@ -53,7 +53,9 @@ def markdown(result: dict) -> str:
         f"{result['torch_threads']} torch thread(s)",
         f"- energy: {source}; `decode J` = joules per completion after its first token (the prefill, the "
         "same for every policy, is left out), `J vs full` = that against full depth in this run",
-        f"- wall time: {result['wall_seconds']:.0f} s" + (" (interrupted: partial)" if result["interrupted"] else ""),
+        f"- wall time: {result['wall_seconds']:.0f} s" + (" (interrupted: partial)" if result["interrupted"] else "")
+        + (f"; {result['completions_reused']} completions reused from an earlier session (their timings were "
+           "not interleaved with this session's)" if result.get("completions_reused") else ""),
         "",
         markdown_table(rows),
         "",

@@ -266,8 +266,8 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
             "num_layers": loaded.num_layers, "exit_points": contestants[0].engine.exit_points,
             "energy_source": meter.source, "device": fingerprint["device"],
             "torch_threads": fingerprint["torch_threads"], "wall_seconds": time.perf_counter() - started,
-            "interrupted": interrupted, "notes": notes, "config": dataclasses.asdict(config),
-            "versions": versions(), "hash_seed": "CodeBLEU scored as with PYTHONHASHSEED=0",
+            "interrupted": interrupted, "completions_reused": resumed, "notes": notes,
+            "config": dataclasses.asdict(config), "versions": versions(), "hash_seed": "CodeBLEU scored as with PYTHONHASHSEED=0",
         }
         if rows:
             write_results(out, result)

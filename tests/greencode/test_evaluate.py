@@ -156,7 +156,8 @@ def test_interrupted_run_resumes_and_more_samples_extend_it(corpus, tmp_path, mo
     before = (tmp_path / "completions.jsonl").read_text()
     result, lines = _quiet(config)
     assert any("resuming: 3 completions" in line for line in lines)
-    assert result["samples"] == 2 and not result["interrupted"]
+    assert result["samples"] == 2 and not result["interrupted"] and result["completions_reused"] == 3
+    assert "3 completions reused from an earlier session" in (tmp_path / "results.md").read_text()
     after = (tmp_path / "completions.jsonl").read_text()
     assert after.startswith(before) and len(after.splitlines()) == 4  # only the missing one ran
 
