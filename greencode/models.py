@@ -24,6 +24,7 @@ DEFAULT_CACHE_NAME = "smollm2-135m-instruct"
 TINY_SPECS = ("tiny-random-llama", "tiny-random-opt", "tiny-random-gpt2")
 TINY_LAYERS, TINY_HIDDEN, TINY_HEADS = 12, 64, 4
 GREENCODE_JSON = "greencode.json"  # written by `greencode train finetune` beside the weights
+ASSETS = Path(__file__).resolve().parent / "assets"  # the shipped adaptation of the default model
 
 
 @dataclass
@@ -190,6 +191,29 @@ def _read_info(path: Path) -> dict:
         raise GreencodeError(f"{info_file}: unreadable greencode metadata ({exc})") from None
 
 
+def shipped_adaptation() -> dict:
+    """The manifest of greencode/assets/ (exit maps + agent for the default model), or {} if none ships."""
+    manifest = ASSETS / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    try:
+        return json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise GreencodeError(f"{manifest}: unreadable ({exc}); reinstall greencode") from None
+
+
+def _apply_shipped_adaptation(adapter, manifest: dict) -> dict:
+    """Attach the shipped exit maps; return the info the engine reads (exit points, agent path)."""
+    from greencode.exit_maps import ExitMaps
+
+    if manifest.get("hidden_size") != adapter.hidden_size or manifest.get("num_layers") != adapter.num_layers:
+        raise GreencodeError(f"{ASSETS}: the shipped adaptation is for another model "
+                             f"({manifest.get('num_layers')} layers of {manifest.get('hidden_size')})")
+    adapter.exit_maps = ExitMaps.load(ASSETS / manifest["exit_maps"], adapter.hidden_size)
+    return {"exit_points": manifest["exit_points"], "agent_path": str(ASSETS / manifest["agent"]),
+            "adaptation": manifest}
+
+
 def load_model(spec: str = "default", dtype: str = "float32", device: str = "auto",
                cache: str = "") -> LoadedModel:
     """Load `spec` with its tokenizer and adapter, in eval mode on `device`."""
@@ -228,5 +252,9 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     model.requires_grad_(False)
+    if spec == "default" and shipped_adaptation():
+        info = _apply_shipped_adaptation(adapter, shipped_adaptation())
+        adapter.exit_maps.to(device)
+        name = "SmolLM2-135M-Instruct (packaged) + greencode exit maps"
     return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, spec=spec, name=name, info=info,
                        load_seconds=time.perf_counter() - started)

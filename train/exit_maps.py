@@ -62,9 +62,9 @@ def collect_states(loaded, chunks: list[list[int]], exit_points: list[int], prog
 
 def fit_least_squares(maps: ExitMaps, states: States, ridge: float = 1e-2) -> None:
     """Closed-form ridge regression of the final state on each exit's state, in float64."""
-    target = states.final.double()
+    target = maps.prepare(states.final).double()  # the final norm ignores scale, so match directions
     for layer in maps.exit_points:
-        x = states.exits[layer].double()
+        x = maps.prepare(states.exits[layer]).double()
         x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)  # bias column
         gram = x.T @ x
         gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
