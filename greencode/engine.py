@@ -65,6 +65,19 @@ class CostModel:
 
 
 @dataclass
+class Prefilled:
+    """A prompt run once through every layer, to be decoded by several policies (see EarlyExitEngine.prefill)."""
+
+    ids: list[int]
+    dropped: int
+    max_new_tokens: int
+    cache: object  # transformers DynamicCache holding every prompt position; copied per use
+    logits: torch.Tensor  # the final layer's logits at the last prompt position
+    states: dict  # exit layer -> hidden state of the last position (record mode only)
+    measured: object  # greencode.energy.Measurement of the prefill
+
+
+@dataclass
 class Completion:
     """One streamed completion: iterate for TokenEvents; `summary` once iteration ended."""
 
@@ -177,15 +190,22 @@ class EarlyExitEngine:
 
     def stream(self, prompt: str | list[int], max_new_tokens: int = 15, stop: list[str] | None = None,
                stop_at_eol: bool = False, temperature: float = 0.0, top_p: float = 1.0,
-               record: bool = False, seed: int | None = None) -> Completion:
+               record: bool = False, seed: int | None = None, prefilled: Prefilled | None = None) -> Completion:
+        """Stream a completion of `prompt` (text or token ids). With `prefilled` (from `prefill` on the same
+        prompt) the prompt is not run again: its cache is copied, and its first token and figures reused."""
         if max_new_tokens <= 0:
             raise GreencodeError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
             raise GreencodeError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature}, {top_p}")
-        ids, dropped = self.encode(prompt, max_new_tokens)
+        shared = prefilled is not None  # a caller's prefill may serve other streams: decode into a copy
+        if prefilled is None:
+            prefilled = self.prefill(prompt, max_new_tokens, record)
+        elif prefilled.max_new_tokens < max_new_tokens or (record and not prefilled.states):
+            raise GreencodeError("a prefilled prompt serves only up to its max_new_tokens (and record mode "
+                                 "only when prefilled with record=True)")
         completion = Completion(iter(()))
-        completion._events = self._run(completion, ids, dropped, max_new_tokens, list(stop or []), stop_at_eol,
-                                       temperature, top_p, record, seed)
+        completion._events = self._run(completion, prefilled, shared, max_new_tokens, list(stop or []),
+                                       stop_at_eol, temperature, top_p, record, seed)
         return completion
 
     def complete(self, prompt: str | list[int], **options) -> CompletionSummary:
@@ -194,34 +214,46 @@ class EarlyExitEngine:
         return replace(completion.summary, events=events)
 
     @torch.inference_mode()
-    def _run(self, completion: Completion, ids: list[int], dropped: int, max_new_tokens: int, stop: list[str],
-             stop_at_eol: bool, temperature: float, top_p: float, record: bool, seed: int | None):
+    def prefill(self, prompt: str | list[int], max_new_tokens: int = 15, record: bool = False) -> Prefilled:
+        """Run the prompt through every layer once (the cost every policy shares on a prompt)."""
         from transformers import DynamicCache
 
-        adapter, L = self.adapter, self.num_layers
-        generator = torch.Generator().manual_seed(seed) if (seed is not None and temperature > 0) else None
-        eos = self.loaded.tokenizer.eos_token_id
-        text = _TextTracker(self.loaded.tokenizer)
+        ids, dropped = self.encode(prompt, max_new_tokens)
+        adapter = self.adapter
         cache = DynamicCache(config=self.loaded.model.config)
-        events: list[TokenEvent] = []
-        stop_reason = "length"
-        started = time.perf_counter()
-
-        # Prefill: every prompt position through every layer (HF's cache is filled by the layers).
         self.meter.begin_window("token")
         input_ids = torch.tensor([ids], device=self.device)
         positions = torch.arange(len(ids), device=self.device)[None]
         hidden = adapter.embed(input_ids, positions)
         context = adapter.layer_context(hidden, positions)
-        prefill_states = {}
-        for index in range(L):
+        states = {}
+        for index in range(self.num_layers):
             hidden = adapter.run_layer(index, hidden, context, cache)
             if record and index + 1 in self.exit_points:
-                prefill_states[index + 1] = hidden[:, -1:]
+                states[index + 1] = hidden[:, -1:]
         logits = adapter.logits(hidden[:, -1:])[0, -1]
-        trace = self._trace(prefill_states, logits) if record else None
-        token = _sample(logits, temperature, top_p, generator)
         measured = self.meter.end_window("token")
+        return Prefilled(ids, dropped, max_new_tokens, cache, logits, states, measured)
+
+    @torch.inference_mode()
+    def _run(self, completion: Completion, prefilled: Prefilled, shared: bool, max_new_tokens: int, stop: list[str],
+             stop_at_eol: bool, temperature: float, top_p: float, record: bool, seed: int | None):
+        import copy
+
+        adapter, L = self.adapter, self.num_layers
+        generator = torch.Generator().manual_seed(seed) if (seed is not None and temperature > 0) else None
+        eos = self.loaded.tokenizer.eos_token_id
+        text = _TextTracker(self.loaded.tokenizer)
+        events: list[TokenEvent] = []
+        stop_reason = "length"
+        started = time.perf_counter()
+
+        # The first token comes out of the prefill (every layer); decoding appends to a copy of its cache.
+        ids, dropped, measured = prefilled.ids, prefilled.dropped, prefilled.measured
+        cache = copy.deepcopy(prefilled.cache) if shared else prefilled.cache
+        logits = prefilled.logits
+        trace = self._trace(prefilled.states, logits) if record else None
+        token = _sample(logits, temperature, top_p, generator)
         prefill_seconds = measured.seconds
         exit_layer, score, head_passes, policy_name = L, None, 1, "prefill"
         position = len(ids)
@@ -288,7 +320,7 @@ class EarlyExitEngine:
                 measured = self.meter.end_window("token")
         finally:
             completion.summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
-                                               time.perf_counter() - started, stop, stop_reason)
+                                               time.perf_counter() - started + prefill_seconds, stop, stop_reason)
 
     def _trace(self, states: dict, final_logits: torch.Tensor) -> ExitTrace:
         observations = torch.stack([agent_observation(self.adapter, states[p]) for p in self.exit_points])

@@ -204,3 +204,17 @@ def test_a_vanishing_temperature_is_greedy(tiny_llama):
     greedy = engine.complete(PROMPT, max_new_tokens=4)
     tiny = engine.complete(PROMPT, max_new_tokens=4, temperature=1e-40, seed=1)
     assert tiny.text == greedy.text
+
+
+def test_a_shared_prefill_gives_the_same_completions(tiny_model):
+    engine = EarlyExitEngine(tiny_model, "full")
+    prefilled = engine.prefill(PROMPT, 6)
+    for policy in ("full", "fixed:6", "confidence:0.0", "full"):
+        engine.set_policy(policy)
+        shared = engine.complete(PROMPT, max_new_tokens=6, prefilled=prefilled)
+        alone = engine.complete(PROMPT, max_new_tokens=6)
+        assert [e.token_id for e in shared.events] == [e.token_id for e in alone.events]
+        assert shared.exit_layers == alone.exit_layers
+        assert shared.prefill_seconds == prefilled.measured.seconds
+    with pytest.raises(GreencodeError, match="up to its max_new_tokens"):
+        engine.stream(PROMPT, max_new_tokens=7, prefilled=prefilled)
