@@ -7,9 +7,10 @@ every sample; per sample the order rotates, so machine noise (other processes, t
 them alike. Each finished completion is stored at once (greencode.eval_store), so an interrupted run
 resumes where it stopped.
 
-The prefill is the same for every contestant on a sample, but the engine runs it inside each
-completion, so it is paid once per contestant; its time and energy are reported apart
-(`prefill_seconds`, `decode_joules`) so the policies' differences are not hidden under it.
+The prefill is the same for every contestant on a sample: it runs once per sample and model, and every
+policy decodes from a copy of its cache (EarlyExitEngine.prefill), each charged the same prefill. Its
+time and energy are reported apart (`prefill_seconds`, `decode_joules`) so the policies' differences
+are not hidden under it.
 """
 
 from __future__ import annotations
@@ -110,11 +111,20 @@ def build_contestants(config, loaded, base, meter, agent: tuple[str | None, str 
     return contestants, notes
 
 
-def _complete(contestant: Contestant, sample: EvalSample, config, line_protocol: bool) -> dict:
+def _complete(contestant: Contestant, sample: EvalSample, config, line_protocol: bool,
+              prefills: dict | None = None) -> dict:
+    """One completion. `prefills` (engine id -> Prefilled) shares each sample's prefill between the
+    contestants of one engine: the prompt runs through the layers once, every policy decodes from a copy
+    of its cache, and each is charged the same prefill seconds and joules."""
     engine = contestant.engine
     engine.set_policy(contestant.policy)
+    prefilled = None
+    if prefills is not None:
+        if id(engine) not in prefills:
+            prefills[id(engine)] = engine.prefill(sample.context_ids, config.eval.max_new_tokens)
+        prefilled = prefills[id(engine)]
     summary = engine.complete(sample.context_ids, max_new_tokens=config.eval.max_new_tokens,
-                              stop_at_eol=line_protocol)
+                              stop_at_eol=line_protocol, prefilled=prefilled)
     return {
         "key": sample.key, "identity": contestant.identity, "policy": contestant.name,
         "prediction": summary.text, "tokens": summary.tokens, "exit_layers": summary.exit_layers,
@@ -295,12 +305,13 @@ def _run_all(samples: list[EvalSample], contestants: list[Contestant], store: Co
     total = len(samples) * len(contestants)
     with tqdm(total=total, initial=resumed, desc="eval", unit="completion", disable=not progress) as bar:
         for index, sample in enumerate(samples):
+            prefills: dict = {}
             shift = index % len(contestants)
             for contestant in contestants[shift:] + contestants[:shift]:  # rotate: no one always goes first
                 if store.get(sample.key, contestant.identity) is not None:
                     continue
                 bar.set_postfix_str(f"sample {index + 1}/{len(samples)} {contestant.name}", refresh=False)
-                store.add(_complete(contestant, sample, config, line_protocol))
+                store.add(_complete(contestant, sample, config, line_protocol, prefills))
                 bar.update()
 
 

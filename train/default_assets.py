@@ -53,7 +53,8 @@ def hardware() -> str:
 
 
 def build_default(config, output: Path, train_tokens: int, validation_tokens: int, distill_steps: int,
-                  samples: int, timesteps: int, log=print, spec: str = "default-base") -> dict:
+                  samples: int, timesteps: int, log=print, spec: str = "default-base",
+                  reuse_maps: bool = False) -> dict:
     from greencode.exits import exit_points
     from greencode.models import load_model
     from train.exit_maps import train_exit_maps
@@ -68,9 +69,17 @@ def build_default(config, output: Path, train_tokens: int, validation_tokens: in
     random.Random(config.finetune.seed).shuffle(train_files)  # mix Python and Java files in the chunks
     validation_files = corpus_files(config, "validation")
     random.Random(config.finetune.seed).shuffle(validation_files)
-    maps, maps_report = train_exit_maps(loaded, train_files, validation_files, points, train_tokens,
-                                        validation_tokens, distill_steps, log=log)
-    maps.save(output / MAPS_FILE, loaded.name)
+    report_file = output / "exit_maps.json"
+    if reuse_maps and (output / MAPS_FILE).is_file() and report_file.is_file():
+        from greencode.exit_maps import ExitMaps
+
+        maps, maps_report = ExitMaps.load(output / MAPS_FILE, loaded.hidden_size), json.loads(report_file.read_text())
+        log(f"reusing the exit maps in {output} (agreement after: {maps_report['agreement_after']})")
+    else:
+        maps, maps_report = train_exit_maps(loaded, train_files, validation_files, points, train_tokens,
+                                            validation_tokens, distill_steps, log=log)
+        maps.save(output / MAPS_FILE, loaded.name)
+        report_file.write_text(json.dumps(maps_report, indent=2))
     loaded.adapter.exit_maps = maps
     log(f"building {samples} trajectories on the adapted model")
     cache = build_cache(loaded, points, train_files, samples, config.agent.tokens_per_sample, config.agent.seed,

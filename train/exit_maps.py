@@ -2,7 +2,8 @@
 
 1. Run the frozen model over packed chunks of the corpus and keep, per token, the hidden state at every
    exit point and at the final layer.
-2. Fit each exit's affine map by ridge least squares: h_L ~ W_e h_e + b_e (closed form, seconds).
+2. Fit each exit's affine map by ridge least squares on RMS-normalised states:
+   n(h_L) ~ W_e n(h_e) + b_e (closed form, seconds; the final norm ignores scale anyway).
 3. Optionally refine with a few steps of distillation: KL(final layer || exit) through the shared head.
 4. Measure agreement on held-out tokens: how often the exit's top-1 equals the final layer's, before
    (identity map) and after.
@@ -127,7 +128,7 @@ def train_exit_maps(loaded, train_files, validation_files, exit_points: list[int
         f"chunks of {seq_len} tokens")
     train_states = collect_states(loaded, train_chunks, exit_points)
     validation_states = collect_states(loaded, validation_chunks, exit_points)
-    maps = ExitMaps(loaded.hidden_size, exit_points)
+    maps = ExitMaps(loaded.hidden_size, exit_points, normalize=True)
     before = agreement(loaded, validation_states, None)
     log(f"agreement before: {before}")
     fit_least_squares(maps, train_states)

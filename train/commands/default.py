@@ -17,7 +17,9 @@ def command(ctx: typer.Context,
             timesteps: Optional[int] = typer.Option(None, help="PPO steps (default: [agent].timesteps)."),
             install: bool = typer.Option(False, "--install", help="Copy the artifacts into greencode/assets/."),
             install_only: bool = typer.Option(False, "--install-only", help="Install what OUTPUT holds; train nothing."),
-            overwrite: bool = typer.Option(False, "--overwrite", help="Replace artifacts already in OUTPUT.")) -> None:
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace artifacts already in OUTPUT."),
+            reuse_maps: bool = typer.Option(False, "--reuse-maps", help="Keep the exit maps OUTPUT already holds "
+                                            "(continue an interrupted build from the trajectories).")) -> None:
     """Train exit maps on the packaged SmolLM2-135M and an exit agent on the adapted model.
 
     Writes OUTPUT/exit_maps.safetensors, OUTPUT/agent.safetensors, OUTPUT/manifest.json (plus the trajectory
@@ -30,11 +32,11 @@ def command(ctx: typer.Context,
     config = load_context_config(ctx)
     target = Path(output)
     if not install_only:
-        if (target / MANIFEST).exists() and not overwrite:
+        if (target / MANIFEST).exists() and not (overwrite or reuse_maps):
             raise GreencodeError(f"{target}: already holds a build; pass --overwrite or another --output")
         manifest = build_default(config, target, train_tokens, validation_tokens, distill_steps,
                                  samples or config.agent.samples, timesteps or config.agent.timesteps,
-                                 log=lambda line: typer.echo(line, err=True))
+                                 log=lambda line: typer.echo(line, err=True), reuse_maps=reuse_maps)
         typer.echo(f"agreement after: {manifest['adaptation']['agreement_after']}")
     if install or install_only:
         for path in install_assets(target):
