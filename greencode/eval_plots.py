@@ -73,7 +73,7 @@ def efficiency_plot(result: dict):
     panels = (("decode_joules", f"decode energy per completion (J, {rows[0]['energy_source']})"),
               ("seconds_per_completion", "latency per completion (s; hatched: prefill)"),
               ("tokens_per_s", "decode throughput (tokens/s)"))
-    fig, axes = plt.subplots(1, 3, figsize=(max(10, 1.1 * len(rows) * 3), 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(min(18, max(10, 0.65 * len(rows) * 3)), 4.4))
     for ax, (key, title) in zip(axes, panels):
         values = [r[key] for r in rows]
         bars = ax.bar(labels, values, color=colours)
@@ -101,6 +101,22 @@ def _pareto(points: list[tuple[float, float]], lower_x_better: bool) -> list[tup
     return frontier
 
 
+def _clusters(points: list[tuple[float, float]], labels: list[str], share: float = 0.08):
+    """Points closer than `share` of each axis's span are labelled once, with every name stacked (policies
+    that never exit sit on top of full depth)."""
+    span_x = (max(p[0] for p in points) - min(p[0] for p in points)) or 1.0
+    span_y = (max(p[1] for p in points) - min(p[1] for p in points)) or 1.0
+    groups: list[tuple[tuple[float, float], list[str]]] = []
+    for (x, y), label in zip(points, labels):
+        for (gx, gy), names in groups:
+            if abs(gx - x) <= share * span_x and abs(gy - y) <= share * span_y:
+                names.append(label)
+                break
+        else:
+            groups.append(((x, y), [label]))
+    return groups
+
+
 def tradeoff_plot(result: dict):
     import matplotlib.pyplot as plt
 
@@ -112,9 +128,16 @@ def tradeoff_plot(result: dict):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     for ax, (x_key, y_key, x_title, y_title, lower_better) in zip(axes, panels):
         points = [(r[x_key], r.get(y_key) or 0.0) for r in rows]
-        for (x, y), row, colour in zip(points, rows, colours):
+        for (x, y), colour in zip(points, colours):
             ax.scatter(x, y, s=60, color=colour, edgecolor="black", linewidth=0.5, zorder=3)
-            ax.annotate(row["label"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        top = max(y for _, y in points)
+        span = (top - min(y for _, y in points)) or 1.0
+        for (x, y), labels in _clusters(points, [r["label"] for r in rows]):
+            text = "\n".join(", ".join(labels[i:i + 3]) for i in range(0, len(labels), 3))
+            near_top = top - y < 0.2 * span  # write below the point, inside the axes
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, -7 if near_top else 4), fontsize=8,
+                        va="top" if near_top else "bottom")
+        ax.margins(x=0.15, y=0.12)
         frontier = _pareto(points, lower_better)
         ax.plot(*zip(*frontier), linestyle="--", color="tab:green", alpha=0.7, label="Pareto front", zorder=2)
         ax.set_xlabel(x_title)
