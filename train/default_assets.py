@@ -25,12 +25,13 @@ MAX_ASSET_BYTES = 25 * 1024 * 1024
 
 
 def jdk_src_zip() -> Path | None:
-    """A JDK's lib/src.zip (real Java) when a JDK is installed."""
+    """A JDK's lib/src.zip (real Java): the one beside `javac`, else any under /usr/lib/jvm."""
+    candidates = []
     javac = shutil.which("javac")
-    if not javac:
-        return None
-    candidate = Path(os.path.realpath(javac)).parent.parent / "lib" / "src.zip"
-    return candidate if candidate.is_file() else None
+    if javac:
+        candidates.append(Path(os.path.realpath(javac)).parent.parent / "lib" / "src.zip")
+    candidates += sorted(Path("/usr/lib/jvm").glob("*/lib/src.zip"))
+    return next((c for c in candidates if c.is_file()), None)  # is_file() skips dangling links
 
 
 def corpus_files(config, split: str) -> list:
@@ -43,6 +44,13 @@ def corpus_files(config, split: str) -> list:
         java_config = dataclasses.replace(config.data, corpus=str(java), language="java")
         files += load_split(java_config, split)
     return files
+
+
+def _by_language(files) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for file in files:
+        counts[file.language] = counts.get(file.language, 0) + 1
+    return counts
 
 
 def hardware() -> str:
@@ -84,7 +92,8 @@ def build_default(config, output: Path, train_tokens: int, validation_tokens: in
     log(f"building {samples} trajectories on the adapted model")
     cache = build_cache(loaded, points, train_files, samples, config.agent.tokens_per_sample, config.agent.seed,
                         progress=lambda done, total: log(f"trajectories {done}/{total}") if done % 25 == 0 else None)
-    save_cache(cache, output / "trajectories", {"model_spec": "default (exit maps)", "corpus": "stdlib + JDK"})
+    save_cache(cache, output / "trajectories", {"model_spec": f"{spec} + exit maps",
+                                                "corpus": _by_language(train_files)})
     log(f"training the agent: {timesteps} PPO steps")
     agent_report = train_agent(cache, config.agent, output / "agent", timesteps)
     shutil.copyfile(output / "agent" / AGENT_FILE, output / AGENT_FILE)
@@ -96,8 +105,8 @@ def build_default(config, output: Path, train_tokens: int, validation_tokens: in
         "agent_training": {key: agent_report.get(key) for key in (
             "timesteps", "steps_per_s", "mean_step_reward", "optimal_exit_rate", "optimal_decision_rate",
             "exit_rate_by_threshold", "seconds")},
-        "trajectories": {"samples": samples, "tokens": cache.num_tokens, "corpus": "stdlib + JDK lib/src.zip"},
-        "corpus": {"train_files": len(train_files), "validation_files": len(validation_files)},
+        "trajectories": {"samples": samples, "tokens": cache.num_tokens},
+        "corpus": {"train_files": _by_language(train_files), "validation_files": _by_language(validation_files)},
         "hardware": hardware(), "seconds": round(time.perf_counter() - started, 1),
         "created": time.strftime("%Y-%m-%d"),
         "recipe": f"greencode train default --train-tokens {train_tokens} --distill-steps {distill_steps} "
