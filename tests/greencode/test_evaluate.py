@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from greencode.config import load_config
+from greencode.engine import EarlyExitEngine
 from greencode.errors import GreencodeError
+from greencode.eval_samples import load_samples, read_corpus
 from greencode.evaluate import run_eval
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -46,8 +48,9 @@ def _quiet(config, **kwargs):
     return result, lines
 
 
-def test_policies_share_samples_and_report_every_key(corpus, tmp_path):
-    result, lines = _quiet(_config(corpus, tmp_path, policies=("full", "fixed:4", "confidence:0")))
+def test_policies_share_samples_and_report_every_key(corpus, tmp_path, tiny_llama):
+    config = _config(corpus, tmp_path, policies=("full", "fixed:4", "confidence:0"))
+    result, lines = _quiet(config)
     rows = {row["policy"]: row for row in result["rows"]}
     assert list(rows) == ["full", "fixed:4", "confidence:0"]
     for row in rows.values():
@@ -68,6 +71,14 @@ def test_policies_share_samples_and_report_every_key(corpus, tmp_path):
         by_policy.setdefault(record["policy"], {})[record["key"]] = record["prediction"]
     assert set(by_policy["full"]) == set(by_policy["fixed:4"]) == set(by_policy["confidence:0"])  # same samples
     assert by_policy["fixed:4"] == by_policy["confidence:0"]
+    # One prefill per sample, charged to every policy; decoding from copies of its cache changes nothing.
+    prefill_seconds: dict = {}
+    for record in records:
+        prefill_seconds.setdefault(record["key"], set()).add(record["prefill_seconds"])
+    assert all(len(values) == 1 for values in prefill_seconds.values())
+    engine = EarlyExitEngine(tiny_llama, "full")
+    for sample in load_samples(config, tiny_llama.tokenizer, read_corpus(config)).samples:
+        assert engine.complete(sample.context_ids, max_new_tokens=5).text == by_policy["full"][sample.key]
     # The agent thresholds configured by default are skipped with one line when there is no agent.
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["rows"] == json.loads(json.dumps(result["rows"]))
