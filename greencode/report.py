@@ -30,11 +30,19 @@ def model_info(config: Config) -> dict:
         "num_layers": loaded.num_layers,
         "hidden_size": loaded.hidden_size,
         "exit_points": points,
-        "lite_weights": {layer: round(w, 4) for layer, w in lite_weights(loaded.num_layers, points=points).items()},
+        # A fine-tuned model reports the weights it was trained with; others the paper's defaults.
+        "lite_weights": loaded.info.get("weights") or {
+            layer: round(w, 4) for layer, w in lite_weights(loaded.num_layers, points=points).items()},
         "energy_source": describe_energy_source(config.energy),
         "load_seconds": round(loaded.load_seconds, 2),
     }
     for key in ("base_model", "steps", "tokens_trained", "agreement_before", "agreement_after", "validation_loss"):
         if key in loaded.info:
             facts[key] = loaded.info[key]
+    adaptation = loaded.info.get("adaptation")
+    if adaptation:  # the shipped default: exit maps + agent
+        facts["adaptation"] = adaptation["adaptation"]["method"]
+        facts["agreement_before"] = adaptation["adaptation"]["agreement_before"]
+        facts["agreement_after"] = adaptation["adaptation"]["agreement_after"]
+        facts["agent"] = loaded.info["agent_path"]
     return facts

