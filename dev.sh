@@ -55,6 +55,9 @@ case "${1:-}" in
         setup
         shift
         export PYTHONHASHSEED=0  # CodeBLEU's dataflow score depends on it
+        # One torch thread per process: tests start servers and CLIs beside themselves, and on 2 cores
+        # two threads per process were measured several times slower than one.
+        export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
         set +e
         "$VENV/bin/python" -m pytest "$@"
         rc=$?
