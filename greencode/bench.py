@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from greencode.errors import GreencodeError
+from greencode.events import layers_skipped_frac
 
 
 @dataclass
@@ -46,7 +47,7 @@ class PolicyTotals:
             "policy": self.policy,
             "tokens_per_s": round(self.decode_tokens / self.decode_seconds, 3) if self.decode_seconds else 0.0,
             "mean_exit_layer": round(statistics.fmean(layers), 3) if layers else 0.0,
-            "layers_skipped_frac": round(1 - sum(layers) / (len(layers) * num_layers), 4) if layers else 0.0,
+            "layers_skipped_frac": round(layers_skipped_frac(layers, num_layers), 4),
             "joules": round(self.joules, 4),
             "joules_saved_frac": round(1 - self.joules / self.full_depth_joules, 4) if self.full_depth_joules else 0.0,
             "energy_source": self.energy_source,

@@ -20,7 +20,7 @@ import torch
 from greencode.agent import ExitAgent, agent_observation
 from greencode.energy import EnergyMeter
 from greencode.errors import GreencodeError
-from greencode.events import CompletionSummary, TokenEvent
+from greencode.events import CompletionSummary, TokenEvent, layers_skipped_frac
 from greencode.policies import ExitPolicy, parse_policy
 
 
@@ -344,5 +344,5 @@ class EarlyExitEngine:
             joules=sum(e.joules for e in events), energy_source=self.meter.source,
             full_depth_joules=sum(e.full_depth_joules for e in events),
             mean_exit_layer=float(np.mean(layers)) if layers else 0.0,
-            layers_skipped_frac=1 - sum(layers) / (len(layers) * L) if layers else 0.0,
+            layers_skipped_frac=layers_skipped_frac(layers, L),
             stop_reason=stop_reason, exit_layers=layers)

@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from greencode.errors import GreencodeError
+from greencode.events import layers_skipped_frac
 from greencode.eval_samples import EvalSample, SampleSet, load_samples, read_corpus
 from greencode.eval_store import CompletionStore, file_stamp
 
@@ -168,7 +169,7 @@ def policy_row(contestant: Contestant, records: list[dict], samples: list[EvalSa
                                        "syntax_match", "dataflow_match", "exact_match", "edit_sim",
                                        "syntax_valid")},
         "mean_exit_layer": statistics.fmean(layers) if layers else 0.0,
-        "layers_skipped_frac": 1 - sum(layers) / (len(layers) * L) if layers else 0.0,
+        "layers_skipped_frac": layers_skipped_frac(layers, L),
         "seconds_per_completion": statistics.fmean(r["prefill_seconds"] + r["seconds"] for r in records),
         "prefill_seconds": statistics.fmean(r["prefill_seconds"] for r in records),
         "tokens_per_s": decode_tokens / decode_seconds if decode_seconds > 0 else 0.0,

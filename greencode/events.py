@@ -6,6 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def layers_skipped_frac(exit_layers: list[int], num_layers: int) -> float:
+    """The share of decoder layers the tokens did not run: 1 - layers run / (tokens x L)."""
+    return 1 - sum(exit_layers) / (len(exit_layers) * num_layers) if exit_layers else 0.0
+
+
 @dataclass(frozen=True)
 class TokenEvent:
     index: int  # 0-based position in the completion

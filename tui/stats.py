@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from greencode.events import TokenEvent
+from greencode.events import TokenEvent, layers_skipped_frac
 
 
 @dataclass
@@ -51,9 +51,7 @@ class CompletionStats:
 
     @property
     def layers_skipped_frac(self) -> float:
-        if not self.exit_layers:
-            return 0.0
-        return 1 - sum(self.exit_layers) / (len(self.exit_layers) * self.num_layers)
+        return layers_skipped_frac(self.exit_layers, self.num_layers)
 
 
 @dataclass
