@@ -117,10 +117,8 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
     built = {name: engine.make_policy(name) for name in policies}
     totals = {name: PolicyTotals(name) for name in names}
     hf_decode = {"seconds": 0.0, "decode": 0.0, "tokens": 0}
-    identical = True
 
     def run(name: str, ids: list[int], record: bool = True) -> None:
-        nonlocal identical
         if name == "hf-generate":
             tokens, total, decode = _hf_generate(engine.loaded, ids, max_new_tokens)
             if record:
@@ -157,8 +155,7 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
                      "energy_source": "not measured", "seconds": round(hf_decode["seconds"], 4),
                      "tokens": hf_decode["tokens"]})
         if full:
-            identical = totals["full"].token_ids == hf.token_ids
-            full["identical_to_hf"] = identical
+            full["identical_to_hf"] = totals["full"].token_ids == hf.token_ids
             full["time_ratio_vs_hf"] = round(totals["full"].seconds / hf_decode["seconds"], 4)
     return {"rows": rows, "prompts": len(prompts), "max_new_tokens": max_new_tokens,
             "mean_prompt_tokens": round(statistics.fmean(len(p) for p in prompts), 1),
