@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from greencode.atomic import atomic_write
 from greencode.errors import GreencodeError
 
 FORMAT = "greencode-agent/1"
@@ -64,10 +65,7 @@ def save_agent(path: str | Path, state_dict: dict, net_arch: list[int], activati
         "observation": OBSERVATION, "position_feature": "true" if position_feature else "false",
     }
     tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in state_dict.items()}
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata=metadata)
-    partial.replace(path)
-    return path
+    return atomic_write(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
 
 
 class ExitAgent:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from typing import Optional
 
 import typer
 
+from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
 
 MAX_REQUESTS, MAX_CONCURRENCY, MAX_TIME_LIMIT_S = 5000, 256, 3600
@@ -222,9 +222,7 @@ def main(model: str = typer.Option("default", help="Model spec the server loads.
     if json_out:
         target = Path(json_out)
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_suffix(target.suffix + ".tmp")
-        temporary.write_text(json.dumps(report, indent=2))
-        os.replace(temporary, target)
+        atomic_write_text(target, json.dumps(report, indent=2))
     if report["errors"]:
         raise typer.Exit(1)
 

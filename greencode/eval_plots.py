@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from greencode.eval_store import write_atomic
+from greencode.atomic import atomic_write_text
 
 QUALITY = (("rougeL", "ROUGE-L"), ("bleu", "BLEU"), ("codebleu", "CodeBLEU"), ("syntax_match", "Syntax"),
            ("dataflow_match", "Dataflow"))
@@ -36,7 +36,7 @@ def _save(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    write_atomic(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _title(result: dict) -> str:

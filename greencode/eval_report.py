@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from greencode.eval_store import write_atomic
+from greencode.atomic import atomic_write_text
 
 # (row key, column title, format)
 COLUMNS = (
@@ -81,5 +81,5 @@ def markdown(result: dict) -> str:
 
 
 def write_results(out: Path, result: dict) -> None:
-    write_atomic(out / "results.json", json.dumps(result, indent=2, default=str))
-    write_atomic(out / "results.md", markdown(result))
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str))
+    atomic_write_text(out / "results.md", markdown(result))

@@ -13,11 +13,11 @@ import json
 import os
 from pathlib import Path
 
+from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
 
 COMPLETIONS = "completions.jsonl"
 RUN = "run.json"
-
 
 def file_stamp(path: str) -> str:
     """Size and mtime of a file, or of a directory's weights and configs: changes when it is retrained."""
@@ -30,13 +30,6 @@ def file_stamp(path: str) -> str:
                  if p.suffix in (".safetensors", ".json", ".bin")]
         return ";".join(parts)
     return ""
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-    os.replace(partial, path)
-
 
 class CompletionStore:
     def __init__(self, out: Path, fingerprint: dict, restart: bool = False):
@@ -60,7 +53,7 @@ class CompletionStore:
                 raise GreencodeError(f"{out} holds an evaluation with other settings ({', '.join(changed)}); "
                                      "pass --restart to replace it, or choose another --out")
         else:
-            write_atomic(run_file, json.dumps(fingerprint, indent=2))
+            atomic_write_text(run_file, json.dumps(fingerprint, indent=2))
         self.records: dict[tuple[str, str], dict] = {}
         if self.path.is_file():
             with self.path.open("rb+") as handle:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from greencode.atomic import atomic_write
 from greencode.errors import GreencodeError
 
 FORMAT = "greencode-exit-maps/1"
@@ -56,10 +57,7 @@ class ExitMaps(nn.Module):
         metadata = {"format": FORMAT, "hidden_size": str(self.hidden_size),
                     "exit_points": json.dumps(self.exit_points), "base_model": base_model,
                     "normalize": "true" if self.normalize else "false"}
-        partial = path.with_name(path.name + ".partial")
-        save_file(tensors, str(partial), metadata=metadata)
-        partial.replace(path)
-        return path
+        return atomic_write(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
 
     @classmethod
     def load(cls, path: str | Path, hidden_size: int, dtype=torch.float32) -> "ExitMaps":

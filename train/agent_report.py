@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from greencode.atomic import atomic_write_text
 from train.env import position_feature_value
 from train.trajectories import TrajectoryCache
 
@@ -104,9 +104,7 @@ def write_report(report: dict, output: Path, cache: TrajectoryCache, held_out: T
                  episodes: list[tuple[int, float]], agent_path: Path) -> None:
     plot_reward_curve(episodes, output / "reward_curve.png", report["model"])
     plot_exit_histogram(report["exit_histogram"], output / "exit_histogram.png", report["model"])
-    target, tmp = output / "agent.json", output / f".agent.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, target)
+    atomic_write_text(output / "agent.json", json.dumps(report, indent=2))
 
 
 def plot_reward_curve(episodes: list[tuple[int, float]], path: Path, title: str) -> None:

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+from greencode.atomic import atomic_write
 from greencode.errors import GreencodeError
 
 ASSETS = Path(__file__).resolve().parents[1] / "greencode" / "assets"
@@ -143,8 +144,5 @@ def install(output: Path, assets: Path = ASSETS) -> list[Path]:
     assets.mkdir(parents=True, exist_ok=True)
     written = []
     for name in names:
-        partial = assets / f".{name}.partial"
-        shutil.copyfile(output / name, partial)
-        os.replace(partial, assets / name)
-        written.append(assets / name)
+        written.append(atomic_write(assets / name, lambda temporary: shutil.copyfile(output / name, temporary)))
     return written

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
 from train.lite_loss import lite_loss, measure_exits, sample_positions
 
@@ -154,9 +155,7 @@ def check_output(output: Path, resume: bool, overwrite: bool) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    partial = path.with_name(path.name + f".partial-{os.getpid()}")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _layer_keys(values: dict) -> dict[str, float]:

@@ -16,13 +16,13 @@ On disk: `manifest.json` (model, exit points, observation form, shard list) and 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from greencode.atomic import atomic_write
 from greencode.errors import GreencodeError
 
 MANIFEST = "manifest.json"
@@ -117,15 +117,6 @@ def check_compatible(cache: TrajectoryCache, where: str, model_name: str | None 
                              f"are {obs_dim}; rebuild it with `greencode train trajectories --force`")
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_cache(cache: TrajectoryCache, directory: str | Path, extra: dict | None = None) -> Path:
     """Write shards, then the manifest (last, so a cache without one is known to be incomplete)."""
     directory = Path(directory)
@@ -138,7 +129,7 @@ def save_cache(cache: TrajectoryCache, directory: str | Path, extra: dict | None
         arrays = {"observations": cache.observations[part], "exit_top1": cache.exit_top1[part],
                   "final_top1": cache.final_top1[part], "sample": cache.sample[part]}
         # np.savez appends .npz to names without it, so write through an open file.
-        _atomic_write(directory / name, lambda tmp: _savez(tmp, arrays))
+        atomic_write(directory / name, lambda tmp: _savez(tmp, arrays))
         shards.append({"file": name, "tokens": int(arrays["final_top1"].shape[0])})
     manifest = {
         **cache.manifest, **(extra or {}),
@@ -151,7 +142,7 @@ def save_cache(cache: TrajectoryCache, directory: str | Path, extra: dict | None
         "samples": int(len(np.unique(cache.sample))),
         "shards": shards,
     }
-    _atomic_write(directory / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+    atomic_write(directory / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
     return directory
 
 
