@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import TrainerCallback
 
 from greencode.config import load_config, replace
