@@ -21,7 +21,7 @@ from greencode.agent import ExitAgent, agent_observation
 from greencode.energy import EnergyMeter
 from greencode.errors import GreencodeError
 from greencode.events import CompletionSummary, TokenEvent, layers_skipped_frac
-from greencode.policies import ExitPolicy, parse_policy
+from greencode.policies import ExitPolicy, Full, parse_policy
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,7 @@ class EarlyExitEngine:
         if exit_points is None:
             exit_points = loaded.info.get("exit_points") or paper_exit_points(self.num_layers)
         self.exit_points = validate_exit_points(exit_points, self.num_layers)
+        self._exit_index = {layer: i for i, layer in enumerate(self.exit_points)}  # layer -> its exit point index
         self.meter = meter or EnergyMeter()
         self.max_context_tokens = max_context_tokens
         self.agent_path = agent_path
@@ -229,7 +230,7 @@ class EarlyExitEngine:
         states = {}
         for index in range(self.num_layers):
             hidden = adapter.run_layer(index, hidden, context, cache)
-            if record and index + 1 in self.exit_points:
+            if record and index + 1 in self._exit_index:
                 states[index + 1] = hidden[:, -1:]
         logits = adapter.logits(hidden[:, -1:])[0, -1]
         measured = self.meter.end_window("token")
@@ -294,17 +295,18 @@ class EarlyExitEngine:
                 exit_layer, score, head_passes, logits = L, None, 1, None
                 states = {}
                 policy_name = policy.name if policy is not None else "full (recorded)"
-                check_exits = policy is not None and policy.name != "full"
+                check_exits = policy is not None and not isinstance(policy, Full)
                 for layer_index in range(L):
                     hidden = adapter.run_layer(layer_index, hidden, context, cache)
                     layer = layer_index + 1
-                    if record and layer in self.exit_points:
+                    exit_index = self._exit_index.get(layer)
+                    if record and exit_index is not None:
                         states[layer] = hidden
-                    if not check_exits or layer not in self.exit_points or layer == L:
+                    if not check_exits or exit_index is None:
                         continue
                     exit_logits = adapter.exit_logits(layer, hidden)[0, -1] if policy.needs_logits else None
                     head_passes += policy.needs_logits
-                    leave, score = policy.decide(layer, self.exit_points.index(layer), hidden, exit_logits)
+                    leave, score = policy.decide(layer, exit_index, hidden, exit_logits)
                     if leave:
                         exit_layer, logits = layer, exit_logits
                         head_passes -= policy.needs_logits  # the exit's logits are reused below
