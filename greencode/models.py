@@ -181,25 +181,23 @@ def _load_hub(spec: str, dtype):
         raise GreencodeError(f"{unknown}, and the hub could not provide it ({type(exc).__name__})") from None
 
 
-def _read_info(path: Path) -> dict:
-    info_file = path / GREENCODE_JSON
-    if not info_file.is_file():
+def _read_json_if_present(path: Path, fix: str) -> dict:
+    """A JSON file's content, {} when it is absent; an unreadable one is one error line saying `fix`."""
+    if not path.is_file():
         return {}
     try:
-        return json.loads(info_file.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise GreencodeError(f"{info_file}: unreadable greencode metadata ({exc})") from None
+        raise GreencodeError(f"{path}: unreadable ({exc}); {fix}") from None
+
+
+def _read_info(path: Path) -> dict:
+    return _read_json_if_present(path / GREENCODE_JSON, "fix or delete it")
 
 
 def shipped_adaptation() -> dict:
     """The manifest of greencode/assets/ (exit maps + agent for the default model), or {} if none ships."""
-    manifest = ASSETS / "manifest.json"
-    if not manifest.is_file():
-        return {}
-    try:
-        return json.loads(manifest.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise GreencodeError(f"{manifest}: unreadable ({exc}); reinstall greencode") from None
+    return _read_json_if_present(ASSETS / "manifest.json", "reinstall greencode")
 
 
 def _apply_shipped_adaptation(adapter, manifest: dict) -> dict:
@@ -252,8 +250,9 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     model.requires_grad_(False)
-    if spec == "default" and shipped_adaptation():
-        info = _apply_shipped_adaptation(adapter, shipped_adaptation())
+    manifest = shipped_adaptation() if spec == "default" else {}
+    if manifest:
+        info = _apply_shipped_adaptation(adapter, manifest)
         adapter.exit_maps.to(device)
         name = "SmolLM2-135M-Instruct (packaged) + greencode exit maps"
     return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, spec=spec, name=name, info=info,
