@@ -100,14 +100,17 @@ def agent_decision_cost(engine, policy_name: str, repeats: int = 300) -> dict:
     return {"decision_seconds": (time.perf_counter() - started) / repeats, "agent": policy.agent.path}
 
 
-def untrained_agent(loaded, exit_points: list[int], net_arch: list[int]) -> str:
-    """An untrained agent of the configured shape: its decision costs what a trained one's does."""
+def untrained_agent_cost(loaded, exit_points: list[int], net_arch: list[int]) -> dict:
+    """agent_decision_cost of an untrained agent of the configured shape (it costs what a trained one does),
+    written to a scratch directory that is removed afterwards."""
     from greencode.agent import build_mlp, save_agent
+    from greencode.engine import EarlyExitEngine
 
-    net = build_mlp(loaded.hidden_size, net_arch)
-    path = tempfile.NamedTemporaryFile(suffix=".safetensors", delete=False).name
-    return str(save_agent(path, net.state_dict(), net_arch, "tanh", loaded.hidden_size, exit_points,
-                          f"untrained, for timing ({loaded.name})"))
+    with tempfile.TemporaryDirectory() as scratch:
+        path = save_agent(f"{scratch}/agent.safetensors", build_mlp(loaded.hidden_size, net_arch).state_dict(),
+                          net_arch, "tanh", loaded.hidden_size, exit_points, f"untrained, for timing ({loaded.name})")
+        engine = EarlyExitEngine(loaded, "full", exit_points=exit_points, agent_path=str(path))
+        return agent_decision_cost(engine, "agent:0.9")
 
 
 def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tokens: int,

@@ -25,7 +25,7 @@ def command(ctx: typer.Context,
     from rich.console import Console
     from rich.table import Table
 
-    from greencode.bench import agent_decision_cost, bench_prompts, load_times, run_bench, untrained_agent
+    from greencode.bench import agent_decision_cost, bench_prompts, load_times, run_bench, untrained_agent_cost
     from greencode.cli import load_context_config
     from greencode.energy import EnergyMeter
     from greencode.engine import EarlyExitEngine
@@ -58,12 +58,11 @@ def command(ctx: typer.Context,
     if full_rows:  # the agent's decision against one full-depth token
         timing_agent = agent_names[0] if agent_names and agent_names[0] in names else None
         if timing_agent is None:
-            engine.agent_path = untrained_agent(loaded, points, list(config.agent.net_arch))
-            engine._agent = None
-            timing_agent = "agent:0.9"
+            cost = untrained_agent_cost(loaded, points, list(config.agent.net_arch))
             notes.append("agent decision timed with an untrained MLP of the configured shape "
                          f"{list(config.agent.net_arch)} (same cost as a trained one)")
-        cost = agent_decision_cost(engine, timing_agent)
+        else:
+            cost = agent_decision_cost(engine, timing_agent)
         full_token = 1.0 / full_rows[0]["tokens_per_s"]
         result["agent_decision"] = {
             "seconds": round(cost["decision_seconds"], 7),
