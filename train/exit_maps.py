@@ -94,7 +94,7 @@ def distill(maps: ExitMaps, loaded, states: States, steps: int, batch: int = 256
             logp = torch.log_softmax(adapter.logits(maps(layer, states.exits[layer][rows])).float(), dim=-1)
             loss = torch.nn.functional.kl_div(logp, target, log_target=True, reduction="batchmean")
             (loss / len(maps.exit_points)).backward()
-            total += float(loss)
+            total += loss.item()
         optimiser.step()
         losses.append(total / len(maps.exit_points))
         if progress:
