@@ -68,7 +68,7 @@ def info(ctx: typer.Context,
          model: Optional[str] = typer.Option(None, help="Model spec (default: [model].spec)."),
          as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Load a model and print its architecture, exit points, LITE weights and energy source."""
-    from greencode.report import model_info
+    from greencode.info import model_info
 
     config = load_context_config(ctx, **{"model.spec": model})
     facts = model_info(config)

@@ -18,7 +18,7 @@ def real_engine_factory(settings: TuiSettings) -> EngineFactory:
         from greencode.energy import EnergyMeter
         from greencode.engine import EarlyExitEngine
         from greencode.models import load_model
-        from greencode.report import resolve_exit_points
+        from greencode.info import resolve_exit_points
 
         config = settings.config
         loaded = load_model(settings.model_spec, config.model.dtype, config.model.device, config.model.cache_dir)

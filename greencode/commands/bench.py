@@ -25,13 +25,13 @@ def command(ctx: typer.Context,
     from rich.console import Console
     from rich.table import Table
 
-    from greencode.bench import agent_decision_cost, bench_prompts, load_times, run_bench, untrained_agent_cost
+    from greencode.eval.bench import agent_decision_cost, bench_prompts, load_times, run_bench, untrained_agent_cost
     from greencode.cli import load_context_config
     from greencode.energy import EnergyMeter
     from greencode.engine import EarlyExitEngine
     from greencode.errors import GreencodeError
     from greencode.models import load_model
-    from greencode.report import resolve_exit_points
+    from greencode.info import resolve_exit_points
 
     config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent})
     console = Console(stderr=True)

@@ -46,7 +46,7 @@ def command(ctx: typer.Context,
     from greencode.engine import EarlyExitEngine
     from greencode.errors import GreencodeError
     from greencode.models import load_model
-    from greencode.report import resolve_exit_points
+    from greencode.info import resolve_exit_points
     from greencode.source import open_source
 
     config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent, "engine.policy": policy,

@@ -45,7 +45,7 @@ def command(ctx: typer.Context,
     always scored as with PYTHONHASHSEED=0 (its dataflow part depends on string hashing).
     """
     from greencode.cli import load_context_config
-    from greencode.evaluate import format_summary, run_eval
+    from greencode.eval.run import format_summary, run_eval
 
     overrides = {"model.spec": model, "data.corpus": corpus, "eval.samples": samples, "eval.out": out,
                  "eval.policies": [p.strip() for p in policies.split(",") if p.strip()] if policies is not None

@@ -12,7 +12,7 @@ def build_engine(config, policy: str, threshold: Optional[float]):
     from greencode.energy import EnergyMeter
     from greencode.engine import EarlyExitEngine
     from greencode.models import load_model
-    from greencode.report import resolve_exit_points
+    from greencode.info import resolve_exit_points
 
     loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
     engine = EarlyExitEngine(loaded, "full", meter=EnergyMeter(config.energy),
@@ -49,7 +49,7 @@ def command(ctx: typer.Context,
     config = load_context_config(ctx, **{"serve.host": host, "serve.port": port, "model.spec": model,
                                          "agent.path": agent, "engine.policy": policy, "serve.token": token,
                                          "serve.threads": threads})
-    from greencode.serve import build_app, listen_socket, run_server
+    from greencode.serve.app import build_app, listen_socket, run_server
 
     sock = listen_socket(config.serve.host, config.serve.port)
     if config.serve.threads:

@@ -37,7 +37,7 @@ def build_or_load_trajectories(settings, force: bool = False):
     from rich.console import Console
 
     from greencode.models import load_model
-    from greencode.report import resolve_exit_points
+    from greencode.info import resolve_exit_points
     from train.trajectories import ensure_cache
 
     with Console(stderr=True).status(f"loading {settings.model.spec}"):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from greencode.metrics import (Sample, bleu, code_tokens, codebleu, corpus_scores, edit_similarity, exact_match,
+from greencode.eval.metrics import (Sample, bleu, code_tokens, codebleu, corpus_scores, edit_similarity, exact_match,
                                rouge_l, syntax_error_count, syntax_valid)
 
 PY_REF = "def add(items, s):\n    r = s\n    for it in items:\n        r = r + it\n    return r"
@@ -138,7 +138,7 @@ _FRAGMENT = ('          for name, value in namespace.items()\n'
              '                if getattr(value, "__isabstractmethod__", False):\n'
              '                    abstracts.add(name)\n        cls.__abstractmethods__')
 _PREDICTION = _FRAGMENT[30:] + " = frozenset(abstracts)\n"
-_SCRIPT = ("import json, sys\nfrom codebleu import calc_codebleu\nfrom greencode.metrics import codebleu\n"
+_SCRIPT = ("import json, sys\nfrom codebleu import calc_codebleu\nfrom greencode.eval.metrics import codebleu\n"
            "pred, ref = json.load(sys.stdin)\n"
            "print(calc_codebleu([ref], [pred], 'python')['dataflow_match_score'], "
            "codebleu([pred], [ref], 'python').dataflow_match)\n")

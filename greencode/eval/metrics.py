@@ -214,7 +214,7 @@ def _codebleu_in_child(predictions: list[str], references: list[str], language: 
     start-up, so this one's cannot be changed)."""
     env = dict(os.environ, PYTHONHASHSEED=REPRODUCIBLE_HASH_SEED)
     request = json.dumps({"predictions": predictions, "references": references, "language": language})
-    done = subprocess.run([sys.executable, "-m", "greencode.metrics"], input=request, env=env,
+    done = subprocess.run([sys.executable, "-m", "greencode.eval.metrics"], input=request, env=env,
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"CodeBLEU child process failed: {done.stderr.strip()[-2000:]}")

@@ -4,7 +4,7 @@ Contestants: the base model at full depth (when the evaluated model is a fine-tu
 greencode.json names its base), the evaluated model at full depth, the peer policies ([eval].policies:
 fixed:N, confidence:P, ...) and the RL agent at each threshold (agent:T). Every contestant completes
 every sample; per sample the order rotates, so machine noise (other processes, thermal drift) hits
-them alike. Each finished completion is stored at once (greencode.eval_store), so an interrupted run
+them alike. Each finished completion is stored at once (greencode.eval.store), so an interrupted run
 resumes where it stopped.
 
 The prefill is the same for every contestant on a sample: it runs once per sample and model, and every
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from greencode.errors import GreencodeError
 from greencode.events import layers_skipped_frac
-from greencode.eval_samples import EvalSample, SampleSet, load_samples, read_corpus
-from greencode.eval_store import CompletionStore, file_stamp
+from greencode.eval.samples import EvalSample, SampleSet, load_samples, read_corpus
+from greencode.eval.store import CompletionStore, file_stamp
 
 VERSIONED = ("greencode", "torch", "transformers", "codebleu", "tree-sitter", "tree-sitter-python",
              "tree-sitter-java", "rouge-score", "sacrebleu", "rapidfuzz", "zeus-ml")
@@ -70,7 +70,7 @@ def find_agent(config, loaded, explicit: str | None) -> tuple[str | None, str | 
 def build_contestants(config, loaded, base, meter, agent: tuple[str | None, str | None, bool],
                       thresholds: list[float]) -> tuple[list[Contestant], list[str]]:
     from greencode.engine import EarlyExitEngine
-    from greencode.report import resolve_exit_points
+    from greencode.info import resolve_exit_points
 
     agent_path, agent_missing, agent_named = agent
     notes: list[str] = []
@@ -143,7 +143,7 @@ def _exit_decisions(exit_layers: list[int], exit_points: list[int], num_layers: 
 
 
 def _quality(records: list[dict], samples: list[EvalSample], line_protocol: bool) -> dict:
-    from greencode.metrics import Sample, code_tokens, corpus_scores
+    from greencode.eval.metrics import Sample, code_tokens, corpus_scores
 
     def normal(text: str) -> str:  # CodeXGLUE ground truth is space-separated tokens: compare like with like
         return " ".join(code_tokens(text)) if line_protocol else text
@@ -187,7 +187,7 @@ def policy_row(contestant: Contestant, records: list[dict], samples: list[EvalSa
 
 def _agent_overheads(rows: list[dict], contestants: list[Contestant]) -> None:
     """Agent rows: seconds per decision on a real-sized state, and its share of a decoded token's time."""
-    from greencode.bench import agent_decision_cost
+    from greencode.eval.bench import agent_decision_cost
 
     by_name = {c.name: c for c in contestants}
     cost = None
@@ -237,8 +237,8 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
     import torch
 
     from greencode.energy import EnergyMeter
-    from greencode.eval_plots import write_plots
-    from greencode.eval_report import write_results
+    from greencode.eval.plots import write_plots
+    from greencode.eval.report import write_results
 
     out = Path(out or config.eval.out)
     started = time.perf_counter()
@@ -318,6 +318,6 @@ def _run_all(samples: list[EvalSample], contestants: list[Contestant], store: Co
 
 def format_summary(result: dict) -> str:
     """The table results.md holds, for the terminal."""
-    from greencode.eval_report import markdown_table
+    from greencode.eval.report import markdown_table
 
     return markdown_table(result["rows"])

@@ -10,7 +10,7 @@ import pytest
 
 from greencode.engine import EarlyExitEngine
 from greencode.models import load_model
-from tests.greencode.serve_server import PROMPT, running_server, serve_config, sse_events, wait_for
+from tests.greencode.serve.serve_server import PROMPT, running_server, serve_config, sse_events, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import threading
 import time
 
 from greencode.config import load_config
-from greencode.serve import build_app, listen_socket, make_server
+from greencode.serve.app import build_app, listen_socket, make_server
 
 PROMPT = "import os\n\n\ndef read_lines(path):\n    with open(path) as handle:\n        return"
 

@@ -30,8 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from greencode.config import Config
 from greencode.errors import GreencodeError
-from greencode.serve_queue import GenerationJob, GenerationQueue, QueueFull
-from greencode.serve_schema import GenerateRequest, describe_errors
+from greencode.serve.queue import GenerationJob, GenerationQueue, QueueFull
+from greencode.serve.schema import GenerateRequest, describe_errors
 
 log = logging.getLogger("greencode.serve")
 

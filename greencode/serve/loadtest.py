@@ -1,6 +1,6 @@
 """Load benchmark of `greencode serve`: N requests from C concurrent clients, loopback only, bounded.
 
-    nice -n 10 python -m greencode.bench_serve --requests 200 --concurrency 20 --model default
+    nice -n 10 python -m greencode.serve.loadtest --requests 200 --concurrency 20 --model default
 
 It starts its own server process on 127.0.0.1 (a free port), sends editor-like prompts (the text before a
 cursor placed at the end of a line near [eval].context_fraction of a test-split file) and reports p50/p90/p99

@@ -1,5 +1,5 @@
 from greencode.data import CodeFile
-from greencode.samples import cut_file, make_samples
+from greencode.eval.cut import cut_file, make_samples
 
 
 def test_cut_keeps_the_tokens_nearest_the_cut():

@@ -14,8 +14,8 @@ import pytest
 from greencode.config import load_config
 from greencode.engine import EarlyExitEngine
 from greencode.errors import GreencodeError
-from greencode.eval_samples import load_samples, read_corpus
-from greencode.evaluate import run_eval
+from greencode.eval.samples import load_samples, read_corpus
+from greencode.eval.run import run_eval
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 FILES = ("textwrap.py", "string.py", "bisect.py", "heapq.py", "colorsys.py", "fnmatch.py", "glob.py",
@@ -143,7 +143,7 @@ def test_fine_tuned_directory_brings_its_base_model(corpus, tmp_path, tiny_llama
 
 
 def test_interrupted_run_resumes_and_more_samples_extend_it(corpus, tmp_path, monkeypatch):
-    import greencode.evaluate as evaluate
+    import greencode.eval.run as evaluate
 
     config = _config(corpus, tmp_path, samples=2)
     real, calls = evaluate._complete, []

@@ -9,7 +9,7 @@ import sys
 
 import httpx
 
-from tests.greencode.serve_server import PROMPT, wait_for
+from tests.greencode.serve.serve_server import PROMPT, wait_for
 
 
 def _free_port() -> int:
@@ -69,7 +69,7 @@ def test_serve_errors_are_one_line(tmp_path):
 
 
 def test_load_benchmark_runs_end_to_end_on_loopback():
-    from greencode.bench_serve import run_bench
+    from greencode.serve.loadtest import run_bench
     from greencode.config import load_config
 
     report = run_bench("tiny-random-llama", "fixed:6", requests=6, concurrency=3, max_new_tokens=2, time_limit_s=300,

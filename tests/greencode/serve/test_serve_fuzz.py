@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from greencode.engine import EarlyExitEngine
 from greencode.models import load_model
-from tests.greencode.serve_server import running_server, serve_config, sse_events
+from tests.greencode.serve.serve_server import running_server, serve_config, sse_events
 
 ROUTES = ["/generate", "/generate_stream", "/", "/models/any/name"]
 

@@ -2,7 +2,7 @@
 
 - `file` (paper VI-C): from each test-split file, the first `context_fraction` of its tokens (at most
   `max_context_tokens`, the ones nearest the cut) is the context and the next `max_new_tokens` tokens the
-  ground truth. Files are drawn in a fixed hash order (greencode.samples), so N samples are always the
+  ground truth. Files are drawn in a fixed hash order (greencode.eval.cut), so N samples are always the
   same N, and asking for more extends the list.
 - `line` (CodeXGLUE line-level completion, a `{"input", "gt"}` jsonl): the input is the context, the
   ground truth is the rest of the line, and the completion stops at the end of the line. The jsonl is a
@@ -56,7 +56,7 @@ def read_corpus(config):
 
 def file_samples(files, data_config, tokenizer, count: int, fraction: float, max_context: int,
                  max_new_tokens: int) -> SampleSet:
-    from greencode.samples import make_samples
+    from greencode.eval.cut import make_samples
 
     drawn = make_samples(files, tokenizer, count, fraction, max_context, max_new_tokens, seed=SAMPLE_SEED)
     samples = [EvalSample(key=s.path, language=s.language, context_ids=list(s.context_ids),

@@ -4,12 +4,12 @@ import sys
 
 import pytest
 
-from greencode.bench import PolicyTotals, run_bench
+from greencode.eval.bench import PolicyTotals, run_bench
 from greencode.engine import EarlyExitEngine
 
 
 def _prompts(loaded):
-    text = open(sys.modules["greencode.bench"].__file__).read()
+    text = open(sys.modules["greencode.eval.bench"].__file__).read()
     ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
     return [ids[:120], ids[200:330]]
 

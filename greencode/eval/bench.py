@@ -60,7 +60,7 @@ def bench_prompts(loaded, count: int, data_config, min_context: int = 300, max_c
                   target: int = 16) -> list[list[int]]:
     """Real code from the embedded corpus's test split: 20% of a file as context (<= 512 tokens)."""
     from greencode.data import load_split
-    from greencode.samples import make_samples
+    from greencode.eval.cut import make_samples
 
     samples = make_samples(load_split(data_config, "test"), loaded.tokenizer, count, 0.2, max_context, target,
                            min_context=min_context)

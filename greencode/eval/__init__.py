@@ -1,0 +1,1 @@
+"""Evaluation: the paper's line-completion protocol, metrics, the engine benchmark, reports and plots."""
