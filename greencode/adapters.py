@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from greencode.errors import GreencodeError
+from greencode.weights import module_bytes
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -86,12 +87,22 @@ class ArchAdapter:
         raise NotImplementedError
 
     @property
-    def head_weights(self) -> int:
-        return self.model.get_output_embeddings().weight.numel()
+    def head_bytes(self) -> int:
+        """Bytes of weights one LM-head pass reads (in the form the weights run in)."""
+        return module_bytes(self.model.get_output_embeddings())
 
     @property
-    def layer_weights(self) -> int:
-        return sum(p.numel() for p in self.layers[0].parameters())
+    def layer_bytes(self) -> int:
+        """Bytes of weights one pass through a decoder layer reads."""
+        return module_bytes(self.layers[0])
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of weights state propagation reads for one skipped layer: its K and V projections."""
+        layer = self.layers[0]
+        if self.arch == "gpt2":
+            return module_bytes(layer.attn.c_attn) * 2 // 3  # c_attn holds Q, K and V
+        return module_bytes(layer.self_attn.k_proj) + module_bytes(layer.self_attn.v_proj)
 
 
 class LlamaAdapter(ArchAdapter):

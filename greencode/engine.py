@@ -40,7 +40,8 @@ class TracedEvent(TokenEvent):
 
 @dataclass(frozen=True)
 class CostModel:
-    """Per-token cost in layer-units (one decoder layer's weights read = 1), see DESIGN.md 'The KV cache'."""
+    """Per-token cost in layer-units (the bytes of one decoder layer's weights read = 1), see DESIGN.md
+    'The KV cache'. Bytes, not parameters: the weights' form (greencode.weights) changes what a pass reads."""
 
     num_layers: int
     head_units: float  # one LM-head pass
@@ -48,12 +49,8 @@ class CostModel:
 
     @classmethod
     def of(cls, adapter) -> "CostModel":
-        layer = adapter.layer_weights
-        kv_weights = sum(p.numel() for name, p in adapter.layers[0].named_parameters()
-                         if any(k in name for k in ("k_proj", "v_proj", "c_attn")))
-        if adapter.arch == "gpt2":
-            kv_weights = kv_weights * 2 // 3  # c_attn holds Q, K and V
-        return cls(adapter.num_layers, adapter.head_weights / layer, kv_weights / layer)
+        layer = adapter.layer_bytes
+        return cls(adapter.num_layers, adapter.head_bytes / layer, adapter.kv_bytes / layer)
 
     def units(self, layers_run: int, head_passes: int) -> float:
         skipped = self.num_layers - layers_run

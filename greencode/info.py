@@ -20,8 +20,10 @@ def model_info(config: Config) -> dict:
     from greencode.energy import describe_energy_source
     from greencode.exits import lite_weights
     from greencode.models import load_model
+    from greencode.weights import describe_weights
 
-    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
+    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir,
+                        config.model.weights)
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
     facts = {
         "model": loaded.name,
@@ -29,6 +31,7 @@ def model_info(config: Config) -> dict:
         "architecture": loaded.adapter.arch,
         "num_layers": loaded.num_layers,
         "hidden_size": loaded.hidden_size,
+        "weights": describe_weights(loaded, config.model.weights),
         "exit_points": points,
         # A fine-tuned model reports the weights it was trained with; others the paper's defaults.
         "lite_weights": loaded.info.get("weights") or {

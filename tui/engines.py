@@ -21,7 +21,8 @@ def real_engine_factory(settings: TuiSettings) -> EngineFactory:
         from greencode.info import resolve_exit_points
 
         config = settings.config
-        loaded = load_model(settings.model_spec, config.model.dtype, config.model.device, config.model.cache_dir)
+        loaded = load_model(settings.model_spec, config.model.dtype, config.model.device, config.model.cache_dir,
+                            config.model.weights)
         points = resolve_exit_points(config, loaded.num_layers, loaded.info)
         # Built on `full`; the app then sets the requested policy, so a missing agent is a note, not a failure.
         return EarlyExitEngine(loaded, "full", EnergyMeter(config.energy), points,

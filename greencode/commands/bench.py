@@ -35,7 +35,8 @@ def command(ctx: typer.Context,
 
     config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent})
     console = Console(stderr=True)
-    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
+    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir,
+                        config.model.weights)
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
     engine = EarlyExitEngine(loaded, "full", EnergyMeter(config.energy), points, agent_path=config.agent.path or None)
     names = [p.strip() for p in policies.split(",") if p.strip()]

@@ -55,7 +55,8 @@ def command(ctx: typer.Context,
     prompt = prompt_at(source.text, at)
     if not prompt.strip():
         raise GreencodeError(f"{file}: nothing before the cursor to complete from")
-    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
+    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir,
+                        config.model.weights)
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
     engine = EarlyExitEngine(loaded, config.engine.policy, EnergyMeter(config.energy), points,
                              config.engine.max_context_tokens, config.agent.path or None)

@@ -14,7 +14,8 @@ def build_engine(config, policy: str, threshold: Optional[float]):
     from greencode.models import load_model
     from greencode.info import resolve_exit_points
 
-    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
+    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir,
+                        config.model.weights)
     engine = EarlyExitEngine(loaded, "full", meter=EnergyMeter(config.energy),
                              exit_points=resolve_exit_points(config, loaded.num_layers, loaded.info),
                              max_context_tokens=config.engine.max_context_tokens,

@@ -228,7 +228,7 @@ def summarise(contestants: list[Contestant], sample_set: SampleSet, store: Compl
 def _load(config, spec: str):
     from greencode.models import load_model
 
-    return load_model(spec, config.model.dtype, config.model.device, config.model.cache_dir)
+    return load_model(spec, config.model.dtype, config.model.device, config.model.cache_dir, config.model.weights)
 
 
 def run_eval(config, out: str | Path | None = None, agent: str | None = None, restart: bool = False,

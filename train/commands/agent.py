@@ -41,7 +41,8 @@ def build_or_load_trajectories(settings, force: bool = False):
     from train.trajectories import ensure_cache
 
     with Console(stderr=True).status(f"loading {settings.model.spec}"):
-        loaded = load_model(settings.model.spec, settings.model.dtype, settings.model.device, settings.model.cache_dir)
+        loaded = load_model(settings.model.spec, settings.model.dtype, settings.model.device, settings.model.cache_dir,
+                            settings.model.weights)
     points = resolve_exit_points(settings, loaded.num_layers, loaded.info)
     with progress_bar("trajectories", settings.agent.samples) as update:
         cache = ensure_cache(settings, loaded, points, force, progress=lambda done, total: update(done))
