@@ -39,6 +39,7 @@ class ArchAdapter:
     model: nn.Module
     arch: str = ""
     exit_maps: nn.Module | None = None  # greencode.exit_maps.ExitMaps, when the model ships them
+    lean: object | None = None  # greencode.lean.LeanLlama: plain Llama layers run without transformers' plumbing
 
     @property
     def config(self):
@@ -122,7 +123,14 @@ class LlamaAdapter(ArchAdapter):
     def final_norm(self, hidden):
         return self.model.model.norm(hidden)
 
+    def run_layer(self, index, hidden, context, cache):
+        if self.lean is None:
+            return super().run_layer(index, hidden, context, cache)
+        return self.lean.run(index, hidden, *context["position_embeddings"], cache)
+
     def kv(self, index, hidden, context):
+        if self.lean is not None:
+            return self.lean.kv(index, hidden, *context["position_embeddings"])
         layer = self.layers[index]
         attn = layer.self_attn
         normed = layer.input_layernorm(hidden)

@@ -68,7 +68,7 @@ class Prefilled:
     ids: list[int]
     dropped: int
     max_new_tokens: int
-    cache: object  # transformers DynamicCache holding every prompt position; copied per use
+    cache: object  # greencode.kv_cache.StaticKVCache holding every prompt position; copied per use
     logits: torch.Tensor  # the final layer's logits at the last prompt position
     states: dict  # exit layer -> hidden state of the last position (record mode only)
     measured: object  # greencode.energy.Measurement of the prefill
@@ -214,11 +214,11 @@ class EarlyExitEngine:
     @torch.inference_mode()
     def prefill(self, prompt: str | list[int], max_new_tokens: int = 15, record: bool = False) -> Prefilled:
         """Run the prompt through every layer once (the cost every policy shares on a prompt)."""
-        from transformers import DynamicCache
+        from greencode.kv_cache import StaticKVCache
 
         ids, dropped = self.encode(prompt, max_new_tokens)
         adapter = self.adapter
-        cache = DynamicCache(config=self.loaded.model.config)
+        cache = StaticKVCache(self.num_layers, len(ids) + max_new_tokens)
         self.meter.begin_window("token")
         input_ids = torch.tensor([ids], device=self.device)
         positions = torch.arange(len(ids), device=self.device)[None]

@@ -54,11 +54,12 @@ def runnable_forms(device: torch.device | str, dtype: torch.dtype = torch.float3
 class QuantizedLinear(nn.Module):
     """An nn.Linear whose weight is prepacked for fbgemm (int8 per output channel, or fp16); fp32 in and out."""
 
-    def __init__(self, linear: nn.Linear, form: str):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, form: str):
         super().__init__()
-        self.in_features, self.out_features, self.form = linear.in_features, linear.out_features, form
-        weight = linear.weight.detach().float()
-        bias = linear.bias.detach().float() if linear.bias is not None else None
+        self.out_features, self.in_features = weight.shape
+        self.form = form
+        weight = weight.detach().float()
+        bias = bias.detach().float() if bias is not None else None
         with warnings.catch_warnings():  # torch marks quantized tensors deprecated; fbgemm's GEMM is still the fast one
             warnings.simplefilter("ignore")
             if form == "fp16":
@@ -89,7 +90,7 @@ class QuantizedHead(QuantizedLinear):
     tied, so no copy) for whoever gathers rows of it, e.g. shortlist exit heads."""
 
     def __init__(self, linear: nn.Linear, form: str):
-        super().__init__(linear, form)
+        super().__init__(linear.weight, linear.bias, form)
         # plain attributes, not parameters: the model must not count or save them twice
         self.__dict__["weight"], self.__dict__["bias"] = linear.weight, linear.bias
 
@@ -138,11 +139,15 @@ def resolve_form(requested: str, adapter, device: torch.device | str, dtype: tor
 @torch.no_grad()
 def apply_weights(adapter, requested: str, device: torch.device | str, dtype: torch.dtype) -> str:
     """Put the decoder layers' linears and the LM head of `adapter.model` in the resolved form; return it."""
+    from greencode.lean import LeanLlama
+
     form = resolve_form(requested, adapter, device, dtype)
+    if adapter.arch in ("llama", "mistral", "qwen2", "smollm") and LeanLlama.supports(adapter):
+        adapter.lean = LeanLlama(adapter, form)  # fuses projections from the float weights, so before quantizing
     if form == "fp32":
         return form
     for parent, attribute, linear in _linears(adapter):
-        setattr(parent, attribute, QuantizedLinear(linear, form))
+        setattr(parent, attribute, QuantizedLinear(linear.weight, linear.bias, form))
     adapter.model.set_output_embeddings(QuantizedHead(adapter.model.get_output_embeddings(), form))
     return form
 
