@@ -113,6 +113,7 @@ class EngineConfig:
     temperature: float = _opt(0.0, lo=0.0)  # 0 = greedy
     top_p: float = _opt(1.0, lo=0.0, hi=1.0)
     seed: int = _opt(0)
+    token_healing: bool = _opt(True)  # a prompt cut mid-word completes the word (text prompts)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ def real_engine_factory(settings: TuiSettings) -> EngineFactory:
         points = resolve_exit_points(config, loaded.num_layers, loaded.info)
         # Built on `full`; the app then sets the requested policy, so a missing agent is a note, not a failure.
         return EarlyExitEngine(loaded, "full", EnergyMeter(config.energy), points,
-                               config.engine.max_context_tokens, settings.agent_path or None)
+                               config.engine.max_context_tokens, settings.agent_path or None,
+                               token_healing=config.engine.token_healing)
 
     return build
 

@@ -18,7 +18,8 @@ def build_engine(config, policy: str, threshold: Optional[float]):
     engine = EarlyExitEngine(loaded, "full", meter=EnergyMeter(config.energy),
                              exit_points=resolve_exit_points(config, loaded.num_layers, loaded.info),
                              max_context_tokens=config.engine.max_context_tokens,
-                             agent_path=config.agent.path or None)
+                             agent_path=config.agent.path or None,
+                             token_healing=config.engine.token_healing)
     default = engine.make_policy(policy)
     engine.set_policy(default.with_threshold(threshold) if threshold is not None else default)
     return engine
