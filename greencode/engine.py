@@ -76,6 +76,7 @@ class Prefilled:
     logits: torch.Tensor  # the final layer's logits at the last prompt position
     states: dict  # exit layer -> hidden state of the last position (record mode only)
     measured: object  # greencode.energy.Measurement of the prefill
+    reused: int = 0  # leading prompt tokens taken from the prefix cache instead of run again
     healed: str = ""  # text backed out of the prompt by token healing: the completion starts with it
 
 
@@ -93,6 +94,16 @@ class Completion:
     def cancel(self) -> None:
         """Thread-safe: the stream ends before its next token."""
         self._cancelled.set()
+
+
+def _causal_mask_after(past: int, new: int, dtype, device) -> torch.Tensor:
+    """Additive mask (1, 1, new, past + new): new token i sees every cached position and new tokens <= i.
+
+    Needed when several tokens run on top of a cache: without a mask SDPA's causal flag aligns the
+    triangle top-left, so the new tokens would not see the cached prefix."""
+    allowed = torch.ones(new, past + new, dtype=torch.bool, device=device).tril(diagonal=past)
+    return torch.zeros(new, past + new, dtype=dtype, device=device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)[None, None]
 
 
 GREEDY_BELOW = 1e-4  # temperatures this small would overflow logits / T: treat them as greedy
@@ -131,7 +142,7 @@ class _TextTracker:
 class EarlyExitEngine:
     def __init__(self, loaded, policy: ExitPolicy | str = "full", meter: EnergyMeter | None = None,
                  exit_points: list[int] | None = None, max_context_tokens: int = 512,
-                 agent_path: str | None = None, token_healing: bool = False):
+                 agent_path: str | None = None, prefix_cache=None, token_healing: bool = False):
         from greencode.exits import exit_points as paper_exit_points
         from greencode.exits import validate_exit_points
 
@@ -152,6 +163,7 @@ class EarlyExitEngine:
         self.cost = CostModel.of(self.adapter)
         self.device = next(loaded.model.parameters()).device
         self._policy = self.make_policy(policy) if isinstance(policy, str) else policy
+        self.prefix_cache = prefix_cache  # greencode.prefix_cache.PrefixCache: prompts share their prefill
 
     # -- policies ---------------------------------------------------------------------------------
 
@@ -177,6 +189,10 @@ class EarlyExitEngine:
 
     def set_threshold(self, value: float) -> None:
         self._policy = self._policy.with_threshold(value)
+
+    @property
+    def _model_key(self) -> tuple:
+        return (self.loaded.spec, id(self.loaded.model))
 
     # -- prompt -----------------------------------------------------------------------------------
 
@@ -243,18 +259,24 @@ class EarlyExitEngine:
         adapter = self.adapter
         cache = DynamicCache(config=self.loaded.model.config)
         self.meter.begin_window("token")
-        input_ids = torch.tensor([ids], device=self.device)
-        positions = torch.arange(len(ids), device=self.device)[None]
+        # A stored prompt sharing our first tokens fills the cache with them; only the rest runs here.
+        reused = self.prefix_cache.lookup(self._model_key, ids, cache) if self.prefix_cache is not None else 0
+        input_ids = torch.tensor([ids[reused:]], device=self.device)
+        positions = torch.arange(reused, len(ids), device=self.device)[None]
         hidden = adapter.embed(input_ids, positions)
         context = adapter.layer_context(hidden, positions)
+        if reused and len(ids) - reused > 1:
+            context["attention_mask"] = _causal_mask_after(reused, len(ids) - reused, hidden.dtype, self.device)
         states = {}
         for index in range(self.num_layers):
             hidden = adapter.run_layer(index, hidden, context, cache)
             if record and index + 1 in self._exit_index:
                 states[index + 1] = hidden[:, -1:]
         logits = adapter.logits(hidden[:, -1:])[0, -1]
+        if self.prefix_cache is not None:
+            self.prefix_cache.store(self._model_key, ids, cache)  # a copy: decoding never writes into it
         measured = self.meter.end_window("token")
-        return Prefilled(ids, dropped, max_new_tokens, cache, logits, states, measured, healed)
+        return Prefilled(ids, dropped, max_new_tokens, cache, logits, states, measured, reused, healed)
 
     @torch.inference_mode()
     def _run(self, completion: Completion, prefilled: Prefilled, shared: bool, max_new_tokens: int, stop: list[str],
