@@ -63,8 +63,9 @@ class ArchAdapter:
         return {"position_ids": position_ids}
 
     def run_layer(self, index: int, hidden: torch.Tensor, context: dict, cache) -> torch.Tensor:
-        return _hidden(self.layers[index](hidden, attention_mask=None, cache=cache, use_cache=cache is not None,
-                                          **context))
+        # context may carry an attention mask (a prompt run on top of a reused prefix); else none is needed
+        return _hidden(self.layers[index](hidden, cache=cache, use_cache=cache is not None,
+                                          **{"attention_mask": None, **context}))
 
     def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -117,6 +117,9 @@ class EngineConfig:
     temperature: float = _opt(0.0, lo=0.0)  # 0 = greedy
     top_p: float = _opt(1.0, lo=0.0, hi=1.0)
     seed: int = _opt(0)
+    token_healing: bool = _opt(True)  # a prompt cut mid-word completes the word (text prompts)
+    prefix_cache: int = _opt(4, lo=0)  # prompts whose prefill KV cache is kept for reuse; 0 = off
+    prefix_cache_mb: int = _opt(256, lo=0)  # memory bound of those caches together
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from greencode.agent import ExitAgent, agent_observation
 from greencode.energy import EnergyMeter
 from greencode.errors import GreencodeError
 from greencode.events import CompletionSummary, TokenEvent, layers_skipped_frac
+from greencode.healing import HealingConstraint, heal_prompt, vocab_texts
 from greencode.policies import ExitPolicy, Full, parse_policy
 
 
@@ -75,6 +76,8 @@ class Prefilled:
     logits: torch.Tensor  # the final layer's logits at the last prompt position
     states: dict  # exit layer -> hidden state of the last position (record mode only)
     measured: object  # greencode.energy.Measurement of the prefill
+    reused: int = 0  # leading prompt tokens taken from the prefix cache instead of run again
+    healed: str = ""  # text backed out of the prompt by token healing: the completion starts with it
 
 
 @dataclass
@@ -91,6 +94,16 @@ class Completion:
     def cancel(self) -> None:
         """Thread-safe: the stream ends before its next token."""
         self._cancelled.set()
+
+
+def _causal_mask_after(past: int, new: int, dtype, device) -> torch.Tensor:
+    """Additive mask (1, 1, new, past + new): new token i sees every cached position and new tokens <= i.
+
+    Needed when several tokens run on top of a cache: without a mask SDPA's causal flag aligns the
+    triangle top-left, so the new tokens would not see the cached prefix."""
+    allowed = torch.ones(new, past + new, dtype=torch.bool, device=device).tril(diagonal=past)
+    return torch.zeros(new, past + new, dtype=dtype, device=device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)[None, None]
 
 
 GREEDY_BELOW = 1e-4  # temperatures this small would overflow logits / T: treat them as greedy
@@ -111,8 +124,9 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
 class _TextTracker:
     """Incremental detokenisation: the text each token adds, holding back partial UTF-8 characters."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, healed: str = ""):
         self.tokenizer = tokenizer
+        self.healed = healed  # before the cursor: decoded, but never handed out
         self.ids: list[int] = []
         self.text = ""
 
@@ -121,6 +135,7 @@ class _TextTracker:
         decoded = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if decoded.endswith("\ufffd"):
             return ""
+        decoded = decoded[len(self.healed):]
         piece, self.text = decoded[len(self.text):], decoded
         return piece
 
@@ -128,7 +143,7 @@ class _TextTracker:
 class EarlyExitEngine:
     def __init__(self, loaded, policy: ExitPolicy | str = "full", meter: EnergyMeter | None = None,
                  exit_points: list[int] | None = None, max_context_tokens: int = 512,
-                 agent_path: str | None = None):
+                 agent_path: str | None = None, prefix_cache=None, token_healing: bool = False):
         from greencode.exits import exit_points as paper_exit_points
         from greencode.exits import validate_exit_points
 
@@ -142,10 +157,14 @@ class EarlyExitEngine:
         self.meter = meter or EnergyMeter()
         self.max_context_tokens = max_context_tokens
         self.agent_path = agent_path
+        # Off for the library (eval and trajectories cut at token boundaries); front ends pass [engine].token_healing.
+        self.token_healing = token_healing  # text prompts only: a list of ids has no cursor inside a word
+        self._vocab_texts: list[str] | None = None
         self._agent: ExitAgent | None = None
         self.cost = CostModel.of(self.adapter)
         self.device = next(loaded.model.parameters()).device
         self._policy = self.make_policy(policy) if isinstance(policy, str) else policy
+        self.prefix_cache = prefix_cache  # greencode.prefix_cache.PrefixCache: prompts share their prefill
 
     # -- policies ---------------------------------------------------------------------------------
 
@@ -171,6 +190,10 @@ class EarlyExitEngine:
 
     def set_threshold(self, value: float) -> None:
         self._policy = self._policy.with_threshold(value)
+
+    @property
+    def _model_key(self) -> tuple:
+        return (self.loaded.spec, id(self.loaded.model))
 
     # -- prompt -----------------------------------------------------------------------------------
 
@@ -199,13 +222,22 @@ class EarlyExitEngine:
         limit = self._context_limit(max_new_tokens)
         return ids[-limit:], max(0, len(ids) - limit)
 
+    def heal(self, ids: list[int]):
+        """Token healing of a prompt's ids (greencode/healing.py); the vocabulary is decoded on first use."""
+        if self._vocab_texts is None:
+            self._vocab_texts = vocab_texts(self.loaded.tokenizer)
+        return heal_prompt(self.loaded.tokenizer, ids, self._vocab_texts)
+
     # -- decoding ---------------------------------------------------------------------------------
 
     def stream(self, prompt: str | list[int], max_new_tokens: int = 15, stop: list[str] | None = None,
                stop_at_eol: bool = False, temperature: float = 0.0, top_p: float = 1.0,
-               record: bool = False, seed: int | None = None, prefilled: Prefilled | None = None) -> Completion:
+               record: bool = False, seed: int | None = None, prefilled: Prefilled | None = None,
+               record_scores: bool = True) -> Completion:
         """Stream a completion of `prompt` (text or token ids). With `prefilled` (from `prefill` on the same
-        prompt) the prompt is not run again: its cache is copied, and its first token and figures reused."""
+        prompt) the prompt is not run again: its cache is copied, and its first token and figures reused.
+        A text prompt is token-healed when `token_healing` is on: the events carry only what follows the cursor.
+        `record_scores` keeps the policy's score at every exit point a token passed (TokenEvent.exit_scores)."""
         if max_new_tokens <= 0:
             raise GreencodeError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
@@ -218,7 +250,7 @@ class EarlyExitEngine:
                                  "only when prefilled with record=True)")
         completion = Completion(iter(()))
         completion._events = self._run(completion, prefilled, shared, max_new_tokens, list(stop or []),
-                                       stop_at_eol, temperature, top_p, record, seed)
+                                       stop_at_eol, temperature, top_p, record, seed, record_scores)
         return completion
 
     def complete(self, prompt: str | list[int], **options) -> CompletionSummary:
@@ -232,31 +264,43 @@ class EarlyExitEngine:
         from transformers import DynamicCache
 
         ids, dropped = self.encode(prompt, max_new_tokens)
+        healed = ""
+        if self.token_healing and isinstance(prompt, str):
+            healing = self.heal(ids)
+            ids, healed = healing.ids, healing.removed
         adapter = self.adapter
         cache = DynamicCache(config=self.loaded.model.config)
         self.meter.begin_window("token")
-        input_ids = torch.tensor([ids], device=self.device)
-        positions = torch.arange(len(ids), device=self.device)[None]
+        # A stored prompt sharing our first tokens fills the cache with them; only the rest runs here.
+        reused = self.prefix_cache.lookup(self._model_key, ids, cache) if self.prefix_cache is not None else 0
+        input_ids = torch.tensor([ids[reused:]], device=self.device)
+        positions = torch.arange(reused, len(ids), device=self.device)[None]
         hidden = adapter.embed(input_ids, positions)
         context = adapter.layer_context(hidden, positions)
+        if reused and len(ids) - reused > 1:
+            context["attention_mask"] = _causal_mask_after(reused, len(ids) - reused, hidden.dtype, self.device)
         states = {}
         for index in range(self.num_layers):
             hidden = adapter.run_layer(index, hidden, context, cache)
             if record and index + 1 in self._exit_index:
                 states[index + 1] = hidden[:, -1:]
         logits = adapter.logits(hidden[:, -1:])[0, -1]
+        if self.prefix_cache is not None:
+            self.prefix_cache.store(self._model_key, ids, cache)  # a copy: decoding never writes into it
         measured = self.meter.end_window("token")
-        return Prefilled(ids, dropped, max_new_tokens, cache, logits, states, measured)
+        return Prefilled(ids, dropped, max_new_tokens, cache, logits, states, measured, reused, healed)
 
     @torch.inference_mode()
     def _run(self, completion: Completion, prefilled: Prefilled, shared: bool, max_new_tokens: int, stop: list[str],
-             stop_at_eol: bool, temperature: float, top_p: float, record: bool, seed: int | None):
+             stop_at_eol: bool, temperature: float, top_p: float, record: bool, seed: int | None,
+             record_scores: bool):
         import copy
 
         adapter, L = self.adapter, self.num_layers
         generator = torch.Generator().manual_seed(seed) if (seed is not None and temperature > 0) else None
         eos = self.loaded.tokenizer.eos_token_id
-        text = _TextTracker(self.loaded.tokenizer)
+        text = _TextTracker(self.loaded.tokenizer, prefilled.healed)
+        healing = HealingConstraint(prefilled.healed, self._vocab_texts or [])
         events: list[TokenEvent] = []
         stop_reason = "length"
         started = time.perf_counter()
@@ -266,9 +310,11 @@ class EarlyExitEngine:
         cache = copy.deepcopy(prefilled.cache) if shared else prefilled.cache
         logits = prefilled.logits
         trace = self._trace(prefilled.states, logits) if record else None
-        token = _sample(logits, temperature, top_p, generator)
+        token = _sample(healing.apply(logits), temperature, top_p, generator)
+        healing.advance(token)
         prefill_seconds = measured.seconds
         exit_layer, score, head_passes, policy_name = L, None, 1, "prefill"
+        scores: list[float | None] = []
         position = len(ids)
 
         try:
@@ -277,7 +323,7 @@ class EarlyExitEngine:
                 piece = text.add(token)
                 full_joules = measured.joules * self.cost.full_units / self.cost.units(exit_layer, head_passes)
                 event = TokenEvent(index, token, piece, exit_layer, exit_layer, L, score, measured.seconds,
-                                   measured.joules, measured.source, full_joules, policy_name)
+                                   measured.joules, measured.source, full_joules, policy_name, tuple(scores))
                 if trace is not None:
                     event = TracedEvent(**event.__dict__, trace=trace)
                 events.append(event)
@@ -305,6 +351,7 @@ class EarlyExitEngine:
                 hidden = adapter.embed(step_ids, step_pos)
                 context = adapter.layer_context(hidden, step_pos)
                 exit_layer, score, head_passes, logits = L, None, 1, None
+                scores = [] if record_scores else scores  # off: the empty list stays empty
                 states = {}
                 policy_name = policy.name if policy is not None else "full (recorded)"
                 check_exits = policy is not None and not isinstance(policy, Full)
@@ -319,6 +366,8 @@ class EarlyExitEngine:
                     exit_logits = adapter.exit_logits(layer, hidden)[0, -1] if policy.needs_logits else None
                     head_passes += policy.needs_logits
                     leave, score = policy.decide(layer, exit_index, hidden, exit_logits)
+                    if record_scores:  # the score is computed anyway: keeping it is one append
+                        scores.append(score)
                     if leave:
                         exit_layer, logits = layer, exit_logits
                         head_passes -= policy.needs_logits  # the exit's logits are reused below
@@ -329,7 +378,8 @@ class EarlyExitEngine:
                 if logits is None:
                     logits = adapter.exit_logits(exit_layer, hidden)[0, -1]
                 trace = self._trace(states, logits) if record else None
-                token = _sample(logits, temperature, top_p, generator)
+                token = _sample(healing.apply(logits), temperature, top_p, generator)
+                healing.advance(token)
                 position += 1
                 measured = self.meter.end_window("token")
         finally:

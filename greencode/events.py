@@ -25,6 +25,7 @@ class TokenEvent:
     energy_source: str  # "measured: gpu", "measured: cpu" or "estimate"
     full_depth_joules: float  # the same token's estimated energy at full depth (for "joules saved")
     policy: str  # the policy that decided this token, e.g. "agent:0.9"
+    exit_scores: tuple = ()  # the policy's score at each exit point the token passed, in order (the last decided)
 
 
 @dataclass(frozen=True)
