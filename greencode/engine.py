@@ -126,7 +126,8 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
-        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p  # always keeps the top token
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        keep[0] = True  # the top token always stays: a tiny top_p (1e-300 is 0 in float32) must not empty the set
         probs = torch.zeros_like(probs).scatter(-1, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs, 1, generator=generator))
 
@@ -239,10 +240,21 @@ class EarlyExitEngine:
 
     # -- prompt -----------------------------------------------------------------------------------
 
-    def _context_limit(self, max_new_tokens: int) -> int:
+    @property
+    def position_window(self) -> int:
+        """How many positions the model can attend over (prompt + generated tokens)."""
         config = self.loaded.model.config
-        window = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
-        return max(1, min(self.max_context_tokens, window - max_new_tokens))
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
+
+    def max_new_tokens_limit(self) -> int:
+        """The most tokens one completion can add: at least one prompt token must fit in the window."""
+        return self.position_window - 1
+
+    def _context_limit(self, max_new_tokens: int) -> int:
+        if max_new_tokens > self.max_new_tokens_limit():
+            raise GreencodeError(f"max_new_tokens {max_new_tokens} does not fit the model's position window of "
+                                 f"{self.position_window} tokens; ask for at most {self.max_new_tokens_limit()}")
+        return max(1, min(self.max_context_tokens, self.position_window - max_new_tokens))
 
     def encode(self, prompt: str | list[int], max_new_tokens: int) -> tuple[list[int], int]:
         """Token ids of the prompt, keeping the tokens nearest the cursor; (ids, number dropped)."""
