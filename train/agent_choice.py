@@ -18,12 +18,10 @@ MIN_AGREEMENT = 0.95  # token agreement the trade-off is read at
 SWEEP = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99)
 
 
-def token_units(cost, exit_head_units: float, layers: np.ndarray, agent_units: float = 0.0,
-                decisions: np.ndarray | None = None) -> np.ndarray:
-    """Modelled layer-units per token exiting at `layers` (L = full depth: the whole head)."""
-    L = cost.num_layers
-    head = np.where(layers < L, exit_head_units, cost.head_units)
-    units = layers + (L - layers) * cost.propagation_units + head
+def token_units(cost, layers: np.ndarray, agent_units: float = 0.0, decisions: np.ndarray | None = None) -> np.ndarray:
+    """Modelled layer-units per token exiting at `layers` (greencode.engine.CostModel: an exit pays one
+    exit-head pass, full depth the whole head), plus the agent's decisions."""
+    units = np.asarray([cost.units(int(layer), 0 if layer == cost.num_layers else 1) for layer in layers])
     if decisions is not None:
         units = units + decisions * agent_units
     return units
@@ -35,10 +33,10 @@ def agent_decision_units(net_arch: list[int], obs_dim: int, layer_weights: int) 
     return sum(a * b + b for a, b in zip(widths, widths[1:])) / layer_weights
 
 
-def curve(probs: np.ndarray, held_out: TrajectoryCache, cost, exit_head_units: float, agent_units: float,
+def curve(probs: np.ndarray, held_out: TrajectoryCache, cost, agent_units: float,
           thresholds=SWEEP) -> dict[str, dict]:
     """{T: {agreement, mean_exit_layer, modelled_speedup}} on held-out tokens."""
-    full = cost.units(cost.num_layers, 1)
+    full = cost.full_units
     out = {}
     tokens = np.arange(held_out.num_tokens)
     for t in thresholds:
@@ -47,19 +45,19 @@ def curve(probs: np.ndarray, held_out: TrajectoryCache, cost, exit_head_units: f
         agrees = np.where(exited, held_out.correct[tokens, np.minimum(positions, held_out.num_exits - 1)], True)
         layers = held_out.layer_of(positions)
         decisions = np.minimum(positions + 1, held_out.num_exits)
-        units = token_units(cost, exit_head_units, layers, agent_units, decisions)
+        units = token_units(cost, layers, agent_units, decisions)
         out[f"{t:g}"] = {"agreement": round(float(agrees.mean()), 4), "early_exit_rate": round(float(exited.mean()), 4),
                          "mean_exit_layer": round(float(layers.mean()), 2),
                          "modelled_speedup": round(float(full / units.mean()), 3)}
     return out
 
 
-def oracle_figures(held_out: TrajectoryCache, cost, exit_head_units: float) -> dict:
+def oracle_figures(held_out: TrajectoryCache, cost) -> dict:
     """The oracle (first exit that agrees): its mean exit layer and modelled speed-up on the same tokens."""
     layers = held_out.layer_of(held_out.optimal_positions)
-    units = token_units(cost, exit_head_units, layers)
+    units = token_units(cost, layers)
     return {"mean_exit_layer": round(float(layers.mean()), 2),
-            "modelled_speedup": round(float(cost.units(cost.num_layers, 1) / units.mean()), 3)}
+            "modelled_speedup": round(float(cost.full_units / units.mean()), 3)}
 
 
 def trade_off(figures: dict[str, dict], min_agreement: float = MIN_AGREEMENT) -> tuple[float, str | None]:

@@ -28,6 +28,7 @@ LANGUAGES = ("python", "java")
 TARGET_TOP_K = 64  # final-layer log-probs kept per token: nearly all the mass of a 135M model's next token
 WINDOWS_PER_FILE = 2  # windows drawn per file, at seeded offsets: many files rather than a few long ones
 STATES_FORMAT = "greencode-calibration-states/1"
+PART_WINDOWS = 32  # windows per part file of the state cache (a stopped run resumes from its parts)
 
 
 def jdk_src_zips() -> tuple[Path | None, list[str]]:
@@ -127,6 +128,12 @@ class CalibrationStates:
         return CalibrationStates({p: h[mask] for p, h in self.exits.items()}, self.final[mask],
                                  self.target_ids[mask], self.target_logprobs[mask], self.language[mask])
 
+    def spread(self, count: int) -> "CalibrationStates":
+        """About `count` tokens taken at an even stride, so they span every window and file."""
+        rows = slice(None, None, max(1, self.count // max(count, 1)))
+        return CalibrationStates({p: h[rows] for p, h in self.exits.items()}, self.final[rows],
+                                 self.target_ids[rows], self.target_logprobs[rows], self.language[rows])
+
     def save(self, path: Path, meta: dict) -> Path:
         from safetensors.torch import save_file
 
@@ -170,19 +177,20 @@ def _alternate(chunks_by_language: dict[str, list]) -> list[tuple[str, list[int]
     return out
 
 
-def collect_states(loaded, chunks_by_language: dict[str, list[list[int]]], exit_points: list[int],
-                   log=print, top_k: int = TARGET_TOP_K) -> CalibrationStates:
-    """Run the frozen model over every window once (all layers, teacher-forced) and keep what calibration needs."""
+def collect_states(loaded, pairs: list[tuple[str, list[int]]], exit_points: list[int], log=print,
+                   top_k: int = TARGET_TOP_K, progress: tuple[int, int, float] | None = None) -> CalibrationStates:
+    """Run the frozen model over (language, window) pairs once (all layers, teacher-forced) and keep what
+    calibration needs. `progress` = (tokens done before, tokens in all, start time) for the log line."""
     import torch
 
     adapter = loaded.adapter
     points = set(exit_points)
-    total = sum(len(c) * len(c[0]) for c in chunks_by_language.values() if c)
+    done, total, started = progress or (0, sum(len(c) for _, c in pairs), time.perf_counter())
     exits: dict[int, list] = {p: [] for p in exit_points}
     finals, ids, logprobs, languages = [], [], [], []
-    started, done, last_log = time.perf_counter(), 0, 0.0
+    last_log = 0.0
     with torch.inference_mode():
-        for language, chunk in _alternate(chunks_by_language):  # a build stopped early still holds both
+        for language, chunk in pairs:
             tokens = torch.tensor([chunk])
             positions = torch.arange(len(chunk))[None]
             hidden = adapter.embed(tokens, positions)
@@ -204,23 +212,55 @@ def collect_states(loaded, chunks_by_language: dict[str, list[list[int]]], exit_
                              torch.cat(logprobs), torch.cat(languages))
 
 
+def concatenate(parts: list[CalibrationStates]) -> CalibrationStates:
+    import torch
+
+    return CalibrationStates({p: torch.cat([s.exits[p] for s in parts]) for p in parts[0].exits},
+                             torch.cat([s.final for s in parts]), torch.cat([s.target_ids for s in parts]),
+                             torch.cat([s.target_logprobs for s in parts]), torch.cat([s.language for s in parts]))
+
+
+def _matching(path: Path, meta: dict) -> CalibrationStates | None:
+    if not path.is_file():
+        return None
+    states, saved = CalibrationStates.load(path)
+    return states if {k: saved.get(k) for k in meta} == meta else None
+
+
 def cached_states(loaded, files_by_language: dict[str, list], exit_points: list[int], tokens_per_language: int,
                   seq_len: int, seed: int, path: Path, log=print) -> CalibrationStates:
-    """The states at `path` when they were made for this model, exit points and size; else collect and save."""
+    """The states at `path` when they were made for this model, exit points and size; else collect and save.
+
+    Collection saves a part file every PART_WINDOWS windows, so a stopped run resumes where it was."""
     meta = {"model": loaded.name, "exit_points": list(exit_points), "tokens_per_language": tokens_per_language,
             "seq_len": seq_len, "seed": seed}
-    if path.is_file():
-        states, saved = CalibrationStates.load(path)
-        if {k: saved.get(k) for k in meta} == meta:
-            log(f"reusing cached hidden states in {path} ({states.count} tokens)")
-            return states
-        log(f"{path}: cached for {saved}, not {meta}; collecting again")
+    states = _matching(path, meta)
+    if states is not None:
+        log(f"reusing cached hidden states in {path} ({states.count} tokens)")
+        return states
     chunks = {lang: windows(files, loaded.tokenizer, seq_len, tokens_per_language, seed)
               for lang, files in files_by_language.items()}
     log("windows: " + ", ".join(f"{lang} {len(c)} x {seq_len} tokens" for lang, c in chunks.items()))
-    states = collect_states(loaded, chunks, exit_points, log=log)
+    pairs = _alternate(chunks)  # languages alternate, so every part holds both
     path.parent.mkdir(parents=True, exist_ok=True)
+    total, started, parts, part_paths = sum(len(c) for _, c in pairs), time.perf_counter(), [], []
+    for number, start in enumerate(range(0, len(pairs), PART_WINDOWS)):
+        part_path = path.with_name(f"{path.stem}.part{number:03d}.safetensors")
+        part_meta = {**meta, "part": number}
+        part = _matching(part_path, part_meta)
+        if part is None:
+            done = sum(p.count for p in parts)
+            part = collect_states(loaded, pairs[start:start + PART_WINDOWS], exit_points, log,
+                                  progress=(done, total, started))
+            part.save(part_path, part_meta)
+        else:
+            log(f"reusing {part_path} ({part.count} tokens)")
+        parts.append(part)
+        part_paths.append(part_path)
+    states = concatenate(parts)
     states.save(path, {**meta, "tokens": states.count})
+    for part_path in part_paths:
+        part_path.unlink()
     return states
 
 

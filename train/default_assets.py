@@ -43,7 +43,7 @@ class Recipe:
 
     shortlist: int = 8192  # K most frequent train-split tokens
     count_tokens: int = 3_000_000  # tokens counted per language for the shortlist (0 = the whole split)
-    train_tokens: int = 49152  # calibration tokens per language whose states fit the maps
+    train_tokens: int = 43008  # calibration tokens per language whose states fit the maps (168 windows)
     validation_tokens: int = 8192  # held-out tokens per language for the agreement figures
     seq_len: int = 256  # window length of the state cache
     kl_epochs: float = 1.0  # passes of KL distillation over the cached states (0 = least squares only)
@@ -96,31 +96,30 @@ def train_agents(loaded, cache, config, recipe: Recipe, output: Path, shortlist_
     from train.supervised_agent import train_supervised_agent
 
     agent_config = dataclasses.replace(config.agent, seed=recipe.seed)
-    cost = CostModel.of(loaded.adapter)
-    exit_head = cost.head_units * shortlist_size * loaded.hidden_size / loaded.adapter.head_weights if shortlist_size else cost.head_units
+    cost = CostModel.of(loaded.adapter, shortlist_size or None)
     decision = agent_decision_units(list(agent_config.net_arch), cache.obs_dim, loaded.adapter.layer_weights)
     _, held_out = cache.split(HELD_OUT_FRACTION, agent_config.seed)
     log("training the supervised agent (P(exit) = P(the exit's token is full depth's))")
     supervised = train_supervised_agent(cache, agent_config, output / "agent-supervised", epochs=SUPERVISED_EPOCHS,
                                         lr=SUPERVISED_LR, held_out_fraction=HELD_OUT_FRACTION)
     curves = {"supervised": curve(exit_probabilities(ExitAgent.load(output / "agent-supervised" / AGENT_FILE), held_out),
-                                  held_out, cost, exit_head, decision)}
+                                  held_out, cost, decision)}
     ppo = None
     if recipe.timesteps > 0:
         log(f"training the PPO agent: {recipe.timesteps} steps with the paper's rewards")
         ppo = train_agent(cache, agent_config, output / "agent-ppo", recipe.timesteps)
         curves["ppo"] = curve(exit_probabilities(ExitAgent.load(output / "agent-ppo" / AGENT_FILE), held_out),
-                              held_out, cost, exit_head, decision)
+                              held_out, cost, decision)
     chosen, why = choose(curves["supervised"], curves.get("ppo"))
     log(f"agent: {chosen} ({why})")
     report = {
         "chosen": chosen, "why": why, "held_out_tokens": held_out.num_tokens,
-        "held_out_trade_off": curves, "oracle": oracle_figures(held_out, cost, exit_head),
+        "held_out_trade_off": curves, "oracle": oracle_figures(held_out, cost),
         "supervised": {k: supervised[k] for k in ("method", "epochs", "seconds", "train_tokens", "positive_rate")},
         "ppo": {k: ppo.get(k) for k in ("timesteps", "seconds", "steps_per_s", "mean_step_reward",
                                         "optimal_exit_rate", "early_exit_rate")} if ppo else "not run (timesteps 0)",
         "decision_cost": {"layer_units": round(decision, 4),
-                          "share_of_full_depth_token": round(decision / cost.units(cost.num_layers, 1), 5),
+                          "share_of_full_depth_token": round(decision / cost.full_units, 5),
                           "note": "one agent decision (its MLP) against one full-depth token, both in weights read"},
     }
     return output / f"agent-{chosen}" / AGENT_FILE, report

@@ -19,6 +19,9 @@ import torch
 from greencode.exit_maps import ExitMaps
 from train.calibration import CalibrationStates, progress_line
 
+AGREEMENT_TOKENS_SHORTLIST = 4096  # held-out tokens per language for the shortlist head's agreement
+AGREEMENT_TOKENS_FULL_HEAD = 1024  # and for the whole head's (6x the cost per token)
+
 
 def fit_least_squares(maps: ExitMaps, states: CalibrationStates, ridge: float = 1e-2, block: int = 8192) -> None:
     """Closed-form ridge regression of the final state on each exit's state, in float64, block by block."""
@@ -114,12 +117,18 @@ def agreement(head: ExitHead, states: CalibrationStates, maps: ExitMaps | None, 
     return {layer: round(count / max(states.count, 1), 4) for layer, count in hits.items()}
 
 
-def agreement_table(adapter, states: CalibrationStates, maps: ExitMaps | None, heads: dict[str, ExitHead]) -> dict:
-    """{language: {head name: {layer: agreement}}} on held-out states."""
+def agreement_table(adapter, states: CalibrationStates, maps: ExitMaps | None, heads: dict[str, ExitHead],
+                    tokens: dict[str, int] | None = None) -> dict:
+    """{language: {head name: {layer: agreement}}} on about tokens[head] held-out tokens of each language
+    (the whole head's 49k rows cost 6x the shortlist's, so it may be measured on fewer)."""
     from train.calibration import LANGUAGES
 
-    return {language: {name: agreement(head, states.only(language), maps) for name, head in heads.items()}
-            for language in LANGUAGES}
+    table = {}
+    for language in LANGUAGES:
+        own = states.only(language)
+        table[language] = {name: agreement(head, own.spread((tokens or {}).get(name, own.count)), maps)
+                           for name, head in heads.items()}
+    return table
 
 
 def mean_shortlist_agreement(table: dict) -> float:
@@ -139,24 +148,25 @@ def calibrate_exit_maps(loaded, train: CalibrationStates, validation: Calibratio
     started = time.perf_counter()
     heads = {"full": ExitHead(adapter), "shortlist": ExitHead(adapter, shortlist)}
     points = sorted(train.exits)
-    tables: dict[str, dict] = {"before": agreement_table(adapter, validation, None, heads)}
+    sizes = {"full": AGREEMENT_TOKENS_FULL_HEAD, "shortlist": AGREEMENT_TOKENS_SHORTLIST}
+    tables: dict[str, dict] = {"before": agreement_table(adapter, validation, None, heads, sizes)}
     log(f"agreement before (identity maps): {_summary(tables['before'])}")
     maps = ExitMaps(loaded.hidden_size, points, normalize=True)
     fit_least_squares(maps, train)
-    tables["least_squares"] = agreement_table(adapter, validation, maps, heads)
+    tables["least_squares"] = agreement_table(adapter, validation, maps, heads, sizes)
     log(f"agreement after least squares: {_summary(tables['least_squares'])}")
     candidates = {"least_squares": copy.deepcopy(maps)}
     losses = {}
     if kl_epochs > 0:
         losses["kl"] = distill(maps, heads["shortlist"], train, kl_epochs, lr=lr, log=log, what="KL (affine)")
-        tables["kl"] = agreement_table(adapter, validation, maps, heads)
+        tables["kl"] = agreement_table(adapter, validation, maps, heads, sizes)
         log(f"agreement after KL: {_summary(tables['kl'])}")
         candidates["kl"] = copy.deepcopy(maps)
     if mlp_rank > 0 and mlp_epochs > 0:
         maps.add_mlps(mlp_rank)
         losses["mlp"] = distill(maps, heads["shortlist"], train, mlp_epochs, lr=lr, log=log,
                                 what=f"KL (affine + rank-{mlp_rank} MLP)")
-        tables["mlp"] = agreement_table(adapter, validation, maps, heads)
+        tables["mlp"] = agreement_table(adapter, validation, maps, heads, sizes)
         log(f"agreement after the MLP: {_summary(tables['mlp'])}")
         candidates["mlp"] = maps
     scores = {form: round(mean_shortlist_agreement(tables[form]), 4) for form in candidates}
@@ -169,6 +179,7 @@ def calibrate_exit_maps(loaded, train: CalibrationStates, validation: Calibratio
         "chosen": chosen, "mean_shortlist_agreement": scores,
         "train_tokens": {lang: int((train.language == i).sum()) for i, lang in enumerate(_languages())},
         "validation_tokens": {lang: int((validation.language == i).sum()) for i, lang in enumerate(_languages())},
+        "agreement_tokens_per_language": sizes,
         "kl_epochs": kl_epochs, "mlp_rank": mlp_rank if "mlp" in candidates else 0, "mlp_epochs": mlp_epochs,
         "final_cross_entropy": {form: round(sum(v[-20:]) / len(v[-20:]), 4) for form, v in losses.items() if v},
         "agreement": tables,
