@@ -13,13 +13,15 @@ def build_engine(config, policy: str, threshold: Optional[float]):
     from greencode.engine import EarlyExitEngine
     from greencode.models import load_model
     from greencode.info import resolve_exit_points
+    from greencode.prefix_cache import prefix_cache_for
 
     loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir,
                         config.model.weights)
     engine = EarlyExitEngine(loaded, "full", meter=EnergyMeter(config.energy),
                              exit_points=resolve_exit_points(config, loaded.num_layers, loaded.info),
                              max_context_tokens=config.engine.max_context_tokens,
-                             agent_path=config.agent.path or None)
+                             agent_path=config.agent.path or None, prefix_cache=prefix_cache_for(config.engine),
+                             token_healing=config.engine.token_healing, shortlist=config.exits.shortlist)
     default = engine.make_policy(policy)
     engine.set_policy(default.with_threshold(threshold) if threshold is not None else default)
     return engine
