@@ -109,7 +109,7 @@ def test_a_quantized_linear_stays_close_to_the_float_one(form):
 
 def test_auto_picks_a_fast_form_on_this_cpu_and_fp32_where_it_cannot():
     llama = _load("tiny-random-llama", "fp32").adapter
-    assert resolve_form("auto", llama, "cpu", torch.float32) == ("int8" if FAST_FORMS else "fp32")
+    assert resolve_form("auto", llama, "cpu", torch.float32) == ("fp16" if FAST_FORMS else "fp32")
     assert resolve_form("auto", llama, "cuda", torch.float32) == "fp32"
     assert resolve_form("auto", llama, "cpu", torch.bfloat16) == "fp32"
     assert resolve_form("fp32", llama, "cuda", torch.float32) == "fp32"
@@ -145,5 +145,20 @@ def test_an_unknown_form_is_refused_by_the_config(tmp_path):
 def test_info_says_which_form_was_chosen():
     config = load_config(None, {"model.spec": "tiny-random-llama", "model.device": "cpu"})
     facts = model_info(config)
-    assert facts["weights"].startswith(("int8" if FAST_FORMS else "fp32") + " (")
+    assert facts["weights"].startswith(("fp16" if FAST_FORMS else "fp32") + " (")
     assert "chosen by auto" in facts["weights"]
+
+
+@needs_fbgemm
+def test_shortlist_rows_take_the_heads_form_and_give_its_logits():
+    from greencode.shortlist import ShortlistHead
+
+    loaded = _load("tiny-random-llama", "int8")
+    head = loaded.model.get_output_embeddings()
+    ids = torch.tensor([5, 900, 17, 3000])
+    shortlist = ShortlistHead(head, ids, loaded.adapter.vocab_size)
+    normed = torch.randn(1, 1, loaded.hidden_size)
+    with torch.no_grad():
+        # per-channel scales and one input scale per call: each row's logit is the full int8 head's
+        assert torch.allclose(shortlist(normed), head(normed)[..., ids], atol=1e-5)
+        assert not torch.allclose(shortlist(normed), torch.nn.functional.linear(normed, shortlist.weight), atol=1e-5)
