@@ -36,6 +36,7 @@ class GenerationJob:
     items: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     completion: Any = None  # the engine's Completion while running
+    warnings: list = field(default_factory=list)  # what was changed from the request (e.g. a capped max_new_tokens)
 
     def deliver(self, kind: str, payload: Any = None) -> None:
         """Thread-safe hand-off to the request's coroutine (dropped if the loop has closed)."""
