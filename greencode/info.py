@@ -19,6 +19,7 @@ def resolve_exit_points(config: Config, num_layers: int, info: dict | None = Non
 def model_info(config: Config) -> dict:
     from greencode.energy import describe_energy_source
     from greencode.exits import lite_weights
+    from greencode.fim import describe_fim
     from greencode.models import load_model
 
     loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
@@ -34,6 +35,7 @@ def model_info(config: Config) -> dict:
         "lite_weights": loaded.info.get("weights") or {
             layer: round(w, 4) for layer, w in lite_weights(loaded.num_layers, points=points).items()},
         "energy_source": describe_energy_source(config.energy),
+        "fim": describe_fim(loaded.tokenizer),  # the model's own FIM prompt, or prefix-only completion
         "load_seconds": round(loaded.load_seconds, 2),
     }
     for key in ("base_model", "steps", "tokens_trained", "agreement_before", "agreement_after", "validation_loss"):
