@@ -47,6 +47,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class ExitsConfig:
     points: list = _opt([])  # [] = the paper's rule for the model's depth
+    shortlist: int = _opt(-1, lo=-1)  # exit-head tokens: -1 the model's shortlist, 0 the whole vocabulary, K its first K
 
 
 @dataclass(frozen=True)

@@ -207,16 +207,21 @@ def shipped_adaptation() -> dict:
     return _read_json_if_present(ASSETS / "manifest.json", "reinstall greencode")
 
 
-def _apply_shipped_adaptation(adapter, manifest: dict) -> dict:
-    """Attach the shipped exit maps; return the info the engine reads (exit points, agent path)."""
+def _apply_shipped_adaptation(adapter, tokenizer, manifest: dict, assets: Path) -> dict:
+    """Attach the shipped exit maps; return the info the engine reads (exit points, agent path, shortlist)."""
     from greencode.exit_maps import ExitMaps
+    from greencode.shortlist import load_shortlist
 
     if manifest.get("hidden_size") != adapter.hidden_size or manifest.get("num_layers") != adapter.num_layers:
-        raise GreencodeError(f"{ASSETS}: the shipped adaptation is for another model "
+        raise GreencodeError(f"{assets}: the shipped adaptation is for another model "
                              f"({manifest.get('num_layers')} layers of {manifest.get('hidden_size')})")
-    adapter.exit_maps = ExitMaps.load(ASSETS / manifest["exit_maps"], adapter.hidden_size)
-    return {"exit_points": manifest["exit_points"], "agent_path": str(ASSETS / manifest["agent"]),
+    adapter.exit_maps = ExitMaps.load(assets / manifest["exit_maps"], adapter.hidden_size,
+                                      exit_points=manifest["exit_points"])
+    info = {"exit_points": manifest["exit_points"], "agent_path": str(assets / manifest["agent"]),
             "adaptation": manifest}
+    if manifest.get("shortlist"):  # the exit head's tokens (greencode.shortlist), when the build made one
+        info["shortlist"] = load_shortlist(assets / manifest["shortlist"], tokenizer)
+    return info
 
 
 def resolve_device(device: str) -> str:
@@ -284,7 +289,7 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
     model.requires_grad_(False)
     manifest = shipped_adaptation() if spec == "default" else {}
     if manifest:
-        info = _apply_shipped_adaptation(adapter, manifest)
+        info = _apply_shipped_adaptation(adapter, tokenizer, manifest, ASSETS)
         adapter.exit_maps.to(device)
         name = "SmolLM2-135M-Instruct (packaged) + greencode exit maps"
     return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, spec=spec, name=name, info=info,

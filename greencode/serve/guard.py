@@ -21,7 +21,17 @@ MAX_JSON_DEPTH = 64  # request bodies are two or three levels deep; far past thi
 _LOCAL_PATH = re.compile(r"(?<![\w:/.~])(?:~|\.{1,2})?/(?:[^\s'\"():,;/]+/)+([^\s'\"():,;/]+)")
 
 
-def error_body(message: str, error_type: str) -> dict:
+OPENAI_ERROR_TYPES = {"validation": "invalid_request_error", "payload_too_large": "invalid_request_error",
+                      "authentication": "authentication_error", "overloaded": "rate_limit_error"}
+
+
+def error_body(message: str, error_type: str, path: str = "") -> dict:
+    """An error in the shape the route's protocol uses (the path tells which)."""
+    if path.startswith("/v1/"):
+        return {"error": {"message": message, "type": OPENAI_ERROR_TYPES.get(error_type, "server_error"),
+                          "param": None, "code": error_type}}
+    if path.startswith("/api/"):
+        return {"error": message}
     return {"error": message, "error_type": error_type}
 
 
@@ -109,18 +119,18 @@ class GuardMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
+        headers, path = dict(scope["headers"]), scope["path"]
         if not self._host_allowed(headers):
             message = ("this server has no token and answers only to loopback Host names (localhost, 127.0.0.1, "
                        "[::1]); set --token to serve other names")
-            return await send_json(send, 403, error_body(message, "forbidden_host"))
-        if self.token and scope["path"] not in UNAUTHENTICATED_PATHS:
+            return await send_json(send, 403, error_body(message, "forbidden_host", path))
+        if self.token and path not in UNAUTHENTICATED_PATHS:
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, b"Bearer " + self.token):
                 message = "missing or wrong bearer token (Authorization: Bearer …)"
-                return await send_json(send, 401, error_body(message, "authentication"),
+                return await send_json(send, 401, error_body(message, "authentication", path),
                                        [(b"www-authenticate", b"Bearer")])
-        too_big = error_body(f"the request body is larger than {self.max_body_bytes} bytes", "payload_too_large")
+        too_big = error_body(f"the request body is larger than {self.max_body_bytes} bytes", "payload_too_large", path)
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             return await send_json(send, 413, too_big)
@@ -130,7 +140,7 @@ class GuardMiddleware:
                 message = await asyncio.wait_for(receive(), self.body_timeout_s)
             except asyncio.TimeoutError:
                 slow = f"the request body did not arrive within {self.body_timeout_s:g} s ([serve].body_timeout_s)"
-                return await send_json(send, 408, error_body(slow, "timeout"), [(b"connection", b"close")])
+                return await send_json(send, 408, error_body(slow, "timeout", path), [(b"connection", b"close")])
             if message["type"] == "http.disconnect":
                 return
             chunks.append(message.get("body", b""))
@@ -142,7 +152,7 @@ class GuardMiddleware:
         body = b"".join(chunks)
         if json_depth_exceeds(body):
             message = f"the JSON body nests arrays/objects more than {MAX_JSON_DEPTH} levels deep"
-            return await send_json(send, 422, error_body(message, "validation"))
+            return await send_json(send, 422, error_body(message, "validation", path))
         replay = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replayed_receive():
