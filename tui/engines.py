@@ -19,13 +19,16 @@ def real_engine_factory(settings: TuiSettings) -> EngineFactory:
         from greencode.engine import EarlyExitEngine
         from greencode.models import load_model
         from greencode.info import resolve_exit_points
+        from greencode.prefix_cache import prefix_cache_for
 
         config = settings.config
         loaded = load_model(settings.model_spec, config.model.dtype, config.model.device, config.model.cache_dir)
         points = resolve_exit_points(config, loaded.num_layers, loaded.info)
         # Built on `full`; the app then sets the requested policy, so a missing agent is a note, not a failure.
         return EarlyExitEngine(loaded, "full", EnergyMeter(config.energy), points,
-                               config.engine.max_context_tokens, settings.agent_path or None)
+                               config.engine.max_context_tokens, settings.agent_path or None,
+                               prefix_cache=prefix_cache_for(config.engine),  # idle completions reuse the file's prefix
+                               token_healing=config.engine.token_healing, shortlist=config.exits.shortlist)
 
     return build
 
@@ -34,4 +37,5 @@ def describe_engine(engine: Any) -> str:
     loaded = getattr(engine, "loaded", None)
     name = getattr(loaded, "name", None) or "model"
     points = ",".join(str(p) for p in engine.exit_points)
-    return f"{name}\nexits at {points} of {engine.num_layers}"
+    head = engine.describe_exit_head() if hasattr(engine, "describe_exit_head") else ""
+    return f"{name}\nexits at {points} of {engine.num_layers}" + (f"\n{head}" if head else "")

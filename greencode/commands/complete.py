@@ -58,7 +58,8 @@ def command(ctx: typer.Context,
     loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
     engine = EarlyExitEngine(loaded, config.engine.policy, EnergyMeter(config.energy), points,
-                             config.engine.max_context_tokens, config.agent.path or None)
+                             config.engine.max_context_tokens, config.agent.path or None,
+                             token_healing=config.engine.token_healing, shortlist=config.exits.shortlist)
     if threshold is not None:
         engine.set_threshold(threshold)
     console = Console(highlight=False)
