@@ -202,11 +202,11 @@ def _corpus_splits(data_config):
     """(train files, validation files, skipped count); the embedded stdlib corpus also takes a JDK's
     src.zip where one is installed, as `greencode train default` does, so Java is learned and measured."""
     from greencode.data import load_files, split_files
-    from train.default_assets import jdk_src_zip
+    from train.calibration import jdk_src_zips
 
     files = load_files(data_config)
     train_files, validation_files, _ = split_files(files, data_config)
-    java = jdk_src_zip() if data_config.corpus == "stdlib" and data_config.language == "auto" else None
+    java = jdk_src_zips()[0] if data_config.corpus == "stdlib" and data_config.language == "auto" else None
     if java is not None:
         java_config = dataclasses.replace(data_config, corpus=str(java), language="java")
         java_train, java_validation, _ = split_files(load_files(java_config), java_config)

@@ -43,12 +43,15 @@ def command(ctx: typer.Context,
     from train.finetune import run_finetune
 
     console = Console(stderr=True, soft_wrap=True)  # one line per message, however narrow
+    info = None
     try:
         info = run_finetune(settings, output=output, max_steps=max_steps, resume=resume, overwrite=overwrite,
                             echo=lambda text: console.print(f"[bold green]{PREFIX}[/]: {escape(text)}", highlight=False))
     except KeyboardInterrupt:  # before training began (loading, packing, the teacher cache): nothing kept
+        pass
+    if info is None:  # raised outside the handler, so the root's own Ctrl-C line is not added
         console.print(f"{PREFIX}: interrupted before training started; nothing half-written was left")
-        raise typer.Exit(130) from None
+        raise typer.Exit(130)
     if info.get("interrupted"):
         console.print(f"interrupted at step {info['steps']}; checkpoint {info['checkpoint']}; "
                       "rerun with --resume to continue")
