@@ -254,6 +254,14 @@ def summarise(contestants: list[Contestant], sample_set: SampleSet, store: Compl
     return rows, len(done)
 
 
+def _calibration(config) -> dict | None:
+    """What the model's calibration read (the shipped default's manifest), for [eval].split = all."""
+    from greencode.holdout import calibration_of
+    from greencode.models import shipped_adaptation
+
+    return calibration_of(shipped_adaptation(), config.data) if config.model.spec == "default" else None
+
+
 def _load(config, spec: str):
     from greencode.models import load_model
 
@@ -271,7 +279,7 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
 
     out = Path(out or config.eval.out)
     started = time.perf_counter()
-    corpus = read_corpus(config)
+    corpus = read_corpus(config, _calibration(config))
     loaded = _load(config, config.model.spec)
     base_spec = loaded.info.get("base_model")
     base = _load(config, base_spec) if base_spec else None
