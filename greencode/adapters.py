@@ -77,10 +77,13 @@ class ArchAdapter:
         """Decode any layer's hidden state the way the final layer is decoded: norm, then the shared head."""
         return self.lm_head(self.final_norm(hidden))
 
-    def exit_logits(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
-        """Decode a token that leaves at `layer` (1..L): through its exit map, if any, then norm and head."""
+    def exit_logits(self, layer: int, hidden: torch.Tensor, head=None) -> torch.Tensor:
+        """Decode a token that leaves at `layer` (1..L): through its exit map, if any, then norm and head;
+        `head` (a greencode.shortlist.ShortlistHead) gives logits over its shortlist only."""
         if self.exit_maps is not None and layer in self.exit_maps.exit_points:
             hidden = self.exit_maps(layer, hidden)
+        if head is not None:
+            return head(self.final_norm(hidden))
         return self.logits(hidden)
 
     def kv(self, index: int, hidden: torch.Tensor, context: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,6 +92,11 @@ class ArchAdapter:
     @property
     def head_weights(self) -> int:
         return self.model.get_output_embeddings().weight.numel()
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the LM head."""
+        return self.model.get_output_embeddings().weight.shape[0]
 
     @property
     def layer_weights(self) -> int:

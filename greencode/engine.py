@@ -1,7 +1,8 @@
 """EarlyExitEngine: token-by-token decoding with per-token exits.
 
 For each new token the engine runs the decoder layers itself. At every exit point it asks the policy;
-on exit it decodes the hidden state through the final norm and the shared LM head, and fills the KV
+on exit it decodes the hidden state through the final norm and the shared LM head (only its shortlist
+rows when the model has a shortlist: greencode.shortlist), and fills the KV
 cache of the layers the token skipped by state propagation (CALM): the exited state goes through each
 skipped layer's input norm and K/V projections, so later tokens that run deeper find keys and values
 for every position. Decoding stays O(1) per token; the prefix is never recomputed.
@@ -22,7 +23,9 @@ from greencode.energy import EnergyMeter
 from greencode.errors import GreencodeError
 from greencode.events import CompletionSummary, TokenEvent, layers_skipped_frac
 from greencode.healing import HealingConstraint, heal_prompt, vocab_texts
+from greencode.oracle import Oracle, first_agreeing_exit
 from greencode.policies import ExitPolicy, Full, parse_policy
+from greencode.shortlist import ShortlistHead, describe_exit_head
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class ExitTrace:
     """Recorded at full depth for RL trajectories: what the agent would see at each exit point."""
 
     observations: np.ndarray  # (n_exit_points, hidden) float32: agent_observation at each exit point
-    exit_top1: list[int]  # top-1 token when decoding at each exit point
+    exit_top1: list[int]  # the token decoding would emit at each exit point (shortlist top-1 with a shortlist)
     final_top1: int  # top-1 token of the final layer
 
 
@@ -41,28 +44,36 @@ class TracedEvent(TokenEvent):
 
 @dataclass(frozen=True)
 class CostModel:
-    """Per-token cost in layer-units (one decoder layer's weights read = 1), see DESIGN.md 'The KV cache'."""
+    """Per-token cost in layer-units (one decoder layer's weights read = 1), see DESIGN.md 'The KV cache'.
+
+    Full depth pays the whole LM head (V x d) once; an exit pays the exit head (the shortlist's K x d rows,
+    or the whole head without a shortlist) once per decode at an exit point."""
 
     num_layers: int
-    head_units: float  # one LM-head pass
+    head_units: float  # one pass of the whole LM head (V x d), at full depth
     propagation_units: float  # K/V projections of one skipped layer
+    exit_head_units: float  # one pass of the exit head (K x d)
 
     @classmethod
-    def of(cls, adapter) -> "CostModel":
+    def of(cls, adapter, exit_head_rows: int | None = None) -> "CostModel":
         layer = adapter.layer_weights
         kv_weights = sum(p.numel() for name, p in adapter.layers[0].named_parameters()
                          if any(k in name for k in ("k_proj", "v_proj", "c_attn")))
         if adapter.arch == "gpt2":
             kv_weights = kv_weights * 2 // 3  # c_attn holds Q, K and V
-        return cls(adapter.num_layers, adapter.head_weights / layer, kv_weights / layer)
+        head = adapter.head_weights / layer
+        exit_head = head * exit_head_rows / adapter.vocab_size if exit_head_rows else head
+        return cls(adapter.num_layers, head, kv_weights / layer, exit_head)
 
-    def units(self, layers_run: int, head_passes: int) -> float:
+    def units(self, layers_run: int, exit_head_passes: int) -> float:
+        """A token that ran `layers_run` layers and decoded `exit_head_passes` times at exit points."""
         skipped = self.num_layers - layers_run
-        return layers_run + skipped * self.propagation_units + head_passes * self.head_units
+        full_head = self.head_units if layers_run == self.num_layers else 0.0
+        return layers_run + skipped * self.propagation_units + exit_head_passes * self.exit_head_units + full_head
 
     @property
     def full_units(self) -> float:
-        return self.units(self.num_layers, 1)
+        return self.units(self.num_layers, 0)
 
 
 @dataclass
@@ -115,7 +126,8 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
-        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p  # always keeps the top token
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        keep[0] = True  # the top token always stays: a tiny top_p (1e-300 is 0 in float32) must not empty the set
         probs = torch.zeros_like(probs).scatter(-1, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs, 1, generator=generator))
 
@@ -139,10 +151,26 @@ class _TextTracker:
         return piece
 
 
+def resolve_shortlist(loaded, size: int) -> torch.Tensor | None:
+    """The exit-head token ids for [exits].shortlist = `size`: -1 the model's own shortlist (none: the whole
+    vocabulary), 0 the whole vocabulary, K the first (most frequent) K of the model's shortlist."""
+    shipped = loaded.info.get("shortlist")  # a tensor of ids, read from the model's files by load_model
+    if size == -1 or size == 0:
+        return shipped if size == -1 else None
+    if shipped is None:
+        raise GreencodeError(f"[exits].shortlist = {size}, but {loaded.name} ships no shortlist; "
+                             "use 0 (the whole vocabulary) or -1")
+    if size > len(shipped):
+        raise GreencodeError(f"[exits].shortlist = {size}, but {loaded.name}'s shortlist has {len(shipped)} "
+                             f"tokens; use at most {len(shipped)}, 0 (the whole vocabulary) or -1")
+    return shipped[:size]
+
+
 class EarlyExitEngine:
     def __init__(self, loaded, policy: ExitPolicy | str = "full", meter: EnergyMeter | None = None,
                  exit_points: list[int] | None = None, max_context_tokens: int = 512,
-                 agent_path: str | None = None, prefix_cache=None, token_healing: bool = False):
+                 agent_path: str | None = None, prefix_cache=None, token_healing: bool = False,
+                 shortlist: int = -1):
         from greencode.exits import exit_points as paper_exit_points
         from greencode.exits import validate_exit_points
 
@@ -160,10 +188,26 @@ class EarlyExitEngine:
         self.token_healing = token_healing  # text prompts only: a list of ids has no cursor inside a word
         self._vocab_texts: list[str] | None = None
         self._agent: ExitAgent | None = None
-        self.cost = CostModel.of(self.adapter)
+        ids = resolve_shortlist(loaded, shortlist)
+        # The exit head: the shortlist's rows of the LM head, gathered once (None: the whole head).
+        self.exit_head = (ShortlistHead(self.adapter.model.get_output_embeddings(), ids, self.adapter.vocab_size)
+                          if ids is not None else None)
+        self.cost = CostModel.of(self.adapter, self.exit_head.size if self.exit_head else None)
         self.device = next(loaded.model.parameters()).device
         self._policy = self.make_policy(policy) if isinstance(policy, str) else policy
         self.prefix_cache = prefix_cache  # greencode.prefix_cache.PrefixCache: prompts share their prefill
+
+    def describe_exit_head(self) -> str:
+        """e.g. 'exit head: 8192 of 49152 tokens, 1.3 layer-units' (greencode info, the TUI panel)."""
+        return describe_exit_head(self.exit_head.size if self.exit_head else None, self.adapter.vocab_size,
+                                  self.cost.exit_head_units)
+
+    def _exit_logits(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits at exit point `layer` over the exit head's tokens (index them back with `_exit_token`)."""
+        return self.adapter.exit_logits(layer, hidden, self.exit_head)[0, -1]
+
+    def _exit_token(self, index: int) -> int:
+        return self.exit_head.token(index) if self.exit_head is not None else index
 
     # -- policies ---------------------------------------------------------------------------------
 
@@ -196,10 +240,21 @@ class EarlyExitEngine:
 
     # -- prompt -----------------------------------------------------------------------------------
 
-    def _context_limit(self, max_new_tokens: int) -> int:
+    @property
+    def position_window(self) -> int:
+        """How many positions the model can attend over (prompt + generated tokens)."""
         config = self.loaded.model.config
-        window = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
-        return max(1, min(self.max_context_tokens, window - max_new_tokens))
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
+
+    def max_new_tokens_limit(self) -> int:
+        """The most tokens one completion can add: at least one prompt token must fit in the window."""
+        return self.position_window - 1
+
+    def _context_limit(self, max_new_tokens: int) -> int:
+        if max_new_tokens > self.max_new_tokens_limit():
+            raise GreencodeError(f"max_new_tokens {max_new_tokens} does not fit the model's position window of "
+                                 f"{self.position_window} tokens; ask for at most {self.max_new_tokens_limit()}")
+        return max(1, min(self.max_context_tokens, self.position_window - max_new_tokens))
 
     def encode(self, prompt: str | list[int], max_new_tokens: int) -> tuple[list[int], int]:
         """Token ids of the prompt, keeping the tokens nearest the cursor; (ids, number dropped)."""
@@ -308,7 +363,8 @@ class EarlyExitEngine:
         token = _sample(healing.apply(logits), temperature, top_p, generator)
         healing.advance(token)
         prefill_seconds = measured.seconds
-        exit_layer, score, head_passes, policy_name = L, None, 1, "prefill"
+        exit_layer, layers_run, score, policy_name = L, L, None, "prefill"
+        units = modelled = self.cost.full_units  # layer-units run, and what the token is modelled to cost
         scores: list[float | None] = []
         position = len(ids)
 
@@ -316,10 +372,10 @@ class EarlyExitEngine:
             for index in range(max_new_tokens):
                 # Emit the token just chosen, then stop or feed it back in.
                 piece = text.add(token)
-                full_joules = measured.joules * self.cost.full_units / self.cost.units(exit_layer, head_passes)
-                event = TokenEvent(index, token, piece, exit_layer, exit_layer, L, score, measured.seconds,
+                full_joules = measured.joules * self.cost.full_units / units
+                event = TokenEvent(index, token, piece, exit_layer, layers_run, L, score, measured.seconds,
                                    measured.joules, measured.source, full_joules, policy_name,
-                                   exit_scores=tuple(scores))
+                                   exit_scores=tuple(scores), modelled_units=modelled)
                 if trace is not None:
                     event = TracedEvent(**event.__dict__, trace=trace)
                 events.append(event)
@@ -342,50 +398,71 @@ class EarlyExitEngine:
                 # Next token: embed, run layers asking the policy at each exit point, fill skipped KV, decode.
                 self.meter.begin_window("token")
                 policy = self._policy if not record else None
+                oracle = isinstance(policy, Oracle)  # runs full depth, then judges every exit point
+                keep_states = record or oracle
                 step_ids = torch.tensor([[token]], device=self.device)
                 step_pos = torch.tensor([[position]], device=self.device)
                 hidden = adapter.embed(step_ids, step_pos)
                 context = adapter.layer_context(hidden, step_pos)
-                exit_layer, score, head_passes, logits = L, None, 1, None
+                exit_layer, score, exit_passes, logits = L, None, 0, None
                 scores = [] if record_scores else scores  # off: the empty list stays empty
                 states = {}
                 policy_name = policy.name if policy is not None else "full (recorded)"
-                check_exits = policy is not None and not isinstance(policy, Full)
+                check_exits = policy is not None and not isinstance(policy, (Full, Oracle))
                 for layer_index in range(L):
                     hidden = adapter.run_layer(layer_index, hidden, context, cache)
                     layer = layer_index + 1
                     exit_index = self._exit_index.get(layer)
-                    if record and exit_index is not None:
+                    if keep_states and exit_index is not None:
                         states[layer] = hidden
                     if not check_exits or exit_index is None:
                         continue
-                    exit_logits = adapter.exit_logits(layer, hidden)[0, -1] if policy.needs_logits else None
-                    head_passes += policy.needs_logits
+                    exit_logits = self._exit_logits(layer, hidden) if policy.needs_logits else None
+                    exit_passes += policy.needs_logits
                     leave, score = policy.decide(layer, exit_index, hidden, exit_logits)
                     if record_scores:  # the score is computed anyway: keeping it is one append
                         scores.append(score)
                     if leave:
                         exit_layer, logits = layer, exit_logits
-                        head_passes -= policy.needs_logits  # the exit's logits are reused below
                         break
                 for skipped in range(exit_layer, L):  # state propagation into layers exit_layer+1..L
                     keys, values = adapter.kv(skipped, hidden, context)
                     cache.update(keys, values, skipped)
-                if logits is None:
+                if exit_layer == L:  # full depth: the whole vocabulary, exactly as the base model
+                    logits = adapter.logits(hidden)[0, -1]
+                    token = _sample(healing.apply(logits), temperature, top_p, generator)
+                elif healing:  # the text still to heal may need a token off the shortlist: the whole head, once
                     logits = adapter.exit_logits(exit_layer, hidden)[0, -1]
-                trace = self._trace(states, logits) if record else None
-                token = _sample(healing.apply(logits), temperature, top_p, generator)
+                    exit_passes += 1
+                    token = _sample(healing.apply(logits), temperature, top_p, generator)
+                else:  # an exit: over the exit head's tokens (the shortlist), mapped back to a token id
+                    if logits is None:
+                        logits = self._exit_logits(exit_layer, hidden)
+                        exit_passes += 1
+                    token = self._exit_token(_sample(logits, temperature, top_p, generator))
                 healing.advance(token)
+                layers_run = exit_layer
+                units = modelled = self.cost.units(exit_layer, exit_passes)
+                trace = self._trace(states, logits) if record else None
+                if oracle:
+                    exit_top1 = self._exit_top1(states)
+                    exit_passes += len(exit_top1)
+                    units = self.cost.units(L, exit_passes)
+                    exit_layer = first_agreeing_exit(exit_top1, token, self.exit_points, L)
+                    modelled = self.cost.units(exit_layer, int(exit_layer < L))  # as if it had left there
                 position += 1
                 measured = self.meter.end_window("token")
         finally:
             completion.summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
                                                time.perf_counter() - started + prefill_seconds, stop, stop_reason)
 
+    def _exit_top1(self, states: dict) -> list[int]:
+        """The token decoding would emit at each exit point (the exit head's top-1, as a token id)."""
+        return [self._exit_token(int(self._exit_logits(p, states[p]).argmax())) for p in self.exit_points]
+
     def _trace(self, states: dict, final_logits: torch.Tensor) -> ExitTrace:
         observations = torch.stack([agent_observation(self.adapter, states[p]) for p in self.exit_points])
-        exit_top1 = [int(self.adapter.exit_logits(p, states[p])[0, -1].argmax()) for p in self.exit_points]
-        return ExitTrace(observations.cpu().numpy(), exit_top1, int(final_logits.argmax()))
+        return ExitTrace(observations.cpu().numpy(), self._exit_top1(states), int(final_logits.argmax()))
 
     def _summary(self, text: _TextTracker, events: list[TokenEvent], prompt_tokens: int, dropped: int,
                  prefill_seconds: float, total_seconds: float, stop: list[str], stop_reason: str) -> CompletionSummary:

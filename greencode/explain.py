@@ -46,9 +46,10 @@ class TokenExplanation:
         return self.token_id == self.full_top1.token_id
 
 
-def _candidates(probabilities: torch.Tensor, tokenizer, top_k: int) -> list[Candidate]:
-    values, ids = probabilities.topk(top_k)
-    return [Candidate(int(i), tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, ids)]
+def _candidates(probabilities: torch.Tensor, tokenizer, top_k: int, token_of=int) -> list[Candidate]:
+    values, ids = probabilities.topk(min(top_k, probabilities.shape[-1]))
+    tokens = [token_of(int(i)) for i in ids]
+    return [Candidate(t, tokenizer.decode([t]), float(v)) for v, t in zip(values, tokens)]
 
 
 @torch.inference_mode()
@@ -81,8 +82,9 @@ def explain_token(engine, prompt: str | list[int], token_ids: Sequence[int], exi
 
     exits = []
     for layer in engine.exit_points:
-        probabilities = torch.softmax(adapter.exit_logits(layer, states[layer])[0, -1].float(), dim=-1)
-        exits.append(ExitCandidates(layer, _candidates(probabilities, tokenizer, top_k)))
+        # decoded as an exit decodes: over the exit head (the shortlist, when the model has one)
+        probabilities = torch.softmax(engine._exit_logits(layer, states[layer]).float(), dim=-1)
+        exits.append(ExitCandidates(layer, _candidates(probabilities, tokenizer, top_k, engine._exit_token)))
     full = _candidates(torch.softmax(final_logits.float(), dim=-1), tokenizer, top_k)
     exits.append(ExitCandidates(L, full))
     oracle = first_agreeing_exit([e.candidates[0].token_id for e in exits[:-1]], full[0].token_id,

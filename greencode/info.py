@@ -18,6 +18,7 @@ def resolve_exit_points(config: Config, num_layers: int, info: dict | None = Non
 
 def model_info(config: Config) -> dict:
     from greencode.energy import describe_energy_source
+    from greencode.engine import EarlyExitEngine
     from greencode.exits import lite_weights
     from greencode.models import load_model
 
@@ -33,6 +34,9 @@ def model_info(config: Config) -> dict:
         # A fine-tuned model reports the weights it was trained with; others the paper's defaults.
         "lite_weights": loaded.info.get("weights") or {
             layer: round(w, 4) for layer, w in lite_weights(loaded.num_layers, points=points).items()},
+        # What an exit decodes over and costs (full depth: the whole head, always).
+        "exit_head": EarlyExitEngine(loaded, "full", exit_points=points,
+                                     shortlist=config.exits.shortlist).describe_exit_head(),
         "energy_source": describe_energy_source(config.energy),
         "load_seconds": round(loaded.load_seconds, 2),
     }

@@ -3,9 +3,14 @@
     full            never exits early
     fixed:N         exits at exit layer N
     confidence:P    exits when the max softmax probability at the exit is >= P (decodes logits at every
-                    exit point: the LM-head cost the RL agent avoids)
+                    exit point: the exit-head cost the RL agent avoids)
     entropy:H       exits when the entropy (nats) of the exit's distribution is <= H
     agent:T         the exported RL agent: exits when P(exit) >= T (reads only the hidden state)
+    oracle          reference: full depth, reporting the first exit point that agreed (greencode.oracle)
+
+At an exit point the engine decodes over the model's shortlist ([exits].shortlist, see greencode.shortlist)
+when it has one: the softmax of confidence:P and entropy:H is then over the shortlist's tokens only, and an
+exit can only emit a shortlist token. Full depth always decodes over the whole vocabulary.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import torch
 
 from greencode.agent import ExitAgent, agent_observation
 from greencode.errors import GreencodeError
+from greencode.oracle import Oracle
 
-POLICY_FORMS = "full | fixed:N | confidence:P | entropy:H | agent:T"
+POLICY_FORMS = "full | fixed:N | confidence:P | entropy:H | agent:T | oracle"
 
 
 class ExitPolicy(Protocol):
@@ -146,6 +152,8 @@ def parse_policy(text: str, exit_points: list[int], load_agent: Callable[[], Exi
     kind, _, arg = text.strip().partition(":")
     if kind == "full" and not arg:
         return Full()
+    if kind == "oracle" and not arg:
+        return Oracle()
     if kind == "fixed" and arg:
         try:
             layer = int(arg)

@@ -28,7 +28,7 @@ def real_engine_factory(settings: TuiSettings) -> EngineFactory:
         return EarlyExitEngine(loaded, "full", EnergyMeter(config.energy), points,
                                config.engine.max_context_tokens, settings.agent_path or None,
                                prefix_cache=prefix_cache_for(config.engine),  # idle completions reuse the file's prefix
-                               token_healing=config.engine.token_healing)
+                               token_healing=config.engine.token_healing, shortlist=config.exits.shortlist)
 
     return build
 
@@ -37,4 +37,5 @@ def describe_engine(engine: Any) -> str:
     loaded = getattr(engine, "loaded", None)
     name = getattr(loaded, "name", None) or "model"
     points = ",".join(str(p) for p in engine.exit_points)
-    return f"{name}\nexits at {points} of {engine.num_layers}"
+    head = engine.describe_exit_head() if hasattr(engine, "describe_exit_head") else ""
+    return f"{name}\nexits at {points} of {engine.num_layers}" + (f"\n{head}" if head else "")

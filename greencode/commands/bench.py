@@ -37,7 +37,8 @@ def command(ctx: typer.Context,
     console = Console(stderr=True)
     loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
-    engine = EarlyExitEngine(loaded, "full", EnergyMeter(config.energy), points, agent_path=config.agent.path or None)
+    engine = EarlyExitEngine(loaded, "full", EnergyMeter(config.energy), points, agent_path=config.agent.path or None,
+                             shortlist=config.exits.shortlist)
     names = [p.strip() for p in policies.split(",") if p.strip()]
     notes = []
     agent_names = [n for n in names if n.startswith("agent:")]

@@ -59,7 +59,7 @@ def command(ctx: typer.Context,
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
     engine = EarlyExitEngine(loaded, config.engine.policy, EnergyMeter(config.energy), points,
                              config.engine.max_context_tokens, config.agent.path or None,
-                             token_healing=config.engine.token_healing)
+                             token_healing=config.engine.token_healing, shortlist=config.exits.shortlist)
     if threshold is not None:
         engine.set_threshold(threshold)
     console = Console(highlight=False)

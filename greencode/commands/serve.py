@@ -20,7 +20,7 @@ def build_engine(config, policy: str, threshold: Optional[float]):
                              exit_points=resolve_exit_points(config, loaded.num_layers, loaded.info),
                              max_context_tokens=config.engine.max_context_tokens,
                              agent_path=config.agent.path or None, prefix_cache=prefix_cache_for(config.engine),
-                             token_healing=config.engine.token_healing)
+                             token_healing=config.engine.token_healing, shortlist=config.exits.shortlist)
     default = engine.make_policy(policy)
     engine.set_policy(default.with_threshold(threshold) if threshold is not None else default)
     return engine

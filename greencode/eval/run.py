@@ -75,7 +75,8 @@ def build_contestants(config, loaded, base, meter, agent: tuple[str | None, str 
     agent_path, agent_missing, agent_named = agent
     notes: list[str] = []
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
-    engine = EarlyExitEngine(loaded, "full", meter, points, config.eval.max_context_tokens, agent_path)
+    engine = EarlyExitEngine(loaded, "full", meter, points, config.eval.max_context_tokens, agent_path,
+                             shortlist=config.exits.shortlist)
     stamp = file_stamp(loaded.spec)
     contestants: list[Contestant] = []
     if base is not None:

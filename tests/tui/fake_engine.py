@@ -114,7 +114,7 @@ class FakeEngine:
         self.summaries: list[CompletionSummary] = []
         self.tokens_computed = 0
         self.explained: list[int] = []  # token indices explain() was asked for
-        self.cost = CostModel(self.num_layers, 8.0, 0.06)
+        self.cost = CostModel(self.num_layers, 8.0, 0.06, 1.3)
         self._gate = threading.Semaphore(0)
 
     def trace(self, index: int) -> ExitTrace:
