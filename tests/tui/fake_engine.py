@@ -62,9 +62,10 @@ class FakeCompletion:
                     break
                 piece, layer = engine.script[index % len(engine.script)]
                 policy = engine.policy
+                layer, piece = engine.threshold_effect(policy, layer, piece)
                 layer = L if policy == "full" or self.record else layer
                 scores = () if policy == "full" else fake_scores(index, engine.exit_points, layer)
-                event = TokenEvent(index, 1000 + index, piece, layer, layer, L, scores[-1] if scores else None,
+                event = TokenEvent(index, 1000 + index + (500 if piece == "y" else 0), piece, layer, layer, L, scores[-1] if scores else None,
                                    SECONDS_PER_TOKEN, layer * JOULES_PER_LAYER, engine.energy_source,
                                    L * JOULES_PER_LAYER, policy, exit_scores=scores)
                 if self.record:
@@ -116,6 +117,21 @@ class FakeEngine:
         self.explained: list[int] = []  # token indices explain() was asked for
         self.cost = CostModel(self.num_layers, 8.0, 0.06, 1.3)
         self._gate = threading.Semaphore(0)
+
+    def threshold_effect(self, policy: str, layer: int, piece: str) -> tuple[int, str]:
+        """Thresholds away from 0.9 move exits one exit point per 0.04 (deeper when stricter); below 0.84
+        the token "x" comes out as "y" (so a sweep finds a threshold whose text differs)."""
+        kind, _, arg = policy.partition(":")
+        if kind not in ("agent", "confidence"):
+            return layer, piece
+        value = float(arg)
+        piece = "y" if piece == "x" and value < 0.84 else piece
+        if layer not in self.exit_points:
+            return layer, piece
+        shift = round((value - 0.9) / 0.04)
+        points = [*self.exit_points, self.num_layers]
+        layer = points[max(0, min(len(points) - 1, points.index(layer) + shift))]
+        return layer, piece
 
     def trace(self, index: int) -> ExitTrace:
         """Exit top-1s that first agree with the token at its scripted oracle layer."""
