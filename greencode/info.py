@@ -20,6 +20,7 @@ def model_info(config: Config) -> dict:
     from greencode.energy import describe_energy_source
     from greencode.engine import EarlyExitEngine
     from greencode.exits import lite_weights
+    from greencode.fim import describe_fim
     from greencode.models import load_model
 
     loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
@@ -38,6 +39,7 @@ def model_info(config: Config) -> dict:
         "exit_head": EarlyExitEngine(loaded, "full", exit_points=points,
                                      shortlist=config.exits.shortlist).describe_exit_head(),
         "energy_source": describe_energy_source(config.energy),
+        "fim": describe_fim(loaded.tokenizer),  # the model's own FIM prompt, or prefix-only completion
         "load_seconds": round(loaded.load_seconds, 2),
     }
     for key in ("base_model", "steps", "tokens_trained", "agreement_before", "agreement_after", "validation_loss"):
