@@ -169,6 +169,7 @@ class EvalConfig:
     policies: list = _opt(["full", "fixed:14", "confidence:0.9"])
     thresholds: list = _opt([0.6, 0.8, 0.9, 0.92])
     out: str = _opt("runs/eval")
+    split: str = _opt("test", choices=("test", "all"))  # all = every file the model's calibration did not read
 
 
 @dataclass(frozen=True)
