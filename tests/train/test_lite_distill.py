@@ -198,3 +198,35 @@ def test_labels_ignore_the_teacher_settings(tmp_path):
     info = run_finetune(config, output=tmp_path / "out", max_steps=1, echo=lambda _: None)
     assert info["teacher"] is None and info["keep_final"] is None
 
+
+
+def test_the_exit_shortlist_is_the_models_own_or_the_shipped_one_for_its_tokenizer(tmp_path):
+    import dataclasses
+
+    from train.finetune import exit_shortlist
+
+    loaded = load_model("tiny-random-llama", device="cpu")
+    own = dataclasses.replace(loaded, info={"shortlist": torch.tensor([7, 3, 11, 5])})
+    config = _config(tmp_path)
+    assert exit_shortlist(config, own).tolist() == [7, 3, 11, 5]
+    assert exit_shortlist(replace(config, exits={"shortlist": 2}), own).tolist() == [7, 3]
+    assert exit_shortlist(replace(config, exits={"shortlist": 0}), own) is None
+    with pytest.raises(GreencodeError, match="ships no shortlist"):
+        exit_shortlist(replace(config, exits={"shortlist": 8}), dataclasses.replace(loaded, info={"shortlist": None}))
+
+
+def test_distillation_over_a_shortlist(tmp_path, monkeypatch):
+    import train.finetune
+
+    (tmp_path / "ids").mkdir()
+    tiny = load_model("tiny-random-llama", device="cpu")
+    ids = torch.tensor([tiny.tokenizer((_corpus(tmp_path / "ids") / "mod_0.py").read_text() * 4)["input_ids"]])
+    with torch.no_grad():  # the teacher's (random) top-1 tokens on this code, and some others
+        teacher_top1 = set(tiny.model(input_ids=ids).logits.argmax(-1).flatten().tolist())
+    shortlist = torch.tensor(sorted(teacher_top1 | set(range(1000, 1200))))
+    monkeypatch.setattr(train.finetune, "exit_shortlist", lambda config, loaded: shortlist)
+    info = run_finetune(_config(tmp_path, learning_rate=2e-3), output=tmp_path / "lite", max_steps=12,
+                        echo=lambda _: None)
+    assert info["shortlist"] == len(shortlist)
+    mean = lambda a: sum(a.values()) / len(a)  # noqa: E731
+    assert mean(info["agreement_after"]) > mean(info["agreement_before"]) + 0.03
