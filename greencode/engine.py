@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -79,9 +79,14 @@ class Prefilled:
 
 @dataclass
 class Completion:
-    """One streamed completion: iterate for TokenEvents; `summary` once iteration ended."""
+    """One streamed completion: iterate for TokenEvents; `summary` once iteration ended.
 
-    _events: Iterator[TokenEvent]
+    `policy` decides this completion's exits; `set_policy` / `set_threshold` (the live knob) take effect
+    from its next token. Both are plain attribute writes, safe from another thread."""
+
+    policy: ExitPolicy
+    _make_policy: Callable[[ExitPolicy | str], ExitPolicy]
+    _events: Iterator[TokenEvent] = field(default_factory=lambda: iter(()))
     _cancelled: threading.Event = field(default_factory=threading.Event)
     summary: CompletionSummary | None = None
 
@@ -91,6 +96,12 @@ class Completion:
     def cancel(self) -> None:
         """Thread-safe: the stream ends before its next token."""
         self._cancelled.set()
+
+    def set_policy(self, policy: ExitPolicy | str) -> None:
+        self.policy = self._make_policy(policy)
+
+    def set_threshold(self, value: float) -> None:
+        self.policy = self.policy.with_threshold(value)
 
 
 GREEDY_BELOW = 1e-4  # temperatures this small would overflow logits / T: treat them as greedy
@@ -125,9 +136,11 @@ class _TextTracker:
 
 
 class EarlyExitEngine:
-    def __init__(self, loaded, policy: ExitPolicy | str = "full", meter: EnergyMeter | None = None,
-                 exit_points: list[int] | None = None, max_context_tokens: int = 512,
-                 agent_path: str | None = None):
+    """Decodes completions of one loaded model; the exit policy is given per completion (`stream(policy=…)`).
+    Built from a config by greencode.runtime.engine_from_config."""
+
+    def __init__(self, loaded, meter: EnergyMeter | None = None, exit_points: list[int] | None = None,
+                 max_context_tokens: int = 512, agent_path: str | None = None):
         from greencode.exits import exit_points as paper_exit_points
         from greencode.exits import validate_exit_points
 
@@ -144,32 +157,27 @@ class EarlyExitEngine:
         self._agent: ExitAgent | None = None
         self.cost = CostModel.of(self.adapter)
         self.device = next(loaded.model.parameters()).device
-        self._policy = self.make_policy(policy) if isinstance(policy, str) else policy
 
     # -- policies ---------------------------------------------------------------------------------
 
+    @property
+    def agent_file(self) -> str | None:
+        """The exit agent agent:T uses: the one given, else the one shipped with the model, else none."""
+        return self.agent_path or self.loaded.info.get("agent_path") or None
+
     def _load_agent(self) -> ExitAgent:
         if self._agent is None:
-            path = self.agent_path or self.loaded.info.get("agent_path")
-            if not path:
+            if not self.agent_file:
                 raise GreencodeError("policy agent:T needs an agent file: pass --agent PATH or set [agent].path "
                                      "(train one with `greencode train agent`)")
-            self._agent = ExitAgent.load(path, self.adapter.hidden_size, self.exit_points)
+            self._agent = ExitAgent.load(self.agent_file, self.adapter.hidden_size, self.exit_points)
         return self._agent
 
-    def make_policy(self, text: str) -> ExitPolicy:
-        return parse_policy(text, self.exit_points, self._load_agent, self.adapter)
-
-    @property
-    def policy(self) -> ExitPolicy:
-        return self._policy
-
-    def set_policy(self, policy: ExitPolicy | str) -> None:
-        """Swap the policy; the next token uses it (a plain attribute write, safe across threads)."""
-        self._policy = self.make_policy(policy) if isinstance(policy, str) else policy
-
-    def set_threshold(self, value: float) -> None:
-        self._policy = self._policy.with_threshold(value)
+    def make_policy(self, policy: ExitPolicy | str) -> ExitPolicy:
+        """A policy for this model from its string form (an ExitPolicy is returned as it is)."""
+        if not isinstance(policy, str):
+            return policy
+        return parse_policy(policy, self.exit_points, self._load_agent, self.adapter)
 
     # -- prompt -----------------------------------------------------------------------------------
 
@@ -189,7 +197,8 @@ class EarlyExitEngine:
 
     # -- decoding ---------------------------------------------------------------------------------
 
-    def stream(self, prompt: str | list[int], max_new_tokens: int = 15, stop: list[str] | None = None,
+    def stream(self, prompt: str | list[int], policy: ExitPolicy | str = "full", max_new_tokens: int = 15,
+               stop: list[str] | None = None,
                stop_at_eol: bool = False, temperature: float = 0.0, top_p: float = 1.0,
                record: bool = False, seed: int | None = None, prefilled: Prefilled | None = None) -> Completion:
         """Stream a completion of `prompt` (text or token ids). With `prefilled` (from `prefill` on the same
@@ -204,13 +213,13 @@ class EarlyExitEngine:
         elif prefilled.max_new_tokens < max_new_tokens or (record and not prefilled.states):
             raise GreencodeError("a prefilled prompt serves only up to its max_new_tokens (and record mode "
                                  "only when prefilled with record=True)")
-        completion = Completion(iter(()))
+        completion = Completion(self.make_policy(policy), self.make_policy)
         completion._events = self._run(completion, prefilled, shared, max_new_tokens, list(stop or []),
                                        stop_at_eol, temperature, top_p, record, seed)
         return completion
 
-    def complete(self, prompt: str | list[int], **options) -> CompletionSummary:
-        completion = self.stream(prompt, **options)
+    def complete(self, prompt: str | list[int], policy: ExitPolicy | str = "full", **options) -> CompletionSummary:
+        completion = self.stream(prompt, policy, **options)
         events = list(completion)
         return replace(completion.summary, events=events)
 
@@ -287,7 +296,7 @@ class EarlyExitEngine:
 
                 # Next token: embed, run layers asking the policy at each exit point, fill skipped KV, decode.
                 self.meter.begin_window("token")
-                policy = self._policy if not record else None
+                policy = completion.policy if not record else None
                 step_ids = torch.tensor([[token]], device=self.device)
                 step_pos = torch.tensor([[position]], device=self.device)
                 hidden = adapter.embed(step_ids, step_pos)

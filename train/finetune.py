@@ -224,7 +224,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     {"interrupted": True, "checkpoint": ...})."""
     from greencode.exits import lite_weights
     from greencode.models import load_model
-    from greencode.info import resolve_exit_points
+    from greencode.exits import resolve_exit_points
 
     ft = config.finetune
     output = Path(output or ft.output).expanduser()

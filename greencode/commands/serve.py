@@ -6,22 +6,7 @@ from typing import Optional
 
 import typer
 
-
-def build_engine(config, policy: str, threshold: Optional[float]):
-    """Load [model].spec and wrap it in an EarlyExitEngine with the given default policy."""
-    from greencode.energy import EnergyMeter
-    from greencode.engine import EarlyExitEngine
-    from greencode.models import load_model
-    from greencode.info import resolve_exit_points
-
-    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
-    engine = EarlyExitEngine(loaded, "full", meter=EnergyMeter(config.energy),
-                             exit_points=resolve_exit_points(config, loaded.num_layers, loaded.info),
-                             max_context_tokens=config.engine.max_context_tokens,
-                             agent_path=config.agent.path or None)
-    default = engine.make_policy(policy)
-    engine.set_policy(default.with_threshold(threshold) if threshold is not None else default)
-    return engine
+from greencode.policies import POLICY_FORMS
 
 
 def command(ctx: typer.Context,
@@ -30,8 +15,9 @@ def command(ctx: typer.Context,
             port: Optional[int] = typer.Option(None, help="TCP port (default [serve].port, 8080)."),
             model: Optional[str] = typer.Option(None, help="Model spec (default [model].spec)."),
             agent: Optional[str] = typer.Option(None, help="Exit agent .safetensors (default [agent].path)."),
-            policy: Optional[str] = typer.Option(None, help="Default exit policy: full | fixed:N | confidence:P | "
-                                                 "entropy:H | agent:T (default [engine].policy)."),
+            policy: Optional[str] = typer.Option(None, help=f"Default exit policy: {POLICY_FORMS} (default "
+                                                 "[engine].policy; agent:T falls back to confidence:T on a model "
+                                                 "without an agent)."),
             threshold: Optional[float] = typer.Option(None, help="Threshold of the default policy (T, P or H)."),
             token: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer TOKEN' "
                                                 "(default [serve].token)."),
@@ -49,6 +35,7 @@ def command(ctx: typer.Context,
     config = load_context_config(ctx, **{"serve.host": host, "serve.port": port, "model.spec": model,
                                          "agent.path": agent, "engine.policy": policy, "serve.token": token,
                                          "serve.threads": threads})
+    from greencode.runtime import engine_from_config, policy_or_fallback
     from greencode.serve.app import build_app, listen_socket, run_server
 
     sock = listen_socket(config.serve.host, config.serve.port)
@@ -56,10 +43,13 @@ def command(ctx: typer.Context,
         import torch
 
         torch.set_num_threads(config.serve.threads)
-    engine = build_engine(config, config.engine.policy, threshold)
-    app = build_app(engine, config)
+    engine = engine_from_config(config)
+    default_policy, note = policy_or_fallback(engine, config.engine.policy, threshold)
+    if note:
+        typer.echo(f"note: {note}", err=True)
+    app = build_app(engine, config, default_policy)
     serve = config.serve
     typer.echo(f"greencode serve: {engine.loaded.name}, {engine.num_layers} layers, exits {engine.exit_points}, "
-               f"policy {engine.policy.name}, energy {engine.meter.source}, "
+               f"policy {default_policy.name}, energy {engine.meter.source}, "
                f"auth {'on' if serve.token else 'off'} -> http://{serve.host}:{serve.port}/generate", err=True)
     run_server(app, sock, log_level=log_level)
