@@ -63,8 +63,9 @@ class ArchAdapter:
         return {"position_ids": position_ids}
 
     def run_layer(self, index: int, hidden: torch.Tensor, context: dict, cache) -> torch.Tensor:
-        return _hidden(self.layers[index](hidden, attention_mask=None, cache=cache, use_cache=cache is not None,
-                                          **context))
+        # context may carry an attention mask (a prompt run on top of a reused prefix); else none is needed
+        return _hidden(self.layers[index](hidden, cache=cache, use_cache=cache is not None,
+                                          **{"attention_mask": None, **context}))
 
     def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -76,10 +77,13 @@ class ArchAdapter:
         """Decode any layer's hidden state the way the final layer is decoded: norm, then the shared head."""
         return self.lm_head(self.final_norm(hidden))
 
-    def exit_logits(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
-        """Decode a token that leaves at `layer` (1..L): through its exit map, if any, then norm and head."""
+    def exit_logits(self, layer: int, hidden: torch.Tensor, head=None) -> torch.Tensor:
+        """Decode a token that leaves at `layer` (1..L): through its exit map, if any, then norm and head;
+        `head` (a greencode.shortlist.ShortlistHead) gives logits over its shortlist only."""
         if self.exit_maps is not None and layer in self.exit_maps.exit_points:
             hidden = self.exit_maps(layer, hidden)
+        if head is not None:
+            return head(self.final_norm(hidden))
         return self.logits(hidden)
 
     def kv(self, index: int, hidden: torch.Tensor, context: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,6 +92,11 @@ class ArchAdapter:
     @property
     def head_weights(self) -> int:
         return self.model.get_output_embeddings().weight.numel()
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the LM head."""
+        return self.model.get_output_embeddings().weight.shape[0]
 
     @property
     def layer_weights(self) -> int:

@@ -13,6 +13,7 @@ Loading an agent trained for another hidden size or exit layout fails with one c
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -68,6 +69,71 @@ def save_agent(path: str | Path, state_dict: dict, net_arch: list[int], activati
     return atomic_write(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
 
 
+def _json_metadata(path: Path, metadata: dict, key: str):
+    if key not in metadata:
+        raise GreencodeError(f"{path}: agent metadata has no '{key}'; re-export the agent with `greencode train agent`")
+    try:
+        return json.loads(metadata[key])
+    except (json.JSONDecodeError, TypeError):
+        raise GreencodeError(f"{path}: agent metadata '{key}' = {metadata[key][:60]!r} is not valid JSON") from None
+
+
+def _positive_ints(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+
+
+@dataclass(frozen=True)
+class AgentLayout:
+    """What an agent file's metadata declares, checked field by field and against its tensor shapes."""
+
+    hidden_size: int
+    exit_points: list
+    net_arch: list
+    activation: str
+    position_feature: bool
+
+    @property
+    def in_features(self) -> int:
+        return self.hidden_size + (1 if self.position_feature else 0)
+
+    def shapes(self) -> dict[str, list[int]]:
+        """The tensor shapes an nn.Sequential of this layout has ("0.weight": [units, in_features], ...)."""
+        expected, width = {}, self.in_features
+        for index, units in enumerate([*self.net_arch, 2]):
+            expected[f"{2 * index}.weight"], expected[f"{2 * index}.bias"] = [units, width], [units]
+            width = units
+        return expected
+
+    @classmethod
+    def read(cls, path: Path, metadata: dict, shapes: dict[str, list[int]]) -> "AgentLayout":
+        hidden = metadata.get("hidden_size")
+        if hidden is None:
+            raise GreencodeError(f"{path}: agent metadata has no 'hidden_size'; re-export the agent")
+        if not str(hidden).isdigit() or int(hidden) <= 0:
+            raise GreencodeError(f"{path}: agent metadata 'hidden_size' = {hidden[:40]!r} is not a positive integer")
+        exits = _json_metadata(path, metadata, "exit_points")
+        if not _positive_ints(exits) or exits != sorted(set(exits)):
+            raise GreencodeError(f"{path}: agent metadata 'exit_points' must be an ascending JSON list of layers, "
+                                 f"got {metadata['exit_points'][:60]!r}")
+        arch = _json_metadata(path, metadata, "net_arch")
+        if not _positive_ints(arch):
+            raise GreencodeError(f"{path}: agent metadata 'net_arch' must be a JSON list of layer widths like "
+                                 f"[64, 64], got {metadata['net_arch'][:60]!r}")
+        activation = metadata.get("activation", "tanh")
+        if activation not in ACTIVATIONS:
+            raise GreencodeError(f"{path}: unknown agent activation {activation[:40]!r}; allowed: {', '.join(ACTIVATIONS)}")
+        layout = cls(int(hidden), exits, arch, activation, metadata.get("position_feature") == "true")
+        if layout.shapes() != shapes:
+            raise GreencodeError(f"{path}: agent metadata (hidden_size {layout.hidden_size}, net_arch {arch}) does not "
+                                 f"match its tensors ({_describe(shapes)}); the file is damaged: re-export it")
+        return layout
+
+
+def _describe(shapes: dict[str, list[int]]) -> str:
+    listed = [f"{key} {'x'.join(map(str, shape))}" for key, shape in sorted(shapes.items())]
+    return ", ".join(listed[:6]) + (", ..." if len(listed) > 6 else "") if listed else "no tensors"
+
+
 class ExitAgent:
     """P(exit) for an observation; `decide` compares it with the threshold T."""
 
@@ -89,25 +155,25 @@ class ExitAgent:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+                shapes = {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
+                if metadata.get("format") != FORMAT:
+                    raise GreencodeError(f"{path}: not a greencode agent file (format {metadata.get('format')!r})")
+                # everything the metadata claims is checked against the tensor shapes before anything is built
+                layout = AgentLayout.read(path, metadata, shapes)
+                tensors = {key: handle.get_tensor(key) for key in shapes}
         except (SafetensorError, OSError, ValueError) as exc:
             raise GreencodeError(f"{path}: not a greencode agent file ({exc})") from None
-        if metadata.get("format") != FORMAT:
-            raise GreencodeError(f"{path}: not a greencode agent file (format {metadata.get('format')!r})")
-        trained_hidden = int(metadata["hidden_size"])
-        trained_exits = json.loads(metadata["exit_points"])
-        if hidden_size is not None and trained_hidden != hidden_size:
+        if hidden_size is not None and layout.hidden_size != hidden_size:
             raise GreencodeError(
-                f"{path}: agent was trained for hidden size {trained_hidden} ({metadata.get('model')}), "
+                f"{path}: agent was trained for hidden size {layout.hidden_size} ({metadata.get('model')}), "
                 f"this model has {hidden_size}; train an agent for it with `greencode train agent`"
             )
-        if exit_points is not None and list(exit_points) != trained_exits:
+        if exit_points is not None and list(exit_points) != layout.exit_points:
             raise GreencodeError(
-                f"{path}: agent was trained for exit points {trained_exits}, the engine uses {list(exit_points)}; "
+                f"{path}: agent was trained for exit points {layout.exit_points}, the engine uses {list(exit_points)}; "
                 "set [exits].points to match or retrain"
             )
-        in_features = trained_hidden + (1 if metadata.get("position_feature") == "true" else 0)
-        net = build_mlp(in_features, json.loads(metadata["net_arch"]), metadata.get("activation", "tanh"))
+        net = build_mlp(layout.in_features, layout.net_arch, layout.activation)
         try:
             net.load_state_dict(tensors)
         except RuntimeError as exc:

@@ -113,8 +113,25 @@ def main() -> None:
         typer.echo(f"greencode: error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("greencode: interrupted", err=True)
-        sys.exit(130)
+        interrupted()
+    except SystemExit as exc:
+        if exc.code == 130 and _caused_by_ctrl_c(exc):  # Typer turns Ctrl-C into a silent Exit(130)
+            interrupted()
+        raise
+
+
+def _caused_by_ctrl_c(exc: BaseException) -> bool:
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def interrupted() -> None:
+    typer.echo("greencode: interrupted", err=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

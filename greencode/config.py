@@ -7,6 +7,9 @@ naming the file, the key and what is allowed. Defaults here match the commented 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import stat
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ else:  # pragma: no cover
 from greencode.errors import GreencodeError
 
 DEFAULT_CONFIG_NAME = "greencode.toml"
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; anything past 1 MiB is not one (e.g. /dev/zero)
 
 
 def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
@@ -43,6 +47,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class ExitsConfig:
     points: list = _opt([])  # [] = the paper's rule for the model's depth
+    shortlist: int = _opt(-1, lo=-1)  # exit-head tokens: -1 the model's shortlist, 0 the whole vocabulary, K its first K
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,9 @@ class EngineConfig:
     temperature: float = _opt(0.0, lo=0.0)  # 0 = greedy
     top_p: float = _opt(1.0, lo=0.0, hi=1.0)
     seed: int = _opt(0)
+    token_healing: bool = _opt(True)  # a prompt cut mid-word completes the word (text prompts)
+    prefix_cache: int = _opt(4, lo=0)  # prompts whose prefill KV cache is kept for reuse; 0 = off
+    prefix_cache_mb: int = _opt(256, lo=0)  # memory bound of those caches together
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,14 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation)
 
 
+def _check_finite(value: Any, where: str, dotted: str) -> None:
+    """NaN and inf pass every range check and later turn into non-JSON output: refuse them by name."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise GreencodeError(f"{where}: '{dotted}' = {value!r} is not a finite number; give a plain number")
+
+
 def _type_name(annotation: Any) -> str:
     return {Any: "a string or a list"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
@@ -201,6 +217,7 @@ def _build(cls: type, values: dict, where: str, prefix: str) -> Any:
                 raise GreencodeError(f"{where}: '{dotted}' must be a table ([{dotted}])")
             kwargs[key] = _build(annotation, value, where, f"{dotted}.")
             continue
+        _check_finite(value, where, dotted)
         if not _type_ok(value, annotation):
             raise GreencodeError(
                 f"{where}: '{dotted}' must be {_type_name(annotation)}, got {type(value).__name__} {value!r}"
@@ -278,12 +295,25 @@ def overrides_to_dict(overrides: dict[str, Any]) -> dict:
 
 
 def read_toml(path: Path) -> dict:
+    """A regular file of at most MAX_CONFIG_BYTES, read through one open handle (no stat/read race)."""
     try:
-        raw = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below like any non-file
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise GreencodeError(f"{path}: a config must be a regular file (this is a device, pipe or "
+                                     "directory); pass --config FILE.toml")
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise GreencodeError(f"{path}: config file not found (pass --config FILE or create greencode.toml)") from None
+    except IsADirectoryError:
+        raise GreencodeError(f"{path}: a config must be a regular file, this is a directory; "
+                             "pass --config FILE.toml") from None
     except OSError as exc:
         raise GreencodeError(f"{path}: cannot read config file: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise GreencodeError(f"{path}: config file is larger than {MAX_CONFIG_BYTES} bytes; "
+                             "a greencode.toml is a few KiB")
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -1,7 +1,8 @@
 """EarlyExitEngine: token-by-token decoding with per-token exits.
 
 For each new token the engine runs the decoder layers itself. At every exit point it asks the policy;
-on exit it decodes the hidden state through the final norm and the shared LM head, and fills the KV
+on exit it decodes the hidden state through the final norm and the shared LM head (only its shortlist
+rows when the model has a shortlist: greencode.shortlist), and fills the KV
 cache of the layers the token skipped by state propagation (CALM): the exited state goes through each
 skipped layer's input norm and K/V projections, so later tokens that run deeper find keys and values
 for every position. Decoding stays O(1) per token; the prefix is never recomputed.
@@ -21,7 +22,10 @@ from greencode.agent import ExitAgent, agent_observation
 from greencode.energy import EnergyMeter
 from greencode.errors import GreencodeError
 from greencode.events import CompletionSummary, TokenEvent, layers_skipped_frac
+from greencode.healing import HealingConstraint, heal_prompt, vocab_texts
+from greencode.oracle import Oracle, first_agreeing_exit
 from greencode.policies import ExitPolicy, Full, parse_policy
+from greencode.shortlist import ShortlistHead, describe_exit_head
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class ExitTrace:
     """Recorded at full depth for RL trajectories: what the agent would see at each exit point."""
 
     observations: np.ndarray  # (n_exit_points, hidden) float32: agent_observation at each exit point
-    exit_top1: list[int]  # top-1 token when decoding at each exit point
+    exit_top1: list[int]  # the token decoding would emit at each exit point (shortlist top-1 with a shortlist)
     final_top1: int  # top-1 token of the final layer
 
 
@@ -40,28 +44,36 @@ class TracedEvent(TokenEvent):
 
 @dataclass(frozen=True)
 class CostModel:
-    """Per-token cost in layer-units (one decoder layer's weights read = 1), see DESIGN.md 'The KV cache'."""
+    """Per-token cost in layer-units (one decoder layer's weights read = 1), see DESIGN.md 'The KV cache'.
+
+    Full depth pays the whole LM head (V x d) once; an exit pays the exit head (the shortlist's K x d rows,
+    or the whole head without a shortlist) once per decode at an exit point."""
 
     num_layers: int
-    head_units: float  # one LM-head pass
+    head_units: float  # one pass of the whole LM head (V x d), at full depth
     propagation_units: float  # K/V projections of one skipped layer
+    exit_head_units: float  # one pass of the exit head (K x d)
 
     @classmethod
-    def of(cls, adapter) -> "CostModel":
+    def of(cls, adapter, exit_head_rows: int | None = None) -> "CostModel":
         layer = adapter.layer_weights
         kv_weights = sum(p.numel() for name, p in adapter.layers[0].named_parameters()
                          if any(k in name for k in ("k_proj", "v_proj", "c_attn")))
         if adapter.arch == "gpt2":
             kv_weights = kv_weights * 2 // 3  # c_attn holds Q, K and V
-        return cls(adapter.num_layers, adapter.head_weights / layer, kv_weights / layer)
+        head = adapter.head_weights / layer
+        exit_head = head * exit_head_rows / adapter.vocab_size if exit_head_rows else head
+        return cls(adapter.num_layers, head, kv_weights / layer, exit_head)
 
-    def units(self, layers_run: int, head_passes: int) -> float:
+    def units(self, layers_run: int, exit_head_passes: int) -> float:
+        """A token that ran `layers_run` layers and decoded `exit_head_passes` times at exit points."""
         skipped = self.num_layers - layers_run
-        return layers_run + skipped * self.propagation_units + head_passes * self.head_units
+        full_head = self.head_units if layers_run == self.num_layers else 0.0
+        return layers_run + skipped * self.propagation_units + exit_head_passes * self.exit_head_units + full_head
 
     @property
     def full_units(self) -> float:
-        return self.units(self.num_layers, 1)
+        return self.units(self.num_layers, 0)
 
 
 @dataclass
@@ -75,6 +87,8 @@ class Prefilled:
     logits: torch.Tensor  # the final layer's logits at the last prompt position
     states: dict  # exit layer -> hidden state of the last position (record mode only)
     measured: object  # greencode.energy.Measurement of the prefill
+    reused: int = 0  # leading prompt tokens taken from the prefix cache instead of run again
+    healed: str = ""  # text backed out of the prompt by token healing: the completion starts with it
 
 
 @dataclass
@@ -104,6 +118,16 @@ class Completion:
         self.policy = self.policy.with_threshold(value)
 
 
+def _causal_mask_after(past: int, new: int, dtype, device) -> torch.Tensor:
+    """Additive mask (1, 1, new, past + new): new token i sees every cached position and new tokens <= i.
+
+    Needed when several tokens run on top of a cache: without a mask SDPA's causal flag aligns the
+    triangle top-left, so the new tokens would not see the cached prefix."""
+    allowed = torch.ones(new, past + new, dtype=torch.bool, device=device).tril(diagonal=past)
+    return torch.zeros(new, past + new, dtype=dtype, device=device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)[None, None]
+
+
 GREEDY_BELOW = 1e-4  # temperatures this small would overflow logits / T: treat them as greedy
 
 
@@ -113,7 +137,8 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
-        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p  # always keeps the top token
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        keep[0] = True  # the top token always stays: a tiny top_p (1e-300 is 0 in float32) must not empty the set
         probs = torch.zeros_like(probs).scatter(-1, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs, 1, generator=generator))
 
@@ -121,8 +146,9 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
 class _TextTracker:
     """Incremental detokenisation: the text each token adds, holding back partial UTF-8 characters."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, healed: str = ""):
         self.tokenizer = tokenizer
+        self.healed = healed  # before the cursor: decoded, but never handed out
         self.ids: list[int] = []
         self.text = ""
 
@@ -131,8 +157,24 @@ class _TextTracker:
         decoded = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if decoded.endswith("\ufffd"):
             return ""
+        decoded = decoded[len(self.healed):]
         piece, self.text = decoded[len(self.text):], decoded
         return piece
+
+
+def resolve_shortlist(loaded, size: int) -> torch.Tensor | None:
+    """The exit-head token ids for [exits].shortlist = `size`: -1 the model's own shortlist (none: the whole
+    vocabulary), 0 the whole vocabulary, K the first (most frequent) K of the model's shortlist."""
+    shipped = loaded.info.get("shortlist")  # a tensor of ids, read from the model's files by load_model
+    if size == -1 or size == 0:
+        return shipped if size == -1 else None
+    if shipped is None:
+        raise GreencodeError(f"[exits].shortlist = {size}, but {loaded.name} ships no shortlist; "
+                             "use 0 (the whole vocabulary) or -1")
+    if size > len(shipped):
+        raise GreencodeError(f"[exits].shortlist = {size}, but {loaded.name}'s shortlist has {len(shipped)} "
+                             f"tokens; use at most {len(shipped)}, 0 (the whole vocabulary) or -1")
+    return shipped[:size]
 
 
 class EarlyExitEngine:
@@ -140,7 +182,8 @@ class EarlyExitEngine:
     Built from a config by greencode.runtime.engine_from_config."""
 
     def __init__(self, loaded, meter: EnergyMeter | None = None, exit_points: list[int] | None = None,
-                 max_context_tokens: int = 512, agent_path: str | None = None):
+                 max_context_tokens: int = 512, agent_path: str | None = None, prefix_cache=None, token_healing: bool = False,
+                 shortlist: int = -1):
         from greencode.exits import exit_points as paper_exit_points
         from greencode.exits import validate_exit_points
 
@@ -154,9 +197,29 @@ class EarlyExitEngine:
         self.meter = meter or EnergyMeter()
         self.max_context_tokens = max_context_tokens
         self.agent_path = agent_path
+        # Off for the library (eval and trajectories cut at token boundaries); front ends pass [engine].token_healing.
+        self.token_healing = token_healing  # text prompts only: a list of ids has no cursor inside a word
+        self._vocab_texts: list[str] | None = None
         self._agent: ExitAgent | None = None
-        self.cost = CostModel.of(self.adapter)
+        ids = resolve_shortlist(loaded, shortlist)
+        # The exit head: the shortlist's rows of the LM head, gathered once (None: the whole head).
+        self.exit_head = (ShortlistHead(self.adapter.model.get_output_embeddings(), ids, self.adapter.vocab_size)
+                          if ids is not None else None)
+        self.cost = CostModel.of(self.adapter, self.exit_head.size if self.exit_head else None)
         self.device = next(loaded.model.parameters()).device
+        self.prefix_cache = prefix_cache  # greencode.prefix_cache.PrefixCache: prompts share their prefill
+
+    def describe_exit_head(self) -> str:
+        """e.g. 'exit head: 8192 of 49152 tokens, 1.3 layer-units' (greencode info, the TUI panel)."""
+        return describe_exit_head(self.exit_head.size if self.exit_head else None, self.adapter.vocab_size,
+                                  self.cost.exit_head_units)
+
+    def _exit_logits(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits at exit point `layer` over the exit head's tokens (index them back with `_exit_token`)."""
+        return self.adapter.exit_logits(layer, hidden, self.exit_head)[0, -1]
+
+    def _exit_token(self, index: int) -> int:
+        return self.exit_head.token(index) if self.exit_head is not None else index
 
     # -- policies ---------------------------------------------------------------------------------
 
@@ -179,12 +242,27 @@ class EarlyExitEngine:
             return policy
         return parse_policy(policy, self.exit_points, self._load_agent, self.adapter)
 
+    @property
+    def _model_key(self) -> tuple:
+        return (self.loaded.spec, id(self.loaded.model))
+
     # -- prompt -----------------------------------------------------------------------------------
 
-    def _context_limit(self, max_new_tokens: int) -> int:
+    @property
+    def position_window(self) -> int:
+        """How many positions the model can attend over (prompt + generated tokens)."""
         config = self.loaded.model.config
-        window = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
-        return max(1, min(self.max_context_tokens, window - max_new_tokens))
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
+
+    def max_new_tokens_limit(self) -> int:
+        """The most tokens one completion can add: at least one prompt token must fit in the window."""
+        return self.position_window - 1
+
+    def _context_limit(self, max_new_tokens: int) -> int:
+        if max_new_tokens > self.max_new_tokens_limit():
+            raise GreencodeError(f"max_new_tokens {max_new_tokens} does not fit the model's position window of "
+                                 f"{self.position_window} tokens; ask for at most {self.max_new_tokens_limit()}")
+        return max(1, min(self.max_context_tokens, self.position_window - max_new_tokens))
 
     def encode(self, prompt: str | list[int], max_new_tokens: int) -> tuple[list[int], int]:
         """Token ids of the prompt, keeping the tokens nearest the cursor; (ids, number dropped)."""
@@ -195,14 +273,23 @@ class EarlyExitEngine:
         limit = self._context_limit(max_new_tokens)
         return ids[-limit:], max(0, len(ids) - limit)
 
+    def heal(self, ids: list[int]):
+        """Token healing of a prompt's ids (greencode/healing.py); the vocabulary is decoded on first use."""
+        if self._vocab_texts is None:
+            self._vocab_texts = vocab_texts(self.loaded.tokenizer)
+        return heal_prompt(self.loaded.tokenizer, ids, self._vocab_texts)
+
     # -- decoding ---------------------------------------------------------------------------------
 
     def stream(self, prompt: str | list[int], policy: ExitPolicy | str = "full", max_new_tokens: int = 15,
                stop: list[str] | None = None,
                stop_at_eol: bool = False, temperature: float = 0.0, top_p: float = 1.0,
-               record: bool = False, seed: int | None = None, prefilled: Prefilled | None = None) -> Completion:
+               record: bool = False, seed: int | None = None, prefilled: Prefilled | None = None,
+               record_scores: bool = True) -> Completion:
         """Stream a completion of `prompt` (text or token ids). With `prefilled` (from `prefill` on the same
-        prompt) the prompt is not run again: its cache is copied, and its first token and figures reused."""
+        prompt) the prompt is not run again: its cache is copied, and its first token and figures reused.
+        A text prompt is token-healed when `token_healing` is on: the events carry only what follows the cursor.
+        `record_scores` keeps the policy's score at every exit point a token passed (TokenEvent.exit_scores)."""
         if max_new_tokens <= 0:
             raise GreencodeError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
@@ -215,7 +302,7 @@ class EarlyExitEngine:
                                  "only when prefilled with record=True)")
         completion = Completion(self.make_policy(policy), self.make_policy)
         completion._events = self._run(completion, prefilled, shared, max_new_tokens, list(stop or []),
-                                       stop_at_eol, temperature, top_p, record, seed)
+                                       stop_at_eol, temperature, top_p, record, seed, record_scores)
         return completion
 
     def complete(self, prompt: str | list[int], policy: ExitPolicy | str = "full", **options) -> CompletionSummary:
@@ -229,31 +316,43 @@ class EarlyExitEngine:
         from transformers import DynamicCache
 
         ids, dropped = self.encode(prompt, max_new_tokens)
+        healed = ""
+        if self.token_healing and isinstance(prompt, str):
+            healing = self.heal(ids)
+            ids, healed = healing.ids, healing.removed
         adapter = self.adapter
         cache = DynamicCache(config=self.loaded.model.config)
         self.meter.begin_window("token")
-        input_ids = torch.tensor([ids], device=self.device)
-        positions = torch.arange(len(ids), device=self.device)[None]
+        # A stored prompt sharing our first tokens fills the cache with them; only the rest runs here.
+        reused = self.prefix_cache.lookup(self._model_key, ids, cache) if self.prefix_cache is not None else 0
+        input_ids = torch.tensor([ids[reused:]], device=self.device)
+        positions = torch.arange(reused, len(ids), device=self.device)[None]
         hidden = adapter.embed(input_ids, positions)
         context = adapter.layer_context(hidden, positions)
+        if reused and len(ids) - reused > 1:
+            context["attention_mask"] = _causal_mask_after(reused, len(ids) - reused, hidden.dtype, self.device)
         states = {}
         for index in range(self.num_layers):
             hidden = adapter.run_layer(index, hidden, context, cache)
             if record and index + 1 in self._exit_index:
                 states[index + 1] = hidden[:, -1:]
         logits = adapter.logits(hidden[:, -1:])[0, -1]
+        if self.prefix_cache is not None:
+            self.prefix_cache.store(self._model_key, ids, cache)  # a copy: decoding never writes into it
         measured = self.meter.end_window("token")
-        return Prefilled(ids, dropped, max_new_tokens, cache, logits, states, measured)
+        return Prefilled(ids, dropped, max_new_tokens, cache, logits, states, measured, reused, healed)
 
     @torch.inference_mode()
     def _run(self, completion: Completion, prefilled: Prefilled, shared: bool, max_new_tokens: int, stop: list[str],
-             stop_at_eol: bool, temperature: float, top_p: float, record: bool, seed: int | None):
+             stop_at_eol: bool, temperature: float, top_p: float, record: bool, seed: int | None,
+             record_scores: bool):
         import copy
 
         adapter, L = self.adapter, self.num_layers
         generator = torch.Generator().manual_seed(seed) if (seed is not None and temperature > 0) else None
         eos = self.loaded.tokenizer.eos_token_id
-        text = _TextTracker(self.loaded.tokenizer)
+        text = _TextTracker(self.loaded.tokenizer, prefilled.healed)
+        healing = HealingConstraint(prefilled.healed, self._vocab_texts or [])
         events: list[TokenEvent] = []
         stop_reason = "length"
         started = time.perf_counter()
@@ -263,18 +362,22 @@ class EarlyExitEngine:
         cache = copy.deepcopy(prefilled.cache) if shared else prefilled.cache
         logits = prefilled.logits
         trace = self._trace(prefilled.states, logits) if record else None
-        token = _sample(logits, temperature, top_p, generator)
+        token = _sample(healing.apply(logits), temperature, top_p, generator)
+        healing.advance(token)
         prefill_seconds = measured.seconds
-        exit_layer, score, head_passes, policy_name = L, None, 1, "prefill"
+        exit_layer, layers_run, score, policy_name = L, L, None, "prefill"
+        units = modelled = self.cost.full_units  # layer-units run, and what the token is modelled to cost
+        scores: list[float | None] = []
         position = len(ids)
 
         try:
             for index in range(max_new_tokens):
                 # Emit the token just chosen, then stop or feed it back in.
                 piece = text.add(token)
-                full_joules = measured.joules * self.cost.full_units / self.cost.units(exit_layer, head_passes)
-                event = TokenEvent(index, token, piece, exit_layer, exit_layer, L, score, measured.seconds,
-                                   measured.joules, measured.source, full_joules, policy_name)
+                full_joules = measured.joules * self.cost.full_units / units
+                event = TokenEvent(index, token, piece, exit_layer, layers_run, L, score, measured.seconds,
+                                   measured.joules, measured.source, full_joules, policy_name, tuple(scores),
+                                   modelled)
                 if trace is not None:
                     event = TracedEvent(**event.__dict__, trace=trace)
                 events.append(event)
@@ -297,46 +400,71 @@ class EarlyExitEngine:
                 # Next token: embed, run layers asking the policy at each exit point, fill skipped KV, decode.
                 self.meter.begin_window("token")
                 policy = completion.policy if not record else None
+                oracle = isinstance(policy, Oracle)  # runs full depth, then judges every exit point
+                keep_states = record or oracle
                 step_ids = torch.tensor([[token]], device=self.device)
                 step_pos = torch.tensor([[position]], device=self.device)
                 hidden = adapter.embed(step_ids, step_pos)
                 context = adapter.layer_context(hidden, step_pos)
-                exit_layer, score, head_passes, logits = L, None, 1, None
+                exit_layer, score, exit_passes, logits = L, None, 0, None
+                scores = [] if record_scores else scores  # off: the empty list stays empty
                 states = {}
                 policy_name = policy.name if policy is not None else "full (recorded)"
-                check_exits = policy is not None and not isinstance(policy, Full)
+                check_exits = policy is not None and not isinstance(policy, (Full, Oracle))
                 for layer_index in range(L):
                     hidden = adapter.run_layer(layer_index, hidden, context, cache)
                     layer = layer_index + 1
                     exit_index = self._exit_index.get(layer)
-                    if record and exit_index is not None:
+                    if keep_states and exit_index is not None:
                         states[layer] = hidden
                     if not check_exits or exit_index is None:
                         continue
-                    exit_logits = adapter.exit_logits(layer, hidden)[0, -1] if policy.needs_logits else None
-                    head_passes += policy.needs_logits
+                    exit_logits = self._exit_logits(layer, hidden) if policy.needs_logits else None
+                    exit_passes += policy.needs_logits
                     leave, score = policy.decide(layer, exit_index, hidden, exit_logits)
+                    if record_scores:  # the score is computed anyway: keeping it is one append
+                        scores.append(score)
                     if leave:
                         exit_layer, logits = layer, exit_logits
-                        head_passes -= policy.needs_logits  # the exit's logits are reused below
                         break
                 for skipped in range(exit_layer, L):  # state propagation into layers exit_layer+1..L
                     keys, values = adapter.kv(skipped, hidden, context)
                     cache.update(keys, values, skipped)
-                if logits is None:
+                if exit_layer == L:  # full depth: the whole vocabulary, exactly as the base model
+                    logits = adapter.logits(hidden)[0, -1]
+                    token = _sample(healing.apply(logits), temperature, top_p, generator)
+                elif healing:  # the text still to heal may need a token off the shortlist: the whole head, once
                     logits = adapter.exit_logits(exit_layer, hidden)[0, -1]
+                    exit_passes += 1
+                    token = _sample(healing.apply(logits), temperature, top_p, generator)
+                else:  # an exit: over the exit head's tokens (the shortlist), mapped back to a token id
+                    if logits is None:
+                        logits = self._exit_logits(exit_layer, hidden)
+                        exit_passes += 1
+                    token = self._exit_token(_sample(logits, temperature, top_p, generator))
+                healing.advance(token)
+                layers_run = exit_layer
+                units = modelled = self.cost.units(exit_layer, exit_passes)
                 trace = self._trace(states, logits) if record else None
-                token = _sample(logits, temperature, top_p, generator)
+                if oracle:
+                    exit_top1 = self._exit_top1(states)
+                    exit_passes += len(exit_top1)
+                    units = self.cost.units(L, exit_passes)
+                    exit_layer = first_agreeing_exit(exit_top1, token, self.exit_points, L)
+                    modelled = self.cost.units(exit_layer, int(exit_layer < L))  # as if it had left there
                 position += 1
                 measured = self.meter.end_window("token")
         finally:
             completion.summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
                                                time.perf_counter() - started + prefill_seconds, stop, stop_reason)
 
+    def _exit_top1(self, states: dict) -> list[int]:
+        """The token decoding would emit at each exit point (the exit head's top-1, as a token id)."""
+        return [self._exit_token(int(self._exit_logits(p, states[p]).argmax())) for p in self.exit_points]
+
     def _trace(self, states: dict, final_logits: torch.Tensor) -> ExitTrace:
         observations = torch.stack([agent_observation(self.adapter, states[p]) for p in self.exit_points])
-        exit_top1 = [int(self.adapter.exit_logits(p, states[p])[0, -1].argmax()) for p in self.exit_points]
-        return ExitTrace(observations.cpu().numpy(), exit_top1, int(final_logits.argmax()))
+        return ExitTrace(observations.cpu().numpy(), self._exit_top1(states), int(final_logits.argmax()))
 
     def _summary(self, text: _TextTracker, events: list[TokenEvent], prompt_tokens: int, dropped: int,
                  prefill_seconds: float, total_seconds: float, stop: list[str], stop_reason: str) -> CompletionSummary:

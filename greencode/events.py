@@ -17,7 +17,7 @@ class TokenEvent:
     token_id: int
     text: str  # the text this token adds (decoded incrementally, so multi-token characters come out whole)
     exit_layer: int  # 1..L; L means the token ran at full depth
-    layers_run: int  # decoder layers executed for this token (== exit_layer)
+    layers_run: int  # decoder layers executed for this token (== exit_layer, but L for the oracle)
     num_layers: int  # L
     score: float | None  # the policy's score at the exit: P(exit), confidence, ...; None for full/fixed
     seconds: float  # wall time of this token
@@ -25,6 +25,9 @@ class TokenEvent:
     energy_source: str  # "measured: gpu", "measured: cpu" or "estimate"
     full_depth_joules: float  # the same token's estimated energy at full depth (for "joules saved")
     policy: str  # the policy that decided this token, e.g. "agent:0.9"
+    exit_scores: tuple = ()  # the policy's score at each exit point the token passed, in order (the last decided)
+    modelled_units: float = 0.0  # its cost in layer-units by greencode.engine.CostModel (the oracle's: as if it
+    #                              had left at its exit layer, though it ran every layer)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from greencode.config import Config
 
 def model_info(config: Config) -> dict:
     from greencode.energy import describe_energy_source
-    from greencode.exits import lite_weights, resolve_exit_points
-    from greencode.runtime import load_from_config
+    from greencode.exits import lite_weights
+    from greencode.runtime import engine_from_config
 
-    loaded = load_from_config(config)
-    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
+    engine = engine_from_config(config)
+    loaded, points = engine.loaded, engine.exit_points
     facts = {
         "model": loaded.name,
         "spec": loaded.spec,
@@ -22,6 +22,8 @@ def model_info(config: Config) -> dict:
         # A fine-tuned model reports the weights it was trained with; others the paper's defaults.
         "lite_weights": loaded.info.get("weights") or {
             layer: round(w, 4) for layer, w in lite_weights(loaded.num_layers, points=points).items()},
+        # What an exit decodes over and costs (full depth: the whole head, always).
+        "exit_head": engine.describe_exit_head(),
         "energy_source": describe_energy_source(config.energy),
         "load_seconds": round(loaded.load_seconds, 2),
     }

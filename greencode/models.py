@@ -67,6 +67,9 @@ def default_gguf_path() -> Path:
 def _load_gguf(path: Path, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from greencode.model_files import check_gguf
+
+    check_gguf(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
@@ -134,12 +137,16 @@ def _load_tiny(kind: str, configured_cache: str, dtype):
 def _load_dir(path: Path, dtype, local_only: bool = True):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from greencode.model_files import check_model_dir
+
+    check_model_dir(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
                                                      local_files_only=local_only)
-    except (OSError, ValueError, KeyError) as exc:
-        raise GreencodeError(f"{path}: cannot load a causal LM from it ({type(exc).__name__}: {exc})"[:400]) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise GreencodeError(f"{path}: cannot load a causal LM from it ({type(exc).__name__}: {first_line})"[:400]) from None
     return model, tokenizer
 
 
@@ -200,16 +207,46 @@ def shipped_adaptation() -> dict:
     return _read_json_if_present(ASSETS / "manifest.json", "reinstall greencode")
 
 
-def _apply_shipped_adaptation(adapter, manifest: dict) -> dict:
-    """Attach the shipped exit maps; return the info the engine reads (exit points, agent path)."""
+def _apply_shipped_adaptation(adapter, tokenizer, manifest: dict, assets: Path) -> dict:
+    """Attach the shipped exit maps; return the info the engine reads (exit points, agent path, shortlist)."""
     from greencode.exit_maps import ExitMaps
+    from greencode.shortlist import load_shortlist
 
     if manifest.get("hidden_size") != adapter.hidden_size or manifest.get("num_layers") != adapter.num_layers:
-        raise GreencodeError(f"{ASSETS}: the shipped adaptation is for another model "
+        raise GreencodeError(f"{assets}: the shipped adaptation is for another model "
                              f"({manifest.get('num_layers')} layers of {manifest.get('hidden_size')})")
-    adapter.exit_maps = ExitMaps.load(ASSETS / manifest["exit_maps"], adapter.hidden_size)
-    return {"exit_points": manifest["exit_points"], "agent_path": str(ASSETS / manifest["agent"]),
+    adapter.exit_maps = ExitMaps.load(assets / manifest["exit_maps"], adapter.hidden_size)
+    info = {"exit_points": manifest["exit_points"], "agent_path": str(assets / manifest["agent"]),
             "adaptation": manifest}
+    if manifest.get("shortlist"):  # the exit head's tokens (greencode.shortlist), when the build made one
+        info["shortlist"] = load_shortlist(assets / manifest["shortlist"], tokenizer)
+    return info
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> cuda if available else cpu; anything else must name a device this torch can use."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise GreencodeError(f"[model].device {device!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cpu":
+        return device
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GreencodeError(f"[model].device {device!r}: this torch has no usable CUDA GPU "
+                                 f"(torch {torch.__version__}); use --model.device cpu or auto")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise GreencodeError(f"[model].device {device!r}: there are only {torch.cuda.device_count()} CUDA "
+                                 "device(s); use cuda:0 .. cuda:N-1")
+        return device
+    backend = getattr(torch.backends, parsed.type, None)
+    if backend is None or not getattr(backend, "is_available", lambda: False)():
+        raise GreencodeError(f"[model].device {device!r}: not available here; use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def load_model(spec: str = "default", dtype: str = "float32", device: str = "auto",
@@ -222,6 +259,7 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars on every load are noise in a terminal app
+    device = resolve_device(device)  # before any weights are read
     started = time.perf_counter()
     torch_dtype = _torch_dtype(dtype)
     info: dict = {}
@@ -246,13 +284,11 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
     else:
         model, tokenizer = _load_hub(spec, torch_dtype)
     adapter = adapter_for(model)  # unsupported architectures fail here, before any work
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     model.requires_grad_(False)
     manifest = shipped_adaptation() if spec == "default" else {}
     if manifest:
-        info = _apply_shipped_adaptation(adapter, manifest)
+        info = _apply_shipped_adaptation(adapter, tokenizer, manifest, ASSETS)
         adapter.exit_maps.to(device)
         name = "SmolLM2-135M-Instruct (packaged) + greencode exit maps"
     return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, spec=spec, name=name, info=info,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +31,33 @@ def cache_dir(configured: str = "") -> Path:
     path = Path(chosen).expanduser()
     if _writable(path):
         return path
-    fallback = Path(tempfile.gettempdir()) / f"greencode-cache-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    fallback = private_temp_dir()
     print(f"greencode: cache dir {path} is not writable; using {fallback} instead", file=sys.stderr)
-    fallback.mkdir(parents=True, exist_ok=True)
     return fallback
+
+
+def private_temp_dir() -> Path:
+    """$TMP/greencode-cache-<uid>, created 0700, used only if it is our own real directory.
+
+    The name is predictable, so another local user could create it first (or a symlink by that name)
+    and plant weights there; such a directory is refused and a fresh mkdtemp one is used instead."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    shared = Path(tempfile.gettempdir()) / f"greencode-cache-{uid if uid is not None else 0}"
+    try:
+        os.mkdir(shared, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="greencode-cache-"))
+    try:
+        info = os.lstat(shared)
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="greencode-cache-"))
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or (uid is not None and info.st_uid != uid):
+        fresh = Path(tempfile.mkdtemp(prefix="greencode-cache-"))
+        print(f"greencode: {shared} is not a directory of yours (a symlink or another user's); "
+              f"using {fresh} instead", file=sys.stderr)
+        return fresh
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(shared, 0o700)  # ours, but readable by others: close it
+    return shared

@@ -3,9 +3,14 @@
     full            never exits early
     fixed:N         exits at exit layer N
     confidence:P    exits when the max softmax probability at the exit is >= P (decodes logits at every
-                    exit point: the LM-head cost the RL agent avoids)
+                    exit point: the exit-head cost the RL agent avoids)
     entropy:H       exits when the entropy (nats) of the exit's distribution is <= H
     agent:T         the exported RL agent: exits when P(exit) >= T (reads only the hidden state)
+    oracle          reference: full depth, reporting the first exit point that agreed (greencode.oracle)
+
+At an exit point the engine decodes over the model's shortlist ([exits].shortlist, see greencode.shortlist)
+when it has one: the softmax of confidence:P and entropy:H is then over the shortlist's tokens only, and an
+exit can only emit a shortlist token. Full depth always decodes over the whole vocabulary.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from greencode.errors import GreencodeError
+from greencode.oracle import Oracle
 
 if TYPE_CHECKING:  # torch is imported where a policy decides, so config and CLI can check policies without it
     import torch
 
     from greencode.agent import ExitAgent
 
-POLICY_FORMS = "full | fixed:N | confidence:P | entropy:H | agent:T"
-POLICY_KINDS = ("full", "fixed", "confidence", "entropy", "agent")
+POLICY_FORMS = "full | fixed:N | confidence:P | entropy:H | agent:T | oracle"
+POLICY_KINDS = ("full", "fixed", "confidence", "entropy", "agent", "oracle")
+NO_ARGUMENT = ("full", "oracle")
 THRESHOLD_KINDS = ("confidence", "agent")  # thresholds in [0, 1]; entropy's H is in nats, >= 0
 
 
@@ -40,7 +47,7 @@ def split_policy(text: str) -> tuple[str, str]:
     """The one policy grammar: "agent:0.9" -> ("agent", "0.9"), checking the form and any threshold.
     Layers and agent files need the model: parse_policy checks those."""
     kind, _, arg = text.strip().partition(":")
-    if kind not in POLICY_KINDS or (kind == "full") == bool(arg):
+    if kind not in POLICY_KINDS or (kind in NO_ARGUMENT) == bool(arg):
         raise GreencodeError(f"unknown policy {text!r}; forms: {POLICY_FORMS}")
     if kind == "fixed":
         if not arg.strip().lstrip("-").isdigit():
@@ -170,25 +177,22 @@ def _number(text: str, kind: str) -> float:
 
 def parse_policy(text: str, exit_points: list[int], load_agent: Callable[[], "ExitAgent"] | None = None,
                  adapter=None) -> ExitPolicy:
-    """Build a policy from its string form; `load_agent` is called only for agent:T."""
-    kind, _, arg = text.strip().partition(":")
-    if kind == "full" and not arg:
+    """Build a policy from its string form (split_policy's grammar) for a model's exit points; `load_agent`
+    is called only for agent:T."""
+    kind, arg = split_policy(text)
+    if kind == "full":
         return Full()
-    if kind == "fixed" and arg:
-        try:
-            layer = int(arg)
-        except ValueError:
-            raise GreencodeError(f"policy '{text}': N must be a whole exit layer, one of {exit_points}") from None
+    if kind == "oracle":
+        return Oracle()
+    if kind == "fixed":
+        layer = int(arg)
         if layer not in exit_points:
             raise GreencodeError(f"policy '{text}': layer {layer} is not an exit point; choose one of {exit_points}")
         return Fixed(layer)
-    if kind == "confidence" and arg:
-        return Confidence(_number(arg, kind))
-    if kind == "entropy" and arg:
-        return Entropy(_number(arg, kind))
-    if kind == "agent" and arg:
-        threshold = check_threshold("agent", _number(arg, kind))
-        if load_agent is None:
-            raise GreencodeError(f"policy '{text}' needs an agent file: pass --agent PATH or set [agent].path")
-        return Agent(load_agent(), threshold, adapter, len(exit_points))
-    raise GreencodeError(f"unknown policy {text!r}; forms: {POLICY_FORMS}")
+    if kind == "confidence":
+        return Confidence(float(arg))
+    if kind == "entropy":
+        return Entropy(float(arg))
+    if load_agent is None:
+        raise GreencodeError(f"policy '{text}' needs an agent file: pass --agent PATH or set [agent].path")
+    return Agent(load_agent(), float(arg), adapter, len(exit_points))

@@ -22,21 +22,30 @@ def load_from_config(config: Config, spec: str | None = None):
 
 
 def engine_from_config(config: Config, model=None, *, agent_path: str | None = None,
-                       exit_points: list[int] | None = None, max_context_tokens: int | None = None, meter=None):
+                       exit_points: list[int] | None = None, max_context_tokens: int | None = None, meter=None,
+                       typed_text: bool = False, shared_prefixes: bool = False, shortlist: int | None = None):
     """An EarlyExitEngine for `model`: None = [model].spec, a model spec, or an already loaded model.
 
     Exit points: given, else [exits].points, else the model's own, else the paper's rule. The agent file:
     given, else [agent].path, else the one shipped with the model. The context limit: given, else
-    [engine].max_context_tokens."""
+    [engine].max_context_tokens. The exit head: `shortlist`, else [exits].shortlist.
+    Front ends whose prompts are text a person typed (`typed_text`: complete, serve, the TUI) get
+    [engine].token_healing; those that see many prompts sharing a prefix (`shared_prefixes`: serve, the
+    TUI) get the prefix cache [engine].prefix_cache asks for. The library (eval, bench, train) cuts at
+    token boundaries and gets neither."""
     from greencode.energy import EnergyMeter
     from greencode.engine import EarlyExitEngine
     from greencode.exits import resolve_exit_points
+    from greencode.prefix_cache import prefix_cache_for
 
     loaded = load_from_config(config, model) if model is None or isinstance(model, str) else model
     points = exit_points or resolve_exit_points(config, loaded.num_layers, loaded.info)
     return EarlyExitEngine(loaded, meter or EnergyMeter(config.energy), points,
                            max_context_tokens or config.engine.max_context_tokens,
-                           agent_path if agent_path is not None else (config.agent.path or None))
+                           agent_path if agent_path is not None else (config.agent.path or None),
+                           prefix_cache=prefix_cache_for(config.engine) if shared_prefixes else None,
+                           token_healing=config.engine.token_healing and typed_text,
+                           shortlist=config.exits.shortlist if shortlist is None else shortlist)
 
 
 def no_agent_note(engine, wanted: str, fallback: str) -> str:

@@ -17,7 +17,8 @@ def real_engine_factory(settings: TuiSettings) -> EngineFactory:
     def build():
         from greencode.runtime import engine_from_config
 
-        return engine_from_config(settings.config, settings.model_spec, agent_path=settings.agent_path)
+        return engine_from_config(settings.config, settings.model_spec, agent_path=settings.agent_path,
+                                  typed_text=True, shared_prefixes=True)  # idle completions reuse the file's prefix
 
     return build
 
@@ -26,4 +27,5 @@ def describe_engine(engine: Any) -> str:
     loaded = getattr(engine, "loaded", None)
     name = getattr(loaded, "name", None) or "model"
     points = ",".join(str(p) for p in engine.exit_points)
-    return f"{name}\nexits at {points} of {engine.num_layers}"
+    head = engine.describe_exit_head() if hasattr(engine, "describe_exit_head") else ""
+    return f"{name}\nexits at {points} of {engine.num_layers}" + (f"\n{head}" if head else "")

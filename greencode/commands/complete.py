@@ -54,7 +54,7 @@ def command(ctx: typer.Context,
     prompt = prompt_at(source.text, at)
     if not prompt.strip():
         raise GreencodeError(f"{file}: nothing before the cursor to complete from")
-    engine = engine_from_config(config)
+    engine = engine_from_config(config, typed_text=True)
     chosen, note = policy_or_fallback(engine, config.engine.policy, threshold)
     console = Console(highlight=False)
     if note:

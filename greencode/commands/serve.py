@@ -43,7 +43,7 @@ def command(ctx: typer.Context,
         import torch
 
         torch.set_num_threads(config.serve.threads)
-    engine = engine_from_config(config)
+    engine = engine_from_config(config, typed_text=True, shared_prefixes=True)
     default_policy, note = policy_or_fallback(engine, config.engine.policy, threshold)
     if note:
         typer.echo(f"note: {note}", err=True)

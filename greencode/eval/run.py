@@ -80,7 +80,7 @@ def build_contestants(config, loaded, base, meter, agent: tuple[str | None, str 
     contestants: list[Contestant] = []
     if base is not None:
         base_engine = engine_from_config(config, base, agent_path="", exit_points=points, meter=meter,
-                                         max_context_tokens=config.eval.max_context_tokens)
+                                         max_context_tokens=config.eval.max_context_tokens, shortlist=-1)
         contestants.append(Contestant("base", "base (full)", base_engine, base_engine.make_policy("full"),
                                       f"base|{base.spec}|{file_stamp(base.spec)}|full", base.name))
     names = list(config.eval.policies) + [f"agent:{t:g}" for t in thresholds]

@@ -24,9 +24,10 @@ def test_full_depth_equals_hf_generate(tiny_model):
     assert summary.layers_skipped_frac == 0.0
 
 
-def _reference_fixed(loaded, ids, exit_layer, n):
+def _reference_fixed(loaded, ids, exit_layer, n, allowed=None):
     """Slow reference: every step rebuilds the whole cache from each position's recorded layer inputs,
-    where a layer a position skipped gets the state it exited with (state propagation)."""
+    where a layer a position skipped gets the state it exited with (state propagation). With `allowed`
+    (a shortlist), an exited token is the argmax of the full-vocabulary logits masked to it."""
     from transformers import DynamicCache
 
     adapter, L = loaded.adapter, loaded.num_layers
@@ -66,6 +67,8 @@ def _reference_fixed(loaded, ids, exit_layer, n):
             inputs.append(record)
             sequence.append(token)
             logits = adapter.logits(hidden)[0, -1]
+            if allowed is not None and exit_layer < L:
+                logits = torch.full_like(logits, float("-inf")).index_copy(0, allowed, logits[allowed])
     return tokens, all_logits
 
 
