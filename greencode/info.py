@@ -8,6 +8,7 @@ from greencode.config import Config
 def model_info(config: Config) -> dict:
     from greencode.energy import describe_energy_source
     from greencode.exits import lite_weights
+    from greencode.fim import describe_fim
     from greencode.runtime import engine_from_config
 
     engine = engine_from_config(config)
@@ -25,6 +26,7 @@ def model_info(config: Config) -> dict:
         # What an exit decodes over and costs (full depth: the whole head, always).
         "exit_head": engine.describe_exit_head(),
         "energy_source": describe_energy_source(config.energy),
+        "fim": describe_fim(loaded.tokenizer),  # the model's own FIM prompt, or prefix-only completion
         "load_seconds": round(loaded.load_seconds, 2),
     }
     for key in ("base_model", "steps", "tokens_trained", "agreement_before", "agreement_after", "validation_loss"):

@@ -215,7 +215,8 @@ def _apply_shipped_adaptation(adapter, tokenizer, manifest: dict, assets: Path) 
     if manifest.get("hidden_size") != adapter.hidden_size or manifest.get("num_layers") != adapter.num_layers:
         raise GreencodeError(f"{assets}: the shipped adaptation is for another model "
                              f"({manifest.get('num_layers')} layers of {manifest.get('hidden_size')})")
-    adapter.exit_maps = ExitMaps.load(assets / manifest["exit_maps"], adapter.hidden_size)
+    adapter.exit_maps = ExitMaps.load(assets / manifest["exit_maps"], adapter.hidden_size,
+                                      exit_points=manifest["exit_points"])
     info = {"exit_points": manifest["exit_points"], "agent_path": str(assets / manifest["agent"]),
             "adaptation": manifest}
     if manifest.get("shortlist"):  # the exit head's tokens (greencode.shortlist), when the build made one

@@ -1,150 +1,202 @@
-"""Train exit maps (greencode/exit_maps.py) on a frozen model: the cheap CPU route to early exits.
+"""Train exit maps (greencode/exit_maps.py) on a frozen model, from cached hidden states (train/calibration.py).
 
-1. Run the frozen model over packed chunks of the corpus and keep, per token, the hidden state at every
-   exit point and at the final layer.
-2. Fit each exit's affine map by ridge least squares on RMS-normalised states:
-   n(h_L) ~ W_e n(h_e) + b_e (closed form, seconds; the final norm ignores scale anyway).
-3. Optionally refine with a few steps of distillation: KL(final layer || exit) through the shared head.
-4. Measure agreement on held-out tokens: how often the exit's top-1 equals the final layer's, before
-   (identity map) and after.
+1. Least squares: each exit's affine map by ridge regression on RMS-normalised states,
+   n(h_L) ~ W_e n(h_e) + b_e (closed form; the final norm ignores scale anyway).
+2. KL: from there, minimise KL(final layer || exit) where the exit is decoded as decoding will decode it:
+   final norm, then the shortlist's rows of the shared head. The target is the final layer's distribution
+   over the whole vocabulary (its top-k, cached); mass outside the shortlist can never be matched.
+3. Optionally a low-rank residual MLP per exit, trained the same way on top of the KL maps.
+4. Agreement on held-out tokens: the share whose top-1 at the exit (full head, or the shortlist head)
+   equals the final layer's full-vocabulary top-1. A final top-1 outside the shortlist is a disagreement.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 
 from greencode.exit_maps import ExitMaps
+from train.calibration import CalibrationStates, progress_line
+
+AGREEMENT_TOKENS_SHORTLIST = 4096  # held-out tokens per language for the shortlist head's agreement
+AGREEMENT_TOKENS_FULL_HEAD = 1024  # and for the whole head's (6x the cost per token)
 
 
-@dataclass
-class States:
-    exits: dict[int, torch.Tensor]  # layer -> (N, d) hidden states at that exit point
-    final: torch.Tensor  # (N, d) hidden state after the last layer (before the final norm)
-
-    @property
-    def count(self) -> int:
-        return self.final.shape[0]
-
-
-def chunks_of(files, tokenizer, seq_len: int, max_tokens: int) -> list[list[int]]:
-    """Consecutive seq_len windows of the files' tokens, up to max_tokens in all."""
-    out: list[list[int]] = []
-    for file in files:
-        ids = tokenizer(file.text, add_special_tokens=False)["input_ids"]
-        for start in range(0, len(ids) - seq_len + 1, seq_len):
-            out.append(ids[start:start + seq_len])
-            if len(out) * seq_len >= max_tokens:
-                return out
-    return out
-
-
-@torch.inference_mode()
-def collect_states(loaded, chunks: list[list[int]], exit_points: list[int], progress=None) -> States:
-    adapter = loaded.adapter
-    exits: dict[int, list[torch.Tensor]] = {p: [] for p in exit_points}
-    finals: list[torch.Tensor] = []
-    for index, chunk in enumerate(chunks):
-        ids = torch.tensor([chunk])
-        positions = torch.arange(len(chunk))[None]
-        hidden = adapter.embed(ids, positions)
-        context = adapter.layer_context(hidden, positions)
-        for layer_index in range(adapter.num_layers):
-            hidden = adapter.run_layer(layer_index, hidden, context, None)
-            if layer_index + 1 in exits:
-                exits[layer_index + 1].append(hidden[0].clone())
-        finals.append(hidden[0].clone())
-        if progress:
-            progress(index + 1, len(chunks))
-    return States({p: torch.cat(v) for p, v in exits.items()}, torch.cat(finals))
-
-
-def fit_least_squares(maps: ExitMaps, states: States, ridge: float = 1e-2) -> None:
-    """Closed-form ridge regression of the final state on each exit's state, in float64."""
-    target = maps.prepare(states.final).double()  # the final norm ignores scale, so match directions
+def fit_least_squares(maps: ExitMaps, states: CalibrationStates, ridge: float = 1e-2, block: int = 8192) -> None:
+    """Closed-form ridge regression of the final state on each exit's state, in float64, block by block."""
+    d = maps.hidden_size
     for layer in maps.exit_points:
-        x = maps.prepare(states.exits[layer]).double()
-        x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)  # bias column
-        gram = x.T @ x
-        gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
-        solution = torch.linalg.solve(gram, x.T @ target)  # (d+1, d)
+        gram = torch.zeros(d + 1, d + 1, dtype=torch.float64)
+        cross = torch.zeros(d + 1, d, dtype=torch.float64)
+        for start in range(0, states.count, block):
+            x = maps.prepare(states.exits[layer][start:start + block].float()).double()
+            x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)  # bias column
+            target = maps.prepare(states.final[start:start + block].float()).double()
+            gram += x.T @ x
+            cross += x.T @ target
+        gram += ridge * gram.diagonal().mean() * torch.eye(d + 1, dtype=gram.dtype)
+        solution = torch.linalg.solve(gram, cross)  # (d+1, d)
         linear = maps.maps[str(layer)]
         with torch.no_grad():
             linear.weight.copy_(solution[:-1].T.float())
             linear.bias.copy_(solution[-1].float())
 
 
-def distill(maps: ExitMaps, loaded, states: States, steps: int, batch: int = 256, lr: float = 1e-4,
-            seed: int = 0, progress=None) -> list[float]:
-    """A few steps of KL(final || exit) through the frozen norm + head; returns the mean loss per step."""
-    adapter = loaded.adapter
+class ExitHead:
+    """Decode an exit as the engine does: final norm, then the head's rows for `ids` (None = every row)."""
+
+    def __init__(self, adapter, ids: torch.Tensor | None = None):
+        self.adapter = adapter
+        weight = adapter.model.get_output_embeddings().weight.detach()
+        self.ids = ids
+        self.weight = weight if ids is None else weight.index_select(0, ids).contiguous()  # (K, d)
+        vocab = weight.shape[0]
+        self.index_of = torch.full((vocab,), -1, dtype=torch.int64)  # token id -> row, -1 outside
+        self.index_of[ids if ids is not None else torch.arange(vocab)] = torch.arange(self.weight.shape[0])
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(self.adapter.final_norm(hidden), self.weight)  # (..., K)
+
+    def top1(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Token ids (full vocabulary) of the top-1 row."""
+        best = self.logits(hidden).argmax(-1)
+        return best if self.ids is None else self.ids[best]
+
+
+def distill(maps: ExitMaps, head: ExitHead, states: CalibrationStates, epochs: float = 1.0, batch: int = 512,
+            lr: float = 1e-4, seed: int = 0, log=print, what: str = "KL") -> list[float]:
+    """Minimise KL(final || exit) through `head` over the cached states; returns the mean loss per step.
+
+    The loss is the cross-entropy of the exit's distribution against the final layer's cached top-k
+    probabilities that fall inside the head (the rest is a constant the maps cannot change).
+    """
     generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(maps.parameters(), lr=lr)
+    optimiser = torch.optim.Adam([p for p in maps.parameters()], lr=lr)
+    steps = max(1, int(epochs * states.count / batch))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1 - step / steps)
     maps.train().requires_grad_(True)
-    losses = []
+    target_rows = head.index_of[states.target_ids]  # (N, k): row in the head, -1 outside
+    target_probs = states.target_logprobs.exp() * (target_rows >= 0)
+    losses: list[float] = []
+    started, last_log = time.perf_counter(), time.perf_counter()
+    passes = -(-steps * batch // states.count)
+    order = torch.cat([torch.randperm(states.count, generator=generator) for _ in range(passes)])
     for step in range(steps):
-        rows = torch.randint(0, states.count, (batch,), generator=generator)
-        with torch.no_grad():
-            target = torch.log_softmax(adapter.logits(states.final[rows]).float(), dim=-1)
+        rows = order[step * batch:(step + 1) * batch]
+        index, probs = target_rows[rows].clamp(min=0), target_probs[rows]
         optimiser.zero_grad()
         total = 0.0
-        for layer in maps.exit_points:  # one exit at a time keeps only one (batch, vocab) graph alive
-            logp = torch.log_softmax(adapter.logits(maps(layer, states.exits[layer][rows])).float(), dim=-1)
-            loss = torch.nn.functional.kl_div(logp, target, log_target=True, reduction="batchmean")
+        for layer in maps.exit_points:  # one exit at a time keeps one (batch, K) graph alive
+            logq = torch.log_softmax(head.logits(maps(layer, states.exits[layer][rows].float())), dim=-1)
+            loss = -(probs * logq.gather(1, index)).sum(1).mean()
             (loss / len(maps.exit_points)).backward()
             total += loss.item()
         optimiser.step()
+        schedule.step()
         losses.append(total / len(maps.exit_points))
-        if progress:
-            progress(step + 1, steps, losses[-1])
+        if time.perf_counter() - last_log > 30 or step + 1 == steps:
+            last_log = time.perf_counter()
+            log(progress_line(f"{what} step {step + 1}/{steps}, cross-entropy {losses[-1]:.3f}",
+                              (step + 1) * batch, steps * batch, started))
     maps.eval().requires_grad_(False)
     return losses
 
 
 @torch.inference_mode()
-def agreement(loaded, states: States, maps: ExitMaps | None, batch: int = 512) -> dict[int, float]:
-    """Per exit point: the share of tokens whose top-1 at the exit equals the final layer's top-1."""
-    adapter = loaded.adapter
+def agreement(head: ExitHead, states: CalibrationStates, maps: ExitMaps | None, batch: int = 2048) -> dict[int, float]:
+    """Per exit point: the share of tokens whose top-1 at the exit equals the final layer's full top-1."""
     hits = {layer: 0 for layer in states.exits}
     for start in range(0, states.count, batch):
-        final = adapter.logits(states.final[start:start + batch]).argmax(-1)
+        final = states.final_top1[start:start + batch]
         for layer, hidden in states.exits.items():
-            h = hidden[start:start + batch]
+            h = hidden[start:start + batch].float()
             if maps is not None:
                 h = maps(layer, h)
-            hits[layer] += int((adapter.logits(h).argmax(-1) == final).sum())
-    return {layer: round(count / states.count, 4) for layer, count in hits.items()}
+            hits[layer] += int((head.top1(h) == final).sum())
+    return {layer: round(count / max(states.count, 1), 4) for layer, count in hits.items()}
 
 
-def train_exit_maps(loaded, train_files, validation_files, exit_points: list[int], train_tokens: int,
-                    validation_tokens: int, distill_steps: int, seq_len: int = 256, log=print) -> tuple[ExitMaps, dict]:
-    """The whole recipe; returns the maps and a report (agreement before/after, tokens, seconds)."""
+def agreement_table(adapter, states: CalibrationStates, maps: ExitMaps | None, heads: dict[str, ExitHead],
+                    tokens: dict[str, int] | None = None) -> dict:
+    """{language: {head name: {layer: agreement}}} on about tokens[head] held-out tokens of each language
+    (the whole head's 49k rows cost 6x the shortlist's, so it may be measured on fewer)."""
+    from train.calibration import LANGUAGES
+
+    table = {}
+    for language in LANGUAGES:
+        own = states.only(language)
+        table[language] = {name: agreement(head, own.spread((tokens or {}).get(name, own.count)), maps)
+                           for name, head in heads.items()}
+    return table
+
+
+def mean_shortlist_agreement(table: dict) -> float:
+    """One figure to compare forms: the shortlist head's agreement, averaged over exits and languages."""
+    values = [v for per_head in table.values() for v in per_head["shortlist"].values()]
+    return sum(values) / len(values)
+
+
+def calibrate_exit_maps(loaded, train: CalibrationStates, validation: CalibrationStates, shortlist: torch.Tensor,
+                        kl_epochs: float, mlp_rank: int, mlp_epochs: float, lr: float = 1e-4,
+                        log=print) -> tuple[ExitMaps, dict]:
+    """Least squares, then KL through the shortlist head, then (mlp_rank > 0) a low-rank MLP per exit;
+    agreement per exit after each on held-out tokens of each language; returns the best form and the report."""
+    import copy
+
+    adapter = loaded.adapter
     started = time.perf_counter()
-    train_chunks = chunks_of(train_files, loaded.tokenizer, seq_len, train_tokens)
-    validation_chunks = chunks_of(validation_files, loaded.tokenizer, seq_len, validation_tokens)
-    log(f"collecting hidden states: {len(train_chunks)} train and {len(validation_chunks)} validation "
-        f"chunks of {seq_len} tokens")
-    train_states = collect_states(loaded, train_chunks, exit_points)
-    validation_states = collect_states(loaded, validation_chunks, exit_points)
-    maps = ExitMaps(loaded.hidden_size, exit_points, normalize=True)
-    before = agreement(loaded, validation_states, None)
-    log(f"agreement before: {before}")
-    fit_least_squares(maps, train_states)
-    after_lstsq = agreement(loaded, validation_states, maps)
-    log(f"agreement after least squares: {after_lstsq}")
-    losses = distill(maps, loaded, train_states, distill_steps,
-                     progress=lambda i, n, loss: log(f"distill step {i}/{n}: KL {loss:.3f}")) if distill_steps else []
-    after = agreement(loaded, validation_states, maps) if distill_steps else after_lstsq
-    if distill_steps:
-        log(f"agreement after distillation: {after}")
+    heads = {"full": ExitHead(adapter), "shortlist": ExitHead(adapter, shortlist)}
+    points = sorted(train.exits)
+    sizes = {"full": AGREEMENT_TOKENS_FULL_HEAD, "shortlist": AGREEMENT_TOKENS_SHORTLIST}
+    tables: dict[str, dict] = {"before": agreement_table(adapter, validation, None, heads, sizes)}
+    log(f"agreement before (identity maps): {_summary(tables['before'])}")
+    maps = ExitMaps(loaded.hidden_size, points, normalize=True)
+    fit_least_squares(maps, train)
+    tables["least_squares"] = agreement_table(adapter, validation, maps, heads, sizes)
+    log(f"agreement after least squares: {_summary(tables['least_squares'])}")
+    candidates = {"least_squares": copy.deepcopy(maps)}
+    losses = {}
+    if kl_epochs > 0:
+        losses["kl"] = distill(maps, heads["shortlist"], train, kl_epochs, lr=lr, log=log, what="KL (affine)")
+        tables["kl"] = agreement_table(adapter, validation, maps, heads, sizes)
+        log(f"agreement after KL: {_summary(tables['kl'])}")
+        candidates["kl"] = copy.deepcopy(maps)
+    if mlp_rank > 0 and mlp_epochs > 0:
+        maps.add_mlps(mlp_rank)
+        losses["mlp"] = distill(maps, heads["shortlist"], train, mlp_epochs, lr=lr, log=log,
+                                what=f"KL (affine + rank-{mlp_rank} MLP)")
+        tables["mlp"] = agreement_table(adapter, validation, maps, heads, sizes)
+        log(f"agreement after the MLP: {_summary(tables['mlp'])}")
+        candidates["mlp"] = maps
+    scores = {form: round(mean_shortlist_agreement(tables[form]), 4) for form in candidates}
+    chosen = max(scores, key=scores.get)
+    log(f"mean shortlist agreement per form: {scores}; keeping {chosen}")
     report = {
-        "method": "exit maps: per-exit affine map before the shared final norm + LM head; ridge least squares "
-                  f"of the final state on the exit state{', then KL distillation' if distill_steps else ''}",
-        "train_tokens": train_states.count, "validation_tokens": validation_states.count,
-        "distill_steps": distill_steps, "distill_final_kl": round(losses[-1], 4) if losses else None,
-        "agreement_before": before, "agreement_after_least_squares": after_lstsq, "agreement_after": after,
+        "method": "exit maps: per-exit affine map (RMS-normalised input) before the shared final norm + head; "
+                  "ridge least squares, then KL to the final layer's distribution through the shortlist head"
+                  + (f", then a rank-{mlp_rank} residual MLP per exit" if "mlp" in candidates else ""),
+        "chosen": chosen, "mean_shortlist_agreement": scores,
+        "train_tokens": {lang: int((train.language == i).sum()) for i, lang in enumerate(_languages())},
+        "validation_tokens": {lang: int((validation.language == i).sum()) for i, lang in enumerate(_languages())},
+        "agreement_tokens_per_language": sizes,
+        "kl_epochs": kl_epochs, "mlp_rank": mlp_rank if "mlp" in candidates else 0, "mlp_epochs": mlp_epochs,
+        "final_cross_entropy": {form: round(sum(v[-20:]) / len(v[-20:]), 4) for form, v in losses.items() if v},
+        "agreement": tables,
+        "agreement_definition": "share of held-out tokens whose top-1 at the exit (full head, or the shortlist "
+                                "head: a final top-1 outside the shortlist counts as a miss) equals the final "
+                                "layer's full-vocabulary top-1",
         "seconds": round(time.perf_counter() - started, 1),
     }
-    return maps, report
+    return candidates[chosen], report
+
+
+def _languages():
+    from train.calibration import LANGUAGES
+
+    return LANGUAGES
+
+
+def _summary(table: dict) -> str:
+    return "; ".join(f"{lang} shortlist " + " ".join(f"{layer}:{value:.2f}" for layer, value in per["shortlist"].items())
+                     for lang, per in table.items())

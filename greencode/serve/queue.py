@@ -36,6 +36,7 @@ class GenerationJob:
     items: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     completion: Any = None  # the engine's Completion while running
+    fim: Any = None  # greencode.fim.FimPlan of this request
 
     def deliver(self, kind: str, payload: Any = None) -> None:
         """Thread-safe hand-off to the request's coroutine (dropped if the loop has closed)."""

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -6,25 +7,87 @@ from greencode.config import load_config
 from greencode.errors import GreencodeError
 from greencode.exit_maps import ExitMaps
 from greencode.models import ASSETS, load_model, shipped_adaptation
-from train.default_assets import MAX_ASSET_BYTES, build_default, install
+from train.default_assets import MAX_ASSET_BYTES, Recipe, build_default, install
+
+JAVA = """package demo.p{n};
+
+import java.util.ArrayList;
+import java.util.List;
+
+/** A small list of numbers, number {n}. */
+public class Numbers{n} {{
+    private final List<Integer> values = new ArrayList<>();
+
+    public void add(int value) {{
+        if (value < 0) {{
+            throw new IllegalArgumentException("negative: " + value);
+        }}
+        values.add(value * {n});
+    }}
+
+    public int sum() {{
+        int total = 0;
+        for (int value : values) {{
+            total += value;
+        }}
+        return total;
+    }}
+
+    @Override
+    public String toString() {{
+        return "Numbers{n}" + values;
+    }}
+}}
+"""
+
+
+def two_language_corpus(root, java_files=12):
+    """greencode's own Python sources plus small Java classes: a real two-language corpus."""
+    shutil.copytree(ASSETS.parent, root / "py", ignore=shutil.ignore_patterns("assets", "__pycache__", "examples"))
+    for n in range(java_files):
+        (root / "java").mkdir(exist_ok=True)
+        (root / "java" / f"Numbers{n}.java").write_text(JAVA.format(n=n))
+    return root
+
+
+def tiny_config(corpus):
+    return load_config(overrides={"agent.n_steps": 64, "agent.batch_size": 32, "agent.n_epochs": 1,
+                                  "data.corpus": str(corpus), "data.validation_fraction": 0.4,
+                                  "data.test_fraction": 0.1})
+
+
+TINY_RECIPE = Recipe(shortlist=2000, count_tokens=0, train_tokens=512, validation_tokens=128, seq_len=64,
+                     kl_epochs=0.5, mlp_rank=4, mlp_epochs=0.5, trajectory_samples=3, tokens_per_sample=4,
+                     trajectory_context=32, timesteps=128)
 
 
 def test_the_recipe_builds_and_installs_on_a_tiny_model(tmp_path):
-    corpus = str(ASSETS.parent)  # greencode's own sources: small, real Python
-    config = load_config(overrides={"agent.n_steps": 64, "agent.batch_size": 32, "agent.n_epochs": 1,
-                                    "data.corpus": corpus, "data.validation_fraction": 0.3})
+    config = tiny_config(two_language_corpus(tmp_path / "corpus"))
     output = tmp_path / "build"
-    manifest = build_default(config, output, train_tokens=1024, validation_tokens=512, distill_steps=2,
-                             samples=3, timesteps=128, log=lambda line: None, spec="tiny-random-llama")
+    manifest = build_default(config, output, TINY_RECIPE, log=lambda line: None, spec="tiny-random-llama")
     assert manifest["exit_points"] == [4, 6, 10]
-    assert set(manifest["adaptation"]["agreement_after"]) == {4, 6, 10}
-    assert manifest["agent_training"]["method"].startswith("supervised")
-    assert set(manifest["agent_training"]["exit_rate_by_threshold"]) >= {"0.6", "0.9"}
+    agreement = manifest["adaptation"]["agreement"]
+    assert set(agreement) == {"before", "least_squares", "kl", "mlp"}
+    assert set(agreement["kl"]) == {"python", "java"} and set(agreement["kl"]["java"]) == {"full", "shortlist"}
+    assert manifest["adaptation"]["chosen"] in agreement
+    assert manifest["agent_training"]["chosen"] in ("supervised", "ppo") and manifest["agent_training"]["why"]
+    assert set(manifest["agent_training"]["held_out_trade_off"]) == {"supervised", "ppo"}
+    assert 0 < manifest["agent_training"]["decision_cost"]["share_of_full_depth_token"] < 0.05
+    assert set(manifest["shortlist_report"]["held_out_coverage"]) == {"python", "java"}
     assets = tmp_path / "assets"
-    written = install(output, assets)
-    assert sorted(p.name for p in written) == ["agent.safetensors", "exit_maps.safetensors", "manifest.json"]
-    assert json.loads((assets / "manifest.json").read_text())["exit_maps"] == "exit_maps.safetensors"
-    assert ExitMaps.load(assets / "exit_maps.safetensors", 64).exit_points == [4, 6, 10]
+    install(output, assets)
+    installed = json.loads((assets / "manifest.json").read_text())
+    assert ExitMaps.load(assets / installed["exit_maps"], 64, exit_points=[4, 6, 10]).exit_points == [4, 6, 10]
+    assert sorted(p.name for p in assets.iterdir()) == sorted(["manifest.json", installed["exit_maps"],
+                                                                installed["agent"], installed["shortlist"]])
+
+
+def test_a_corpus_without_java_is_one_clear_error_and_writes_nothing(tmp_path):
+    corpus = two_language_corpus(tmp_path / "corpus", java_files=0)
+    output = tmp_path / "build"
+    with pytest.raises(GreencodeError, match="no java files"):
+        build_default(tiny_config(corpus), output, TINY_RECIPE, log=lambda line: None, spec="tiny-random-llama")
+    assert not output.exists()
 
 
 def test_install_refuses_an_incomplete_build(tmp_path):
@@ -32,11 +95,40 @@ def test_install_refuses_an_incomplete_build(tmp_path):
         install(tmp_path, tmp_path / "assets")
 
 
+def test_an_install_stopped_half_way_leaves_the_old_set_whole(tmp_path, monkeypatch):
+    import train.default_assets as recipe
+
+    old, new, assets = tmp_path / "old", tmp_path / "new", tmp_path / "assets"
+    for build, text in ((old, "old"), (new, "new")):
+        build.mkdir()
+        for name in ("a.safetensors", "b.safetensors", "c.safetensors"):
+            (build / name).write_text(f"{text} {name}")
+        (build / "manifest.json").write_text(json.dumps({"exit_maps": "a.safetensors", "agent": "b.safetensors",
+                                                          "shortlist": "c.safetensors", "build": text}))
+    install(old, assets)
+    calls = []
+
+    def interrupted(path, write):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second file is being copied
+        return real(path, write)
+
+    real = recipe.atomic_write
+    monkeypatch.setattr(recipe, "atomic_write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        install(new, assets)
+    manifest = json.loads((assets / "manifest.json").read_text())
+    assert manifest["build"] == "old"
+    for key in ("exit_maps", "agent", "shortlist"):
+        assert (assets / manifest[key]).read_text().startswith("old")
+
+
 def test_shipped_assets_fit_the_budget_and_the_default_model():
     manifest = shipped_adaptation()
     assert manifest, "greencode/assets/manifest.json must ship (greencode train default --install)"
-    total = sum((ASSETS / name).stat().st_size for name in ("manifest.json", manifest["exit_maps"], manifest["agent"]))
-    assert total <= MAX_ASSET_BYTES
+    names = ["manifest.json", *(manifest[key] for key in ("exit_maps", "agent", "shortlist") if manifest.get(key))]
+    assert sum((ASSETS / name).stat().st_size for name in names) <= MAX_ASSET_BYTES
     for key in ("base_model", "exit_points", "adaptation", "agent_training", "hardware", "seconds"):
         assert key in manifest
 

@@ -1,48 +1,55 @@
-"""`greencode train default`: build (and optionally install) the shipped default adaptation + agent."""
+"""`greencode train default`: build (and optionally install) the shipped default: shortlist, exit maps, agent."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from train.default_assets import Recipe  # light: its heavy imports are inside functions
+
 
 def command(ctx: typer.Context,
-            output: str = typer.Option("runs/default-assets", help="Where to write the artifacts."),
-            train_tokens: int = typer.Option(24576, help="Corpus tokens whose hidden states fit the exit maps."),
-            validation_tokens: int = typer.Option(4096, help="Held-out tokens for the agreement figures."),
-            distill_steps: int = typer.Option(0, help="KL distillation steps after the least-squares fit."),
-            samples: Optional[int] = typer.Option(None, help="Trajectory samples (default: [agent].samples)."),
-            timesteps: Optional[int] = typer.Option(None, help="PPO steps (default: [agent].timesteps)."),
-            install: bool = typer.Option(False, "--install", help="Copy the artifacts into greencode/assets/."),
+            output: str = typer.Option("runs/default-assets", help="Where to write the artifacts (and the caches "
+                                       "a later run reuses: hidden states, trajectories)."),
+            shortlist: int = typer.Option(Recipe.shortlist, help="K: the exit head's tokens, the K most frequent of the train split."),
+            count_tokens: int = typer.Option(Recipe.count_tokens, help="Tokens counted per language for the shortlist (0 = all)."),
+            train_tokens: int = typer.Option(Recipe.train_tokens, help="Calibration tokens per language whose hidden states fit "
+                                             "the exit maps."),
+            validation_tokens: int = typer.Option(Recipe.validation_tokens, help="Held-out tokens per language for the agreement figures."),
+            kl_epochs: float = typer.Option(Recipe.kl_epochs, help="Passes of KL distillation through the shortlist head "
+                                            "(0 = least squares only)."),
+            mlp_rank: int = typer.Option(Recipe.mlp_rank, help="Rank of the residual MLP per exit (0 = none)."),
+            mlp_epochs: float = typer.Option(Recipe.mlp_epochs, help="Passes training the MLP."),
+            samples: int = typer.Option(Recipe.trajectory_samples, help="Trajectory prompts per language for the agent."),
+            tokens_per_sample: int = typer.Option(Recipe.tokens_per_sample, help="Greedy tokens generated per trajectory prompt."),
+            timesteps: int = typer.Option(Recipe.timesteps, help="PPO steps with the paper's rewards (0 = supervised agent only); "
+                                          "PPO ships only when its held-out trade-off is at least as good."),
+            install: bool = typer.Option(False, "--install", help="Put the artifacts into greencode/assets/."),
             install_only: bool = typer.Option(False, "--install-only", help="Install what OUTPUT holds; train nothing."),
-            overwrite: bool = typer.Option(False, "--overwrite", help="Replace artifacts already in OUTPUT."),
-            reuse_maps: bool = typer.Option(False, "--reuse-maps", help="Keep the exit maps (and trajectory cache) "
-                                            "OUTPUT already holds: continue an interrupted build."),
-            agent_method: str = typer.Option("supervised", help="supervised (predict that the exit is already right) "
-                                             "or ppo (the paper's rewards; on SmolLM2 it learns never to exit).")) -> None:
-    """Train exit maps on the packaged SmolLM2-135M and an exit agent on the adapted model.
+            overwrite: bool = typer.Option(False, "--overwrite", help="Build again into an OUTPUT that holds a build "
+                                           "(its caches are reused when they match).")) -> None:
+    """Calibrate the packaged SmolLM2-135M on Python (stdlib) and Java (a JDK's src.zip): a shortlist exit head,
+    exit maps (least squares, KL, low-rank MLP: the best on held-out tokens), and an exit agent.
 
-    Writes OUTPUT/exit_maps.safetensors, OUTPUT/agent.safetensors, OUTPUT/manifest.json (plus the trajectory
-    cache and the agent's report and plots); with --install, copies the three files into greencode/assets/.
+    Writes OUTPUT/shortlist.safetensors, exit_maps.safetensors, agent.safetensors and manifest.json (with the
+    figures); with --install, puts them into greencode/assets/ (the old set stays until the new one is complete).
     """
     from greencode.cli import load_context_config
     from greencode.errors import GreencodeError
     from train.default_assets import MANIFEST, build_default, install as install_assets
 
     config = load_context_config(ctx)
-    if agent_method not in ("supervised", "ppo"):
-        raise GreencodeError(f"--agent-method {agent_method!r}: choose supervised or ppo")
     target = Path(output)
     if not install_only:
-        if (target / MANIFEST).exists() and not (overwrite or reuse_maps):
+        if (target / MANIFEST).exists() and not overwrite:
             raise GreencodeError(f"{target}: already holds a build; pass --overwrite or another --output")
-        manifest = build_default(config, target, train_tokens, validation_tokens, distill_steps,
-                                 samples or config.agent.samples, timesteps or config.agent.timesteps,
-                                 log=lambda line: typer.echo(line, err=True), reuse_maps=reuse_maps,
-                                 agent_method=agent_method)
-        typer.echo(f"agreement after: {manifest['adaptation']['agreement_after']}")
+        recipe = Recipe(shortlist=shortlist, count_tokens=count_tokens, train_tokens=train_tokens,
+                        validation_tokens=validation_tokens, kl_epochs=kl_epochs, mlp_rank=mlp_rank,
+                        mlp_epochs=mlp_epochs, trajectory_samples=samples, tokens_per_sample=tokens_per_sample,
+                        timesteps=timesteps)
+        manifest = build_default(config, target, recipe, log=lambda line: typer.echo(line, err=True))
+        typer.echo(f"exit maps: {manifest['adaptation']['chosen']}; agent: {manifest['agent_training']['chosen']}")
     if install or install_only:
         for path in install_assets(target):
             typer.echo(f"installed {path}")
