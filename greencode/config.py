@@ -150,6 +150,10 @@ class ServeConfig:
     max_new_tokens_cap: int = _opt(256, lo=1)
     queue_limit: int = _opt(16, lo=0)
     threads: int = _opt(0, lo=0)  # torch CPU threads for generation; 0 = torch's default (one per core)
+    allow_unauthenticated: bool = _opt(False)  # serve a non-loopback host without a token
+    body_timeout_s: float = _opt(10.0, lo=0.1, hi=3600.0)  # request headers and body must arrive within this
+    limit_concurrency: int = _opt(64, lo=1)  # open connections at once; 503 past it
+    timeout_keep_alive_s: float = _opt(5.0, lo=0.1, hi=3600.0)  # idle keep-alive connections close after this
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ class EvalConfig:
     policies: list = _opt(["full", "fixed:14", "confidence:0.9"])
     thresholds: list = _opt([0.6, 0.8, 0.9, 0.92])
     out: str = _opt("runs/eval")
+    split: str = _opt("test", choices=("test", "all"))  # all = every file the model's calibration did not read
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ def model_info(config: Config) -> dict:
 
     engine = engine_from_config(config)
     loaded, points = engine.loaded, engine.exit_points
+    # What an exit decodes over and costs (full depth: the whole head, always).
+    exit_head = engine.describe_exit_head()
     facts = {
         "model": loaded.name,
         "spec": loaded.spec,
@@ -23,8 +25,7 @@ def model_info(config: Config) -> dict:
         # A fine-tuned model reports the weights it was trained with; others the paper's defaults.
         "lite_weights": loaded.info.get("weights") or {
             layer: round(w, 4) for layer, w in lite_weights(loaded.num_layers, points=points).items()},
-        # What an exit decodes over and costs (full depth: the whole head, always).
-        "exit_head": engine.describe_exit_head(),
+        "exit_head": exit_head.removeprefix("exit head: "),
         "energy_source": describe_energy_source(config.energy),
         "fim": describe_fim(loaded.tokenizer),  # the model's own FIM prompt, or prefix-only completion
         "load_seconds": round(loaded.load_seconds, 2),
