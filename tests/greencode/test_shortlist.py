@@ -210,7 +210,7 @@ def test_the_manifest_shortlist_reaches_the_engine(tmp_path, tiny_llama):
         info = _apply_shipped_adaptation(tiny_llama.adapter, tiny_llama.tokenizer, manifest, assets)
     finally:
         tiny_llama.adapter.exit_maps = None  # the fixture is shared
-    engine = EarlyExitEngine(with_shortlist(tiny_llama, info["shortlist"]), "full")
+    engine = EarlyExitEngine(with_shortlist(tiny_llama, info["shortlist"]))
     assert engine.exit_head.token_ids == ids.tolist()
 
 

@@ -210,7 +210,7 @@ def test_brackets_inside_strings_are_not_nesting(server):
 # -- 9 and 15: the position window, names not paths ---------------------------------------------------
 
 def test_the_engine_refuses_more_tokens_than_the_window_holds(small_window_dir):
-    engine = EarlyExitEngine(load_model(str(small_window_dir), device="cpu"), "full")
+    engine = EarlyExitEngine(load_model(str(small_window_dir), device="cpu"))
     with pytest.raises(GreencodeError, match=f"position window of {WINDOW} tokens; ask for at most {WINDOW - 1}"):
         engine.complete("x = 1", max_new_tokens=WINDOW)
     long_prompt = "values = [" + ", ".join(str(i) for i in range(200)) + "]\n"
@@ -220,7 +220,7 @@ def test_the_engine_refuses_more_tokens_than_the_window_holds(small_window_dir):
 
 def test_the_server_caps_at_the_window_and_shows_no_paths(small_window_dir, tmp_path):
     agent = tmp_path / "private" / "agents" / "agent.safetensors"
-    engine = EarlyExitEngine(load_model(str(small_window_dir), device="cpu"), "full", agent_path=str(agent))
+    engine = EarlyExitEngine(load_model(str(small_window_dir), device="cpu"), agent_path=str(agent))
     with running_server(engine, serve_config(max_new_tokens_cap=500)) as (url, _):
         long_prompt = "values = [" + ", ".join(str(i) for i in range(200)) + "]\n"
         answer = httpx.post(f"{url}/generate", json={"inputs": long_prompt, "parameters": {"max_new_tokens": 400}},
