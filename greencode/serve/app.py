@@ -239,6 +239,7 @@ def _details(state: ServerState, job: GenerationJob, summary, events: list, para
         "policy": job.policy.name,  # the first token comes from the prefill, at full depth
         "prompt_tokens": summary.prompt_tokens,
         "dropped_prompt_tokens": summary.dropped_prompt_tokens,
+        "reused_prompt_tokens": summary.reused_prompt_tokens,  # their prefill came from the prefix cache
         "prefill_seconds": summary.prefill_seconds,
         "seconds": summary.seconds,
         "ignored_parameters": params.ignored,
