@@ -271,6 +271,13 @@ class EarlyExitEngine:
             self._vocab_texts = vocab_texts(self.loaded.tokenizer)
         return heal_prompt(self.loaded.tokenizer, ids, self._vocab_texts)
 
+    def explain(self, prompt: str | list[int], token_ids: list[int], exit_layers: list[int], index: int,
+                max_new_tokens: int):
+        """Token `index` of a completion of `prompt`, replayed: candidates at every exit point (greencode.explain)."""
+        from greencode.explain import explain_token
+
+        return explain_token(self, prompt, token_ids, exit_layers, index, max_new_tokens)
+
     # -- decoding ---------------------------------------------------------------------------------
 
     def stream(self, prompt: str | list[int], max_new_tokens: int = 15, stop: list[str] | None = None,
@@ -368,8 +375,8 @@ class EarlyExitEngine:
                 piece = text.add(token)
                 full_joules = measured.joules * self.cost.full_units / units
                 event = TokenEvent(index, token, piece, exit_layer, layers_run, L, score, measured.seconds,
-                                   measured.joules, measured.source, full_joules, policy_name, tuple(scores),
-                                   modelled)
+                                   measured.joules, measured.source, full_joules, policy_name,
+                                   exit_scores=tuple(scores), modelled_units=modelled)
                 if trace is not None:
                     event = TracedEvent(**event.__dict__, trace=trace)
                 events.append(event)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import time
@@ -34,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from greencode.config import Config
 from greencode.errors import GreencodeError
+from greencode.serve.guard import GuardMiddleware, error_body, public_message
 from greencode.serve.queue import GenerationJob, GenerationQueue, QueueFull
 from greencode.fim import describe_fim
 from greencode.serve.schema import GenerateRequest, describe_errors, describe_protocol_errors
@@ -42,78 +42,14 @@ log = logging.getLogger("greencode.serve")
 
 FINISH_REASONS = {"length": "length", "eos": "eos_token", "stop": "stop_sequence", "eol": "stop_sequence",
                   "cancelled": "cancelled"}
-UNAUTHENTICATED_PATHS = {"/health"}
 DISCONNECT_POLL_S = 0.25
 
 
 class ServeError(Exception):
     def __init__(self, status: int, message: str, error_type: str):
+        message = public_message(message)  # a client sees file names, never the server's paths
         super().__init__(message)
         self.status, self.message, self.error_type = status, message, error_type
-
-
-OPENAI_ERROR_TYPES = {"validation": "invalid_request_error", "payload_too_large": "invalid_request_error",
-                      "authentication": "authentication_error", "overloaded": "rate_limit_error"}
-
-
-def error_body(message: str, error_type: str, path: str = "") -> dict:
-    """An error in the shape the route's protocol uses (the path tells which)."""
-    if path.startswith("/v1/"):
-        return {"error": {"message": message, "type": OPENAI_ERROR_TYPES.get(error_type, "server_error"),
-                          "param": None, "code": error_type}}
-    if path.startswith("/api/"):
-        return {"error": message}
-    return {"error": message, "error_type": error_type}
-
-
-async def _send_json(send, status: int, body: dict, headers: list | None = None) -> None:
-    payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": payload})
-
-
-class GuardMiddleware:
-    """Bearer token (401) and body size (413), before any route reads a byte of JSON.
-
-    The body is read here up to the limit and replayed to the app; after it, `receive` is the
-    server's own, so a route still sees the client disconnect."""
-
-    def __init__(self, app, token: str, max_body_bytes: int):
-        self.app, self.token, self.max_body_bytes = app, token.encode(), max_body_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        if self.token and scope["path"] not in UNAUTHENTICATED_PATHS:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, b"Bearer " + self.token):
-                message = "missing or wrong bearer token (Authorization: Bearer …)"
-                return await _send_json(send, 401, error_body(message, "authentication", scope["path"]),
-                                        [(b"www-authenticate", b"Bearer")])
-        too_big = error_body(f"the request body is larger than {self.max_body_bytes} bytes", "payload_too_large",
-                             scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            return await _send_json(send, 413, too_big)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body_bytes:
-                return await _send_json(send, 413, too_big)
-            if not message.get("more_body", False):
-                break
-        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-
-        async def replayed_receive():
-            return replay.pop() if replay else await receive()
-
-        await self.app(scope, replayed_receive, send)
 
 
 @dataclass
@@ -163,8 +99,13 @@ def _job_for(state: ServerState, request: GenerateRequest) -> GenerationJob:
     temperature = defaults.temperature if params.temperature is None else params.temperature
     if params.do_sample is False:
         temperature = 0.0
+    asked = params.max_new_tokens or defaults.max_new_tokens
+    cap, why = (serve.max_new_tokens_cap, "[serve].max_new_tokens_cap")
+    if state.engine.max_new_tokens_limit() < cap:
+        cap, why = state.engine.max_new_tokens_limit(), "the model's position window"
+    warnings = [f"max_new_tokens {asked} capped at {cap} ({why})"] if asked > cap else []
     options = {
-        "max_new_tokens": min(params.max_new_tokens or defaults.max_new_tokens, serve.max_new_tokens_cap),
+        "max_new_tokens": min(asked, cap),
         "stop": params.stop or None,
         "temperature": temperature,
         "top_p": defaults.top_p if params.top_p is None else params.top_p,
@@ -173,7 +114,8 @@ def _job_for(state: ServerState, request: GenerateRequest) -> GenerationJob:
     fim = _fim_plan(state, request)
     if fim.mode:
         options.update(stop=(options["stop"] or []) + fim.stop or None, stop_rule=fim.stop_rule)
-    return GenerationJob(fim.prompt, options, _request_policy(state, request), asyncio.get_running_loop(), fim=fim)
+    return GenerationJob(fim.prompt, options, _request_policy(state, request), asyncio.get_running_loop(), fim=fim,
+                         warnings=warnings)
 
 
 ERROR_TYPES = {422: "validation", 499: "cancelled", 503: "unavailable"}
@@ -243,6 +185,8 @@ def _details(state: ServerState, job: GenerationJob, summary, events: list, para
         "prefill_seconds": summary.prefill_seconds,
         "seconds": summary.seconds,
         "ignored_parameters": params.ignored,
+        "max_new_tokens": job.options["max_new_tokens"],
+        "warnings": list(job.warnings),
         **({"fim": {"mode": job.fim.mode, "request": job.fim.source, "note": job.fim.note}}
            if job.fim is not None and job.fim.mode else {}),
     }
@@ -293,6 +237,12 @@ def fim_headers(job: GenerationJob) -> dict:
     if job.fim is None or not job.fim.mode:
         return {}
     return {"x-greencode-fim": f"{job.fim.mode}; request={job.fim.source}"}
+
+
+def response_headers(job: GenerationJob) -> dict:
+    """Every route's headers about how the answer differs from the request: FIM use, and each warning
+    (e.g. a capped max_new_tokens), as `details.warnings` says too."""
+    return {**fim_headers(job), **({"x-greencode-warning": "; ".join(job.warnings)} if job.warnings else {})}
 
 
 class StreamText:
@@ -421,9 +371,12 @@ def build_app(engine, config: Config):
         if stream:
             job = await _start(state, body, request)
             return StreamingResponse(stream_events(state, job, body, full_text_default), media_type="text/event-stream",
-                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no",
+                                              **response_headers(job)})
         result = await generate_once(state, body, request, full_text_default)
-        return [result] if as_list else result
+        warnings = result["details"]["warnings"]
+        return JSONResponse([result] if as_list else result,
+                            headers={"x-greencode-warning": "; ".join(warnings)} if warnings else None)
 
     @app.post("/generate", summary="TGI generate")
     async def generate(body: GenerateRequest, request: Request):
@@ -449,14 +402,15 @@ def build_app(engine, config: Config):
     async def info():
         loaded, policy, serve = engine.loaded, queue.default_policy, config.serve
         return {
-            "model_id": loaded.name, "model": loaded.name, "spec": loaded.spec,
+            "model_id": public_message(loaded.name), "model": public_message(loaded.name),
+            "spec": public_message(loaded.spec),
             "architecture": loaded.adapter.arch, "num_layers": engine.num_layers,
             "exit_points": list(engine.exit_points), "policy": policy.name,
             "threshold": _policy_threshold(policy), "energy_source": engine.meter.source,
             "device": str(engine.device), "cpu_threads": torch.get_num_threads(), "max_new_tokens_cap": serve.max_new_tokens_cap,
             "max_input_chars": serve.max_input_chars, "max_body_bytes": serve.max_body_bytes,
             "queue_limit": serve.queue_limit, "max_context_tokens": engine.max_context_tokens,
-            "auth": bool(serve.token), "version": "greencode-serve/1",
+            "auth": bool(serve.token), "version": "greencode-serve/1", "limit_concurrency": serve.limit_concurrency,
             "fim": describe_fim(loaded.tokenizer),
         }
 
@@ -465,7 +419,8 @@ def build_app(engine, config: Config):
     openai.add_routes(app, state)
     ollama.add_routes(app, state)
 
-    guarded = GuardMiddleware(app, config.serve.token, config.serve.max_body_bytes)
+    guarded = GuardMiddleware(app, config.serve.token, config.serve.max_body_bytes, config.serve.body_timeout_s,
+                              config.serve.allow_unauthenticated)
     guarded.state = state  # for the command's start-up line and for tests
     return guarded
 
@@ -488,12 +443,19 @@ def listen_socket(host: str, port: int):
 
 
 def make_server(app, sock, log_level: str = "info"):
-    """A uvicorn server on a bound socket (one process: the model lives in it once)."""
+    """A uvicorn server on a bound socket (one process: the model lives in it once). Slow or idle clients
+    are bounded: at most [serve].limit_concurrency connections, idle keep-alive connections closed after
+    [serve].timeout_keep_alive_s, and a connection whose request headers never arrive after body_timeout_s."""
     import uvicorn
 
+    from greencode.serve.slow_clients import protocol_with_header_timeout
+
+    serve = app.state.config.serve
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"),
-                            timeout_graceful_shutdown=5, lifespan="on")
+                            timeout_graceful_shutdown=5, lifespan="on", http=protocol_with_header_timeout(
+                                serve.body_timeout_s), limit_concurrency=serve.limit_concurrency,
+                            timeout_keep_alive=serve.timeout_keep_alive_s)
     return uvicorn.Server(config)
 
 

@@ -15,7 +15,7 @@ import time
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from greencode.serve.app import (ServerState, StreamText, _start, collect, details, fim_headers, job_items, validated)
+from greencode.serve.app import (ServerState, StreamText, _start, collect, details, response_headers, job_items, validated)
 from greencode.serve.openai import token_figures
 from greencode.serve.schema import OllamaGenerateRequest
 
@@ -67,7 +67,7 @@ def add_routes(app, state: ServerState) -> None:
                     "done_reason": "load"}
         shared = validated(state, body.to_generate(state.config.serve.max_new_tokens_cap), "ollama")
         job = await _start(state, shared, request)
-        headers = fim_headers(job)
+        headers = response_headers(job)
         if body.stream:
             return StreamingResponse(_lines(state, job, shared, started), media_type="application/x-ndjson",
                                      headers=headers)

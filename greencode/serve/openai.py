@@ -15,7 +15,7 @@ import uuid
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from greencode.serve.app import (ServerState, StreamText, _start, collect, details, fim_headers, job_items, validated)
+from greencode.serve.app import (ServerState, StreamText, _start, collect, details, response_headers, job_items, validated)
 from greencode.serve.schema import CompletionRequest
 
 FINISH = {"length": "length"}  # everything else (eos, stop sequence, suffix, end of line) is "stop"
@@ -65,7 +65,7 @@ def add_routes(app, state: ServerState) -> None:
     async def completions(body: CompletionRequest, request: Request):
         generate = validated(state, body.to_generate(), "openai")
         job = await _start(state, generate, request)
-        headers = fim_headers(job)
+        headers = response_headers(job)
         if body.stream:
             return StreamingResponse(_stream(state, job, generate, meta()), media_type="text/event-stream",
                                      headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
