@@ -92,8 +92,10 @@ def _fim_plan(state: ServerState, request: GenerateRequest):
 
 def _job_for(state: ServerState, request: GenerateRequest) -> GenerationJob:
     serve, defaults = state.config.serve, state.config.engine
-    if len(request.inputs) > serve.max_input_chars:
-        raise ServeError(413, f"inputs has {len(request.inputs)} characters; the limit is {serve.max_input_chars}",
+    chars = len(request.inputs) + len(request.suffix or "")
+    if chars > serve.max_input_chars:
+        what = "inputs" if request.suffix is None else "the prompt and suffix together"
+        raise ServeError(413, f"{what} has {chars} characters; the limit is {serve.max_input_chars}",
                          "payload_too_large")
     params = request.parameters
     temperature = defaults.temperature if params.temperature is None else params.temperature
