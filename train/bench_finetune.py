@@ -67,7 +67,7 @@ def _chunks(config, tokenizer, count: int) -> torch.Tensor:
 def run_step_benchmark(config, rounds: int = 3, echo=print) -> dict:
     """Time `rounds` alternated steps of every variant on [model].spec with [finetune]'s sizes."""
     from greencode.exits import lite_weights
-    from greencode.info import resolve_exit_points
+    from greencode.exits import resolve_exit_points
     from greencode.models import load_model
     from greencode.shortlist import most_frequent
     from train.finetune import exit_shortlist
