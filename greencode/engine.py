@@ -271,16 +271,24 @@ class EarlyExitEngine:
             self._vocab_texts = vocab_texts(self.loaded.tokenizer)
         return heal_prompt(self.loaded.tokenizer, ids, self._vocab_texts)
 
+    def explain(self, prompt: str | list[int], token_ids: list[int], exit_layers: list[int], index: int,
+                max_new_tokens: int):
+        """Token `index` of a completion of `prompt`, replayed: candidates at every exit point (greencode.explain)."""
+        from greencode.explain import explain_token
+
+        return explain_token(self, prompt, token_ids, exit_layers, index, max_new_tokens)
+
     # -- decoding ---------------------------------------------------------------------------------
 
     def stream(self, prompt: str | list[int], max_new_tokens: int = 15, stop: list[str] | None = None,
                stop_at_eol: bool = False, temperature: float = 0.0, top_p: float = 1.0,
                record: bool = False, seed: int | None = None, prefilled: Prefilled | None = None,
-               record_scores: bool = True) -> Completion:
+               record_scores: bool = True, stop_rule=None) -> Completion:
         """Stream a completion of `prompt` (text or token ids). With `prefilled` (from `prefill` on the same
         prompt) the prompt is not run again: its cache is copied, and its first token and figures reused.
         A text prompt is token-healed when `token_healing` is on: the events carry only what follows the cursor.
-        `record_scores` keeps the policy's score at every exit point a token passed (TokenEvent.exit_scores)."""
+        `record_scores` keeps the policy's score at every exit point a token passed (TokenEvent.exit_scores).
+        `stop_rule` (e.g. greencode.fim.SuffixStop) has `cut(text, finished)`: where the text ends, or None."""
         if max_new_tokens <= 0:
             raise GreencodeError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
@@ -293,7 +301,7 @@ class EarlyExitEngine:
                                  "only when prefilled with record=True)")
         completion = Completion(iter(()))
         completion._events = self._run(completion, prefilled, shared, max_new_tokens, list(stop or []),
-                                       stop_at_eol, temperature, top_p, record, seed, record_scores)
+                                       stop_at_eol, temperature, top_p, record, seed, record_scores, stop_rule)
         return completion
 
     def complete(self, prompt: str | list[int], **options) -> CompletionSummary:
@@ -336,7 +344,7 @@ class EarlyExitEngine:
     @torch.inference_mode()
     def _run(self, completion: Completion, prefilled: Prefilled, shared: bool, max_new_tokens: int, stop: list[str],
              stop_at_eol: bool, temperature: float, top_p: float, record: bool, seed: int | None,
-             record_scores: bool):
+             record_scores: bool, stop_rule=None):
         import copy
 
         adapter, L = self.adapter, self.num_layers
@@ -367,8 +375,8 @@ class EarlyExitEngine:
                 piece = text.add(token)
                 full_joules = measured.joules * self.cost.full_units / units
                 event = TokenEvent(index, token, piece, exit_layer, layers_run, L, score, measured.seconds,
-                                   measured.joules, measured.source, full_joules, policy_name, tuple(scores),
-                                   modelled)
+                                   measured.joules, measured.source, full_joules, policy_name,
+                                   exit_scores=tuple(scores), modelled_units=modelled)
                 if trace is not None:
                     event = TracedEvent(**event.__dict__, trace=trace)
                 events.append(event)
@@ -381,6 +389,9 @@ class EarlyExitEngine:
                     break
                 if stop_at_eol and "\n" in text.text.lstrip():
                     stop_reason = "eol"
+                    break
+                if stop_rule is not None and stop_rule.cut(text.text) is not None:
+                    stop_reason = "stop"
                     break
                 if index == max_new_tokens - 1:
                     break
@@ -446,8 +457,9 @@ class EarlyExitEngine:
                 position += 1
                 measured = self.meter.end_window("token")
         finally:
-            completion.summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
-                                               time.perf_counter() - started + prefill_seconds, stop, stop_reason)
+            summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
+                                    time.perf_counter() - started + prefill_seconds, stop, stop_reason, stop_rule)
+            completion.summary = replace(summary, reused_prompt_tokens=prefilled.reused)
 
     def _exit_top1(self, states: dict) -> list[int]:
         """The token decoding would emit at each exit point (the exit head's top-1, as a token id)."""
@@ -458,7 +470,8 @@ class EarlyExitEngine:
         return ExitTrace(observations.cpu().numpy(), self._exit_top1(states), int(final_logits.argmax()))
 
     def _summary(self, text: _TextTracker, events: list[TokenEvent], prompt_tokens: int, dropped: int,
-                 prefill_seconds: float, total_seconds: float, stop: list[str], stop_reason: str) -> CompletionSummary:
+                 prefill_seconds: float, total_seconds: float, stop: list[str], stop_reason: str,
+                 stop_rule=None) -> CompletionSummary:
         completion_text = text.text
         for s in stop:
             if s in completion_text:
@@ -466,6 +479,10 @@ class EarlyExitEngine:
         if stop_reason == "eol":
             body = completion_text.lstrip()
             completion_text = completion_text[:len(completion_text) - len(body) + body.index("\n")]
+        cut = stop_rule.cut(completion_text, finished=True) if stop_rule is not None else None
+        if cut is not None:
+            completion_text = completion_text[:cut]
+            stop_reason = "stop" if stop_reason == "length" else stop_reason
         L = self.num_layers
         layers = [e.exit_layer for e in events]
         return CompletionSummary(

@@ -20,10 +20,13 @@ def model_info(config: Config) -> dict:
     from greencode.energy import describe_energy_source
     from greencode.engine import EarlyExitEngine
     from greencode.exits import lite_weights
+    from greencode.fim import describe_fim
     from greencode.models import load_model
 
     loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
+    # What an exit decodes over and costs (full depth: the whole head, always).
+    exit_head = EarlyExitEngine(loaded, "full", exit_points=points, shortlist=config.exits.shortlist).describe_exit_head()
     facts = {
         "model": loaded.name,
         "spec": loaded.spec,
@@ -34,10 +37,9 @@ def model_info(config: Config) -> dict:
         # A fine-tuned model reports the weights it was trained with; others the paper's defaults.
         "lite_weights": loaded.info.get("weights") or {
             layer: round(w, 4) for layer, w in lite_weights(loaded.num_layers, points=points).items()},
-        # What an exit decodes over and costs (full depth: the whole head, always).
-        "exit_head": EarlyExitEngine(loaded, "full", exit_points=points,
-                                     shortlist=config.exits.shortlist).describe_exit_head(),
+        "exit_head": exit_head.removeprefix("exit head: "),
         "energy_source": describe_energy_source(config.energy),
+        "fim": describe_fim(loaded.tokenizer),  # the model's own FIM prompt, or prefix-only completion
         "load_seconds": round(loaded.load_seconds, 2),
     }
     for key in ("base_model", "steps", "tokens_trained", "agreement_before", "agreement_after", "validation_loss"):

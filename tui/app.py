@@ -3,6 +3,7 @@ live joules and a threshold knob. The engine runs in thread workers; tokens come
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from dataclasses import dataclass, field
@@ -19,14 +20,15 @@ from greencode.errors import GreencodeError
 from greencode.events import CompletionSummary, TokenEvent
 from tui.editor import CodeEditor
 from tui.engines import EngineFactory, describe_engine
-from tui.ghost import ghost_pieces
+from tui.ghost import drop_chars, ghost_pieces
+from tui.lens import LensActions
 from tui.messages import (CompareSideFinished, CompareTokenGenerated, CompletionFailed, CompletionFinished,
                           GhostAccepted, GhostDismissed, ModelLoaded, ModelLoadFailed, ThresholdRequested,
                           TokenGenerated)
 from tui.panel import CompletionView, SidePanel, snap
-from tui.screens import CompareScreen, ConfirmQuitScreen, HelpScreen
+from tui.screens import CompareScreen, ConfirmQuitScreen, FileChangedScreen, HelpScreen
 from tui.settings import POLICY_CYCLE, THRESHOLD_POLICIES, THRESHOLD_STEP, TuiSettings, policy_string
-from greencode.source import SourceFile, save_text
+from greencode.source import FileChangedOnDisk, SourceFile, open_source, save_text
 from tui.stats import CompletionStats, SessionStats
 
 
@@ -49,11 +51,14 @@ class LiveCompletion:
     anchor: tuple[int, int]  # cursor location it completes; moving away dismisses it
     stop_at_eol: bool
     stats: CompletionStats
+    prompt: str = ""  # what was completed, and how: the inspector replays it
+    options: dict = field(default_factory=dict)
     events: list[TokenEvent] = field(default_factory=list)
     summary: CompletionSummary | None = None
+    accepted: int = 0  # characters of it already inserted by a word/line accept
 
 
-class GreencodeApp(App[None]):
+class GreencodeApp(LensActions, App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "greencode"
     ENABLE_COMMAND_PALETTE = False
@@ -65,6 +70,9 @@ class GreencodeApp(App[None]):
         Binding("f8,ctrl+down", "threshold(-1)", "T-", id="threshold_down"),
         Binding("f9,ctrl+up", "threshold(1)", "T+", id="threshold_up"),
         Binding("f4", "compare", "Compare", id="compare"),
+        Binding("f6", "inspect", "Inspect", id="inspect", priority=True),  # priority: TextArea binds F6/F7 too
+        Binding("f7", "sweep", "Sweep", id="sweep", priority=True),
+        Binding("ctrl+g", "goto_line", "Go to line", id="goto_line", show=False),
         Binding("ctrl+s", "save", "Save", id="save"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
@@ -232,8 +240,6 @@ class GreencodeApp(App[None]):
 
         if self.engine is None:
             return refuse(f"model failed to load: {self.model_error}" if self.model_error else "the model is still loading")
-        if self.source.read_only:
-            return refuse("read-only file: completions are off")
         if self.screen is not self.screen_stack[0]:
             return None
         prompt = self._prompt()
@@ -243,9 +249,11 @@ class GreencodeApp(App[None]):
         self._run_id += 1
         line_mode = self.mode == "line"
         editor = self.editor
-        self.live = LiveCompletion(self._run_id, editor.cursor_location, line_mode, CompletionStats(self.engine.num_layers))
+        options = self._options(line_mode)
+        self.live = LiveCompletion(self._run_id, editor.cursor_location, line_mode,
+                                   CompletionStats(self.engine.num_layers), prompt, options)
         self.preview.show(f"{self.policy} · waiting for the first token...", [], 1)
-        self.run_completion(self._run_id, prompt, self._options(line_mode))
+        self.run_completion(self._run_id, prompt, options)
         return None
 
     def _options(self, line_mode: bool) -> dict:
@@ -326,7 +334,7 @@ class GreencodeApp(App[None]):
 
     def _show_live(self, live: LiveCompletion, status: str) -> None:
         final = live.summary.text if live.summary is not None else None
-        pieces = ghost_pieces(live.events, final, live.stop_at_eol)
+        pieces = drop_chars(ghost_pieces(live.events, final, live.stop_at_eol), live.accepted)
         num_layers = live.stats.num_layers
         editor = self.editor
         if pieces:
@@ -346,6 +354,8 @@ class GreencodeApp(App[None]):
     def on_editor_changed(self) -> None:
         self.dirty = True
         self._update_title()
+        if self.partial_edit_done():  # a word/line accept: the rest of the completion stays
+            return
         if self.live is not None:
             self.cancel_completion()
         self._restart_idle_timer()
@@ -405,13 +415,17 @@ class GreencodeApp(App[None]):
     def run_compare(self, run_id: int, prompt: str, early: str, options: dict) -> None:
         with self._engine_lock:
             try:
+                events = []
                 for side, policy in (("early", early), ("full", "full")):
                     if get_current_worker().is_cancelled:
                         return
                     self.engine.set_policy(policy)
-                    summary = self._stream_tokens(
-                        prompt, options, lambda e, side=side: self.post_message(CompareTokenGenerated(run_id, side, e)))
+                    events = []
+                    summary = self._stream_tokens(prompt, options, lambda e, side=side, kept=events: (
+                        kept.append(e), self.post_message(CompareTokenGenerated(run_id, side, e))))
                     self.post_message(CompareSideFinished(run_id, side, summary))
+                if not get_current_worker().is_cancelled:
+                    self.mark_oracle(run_id, prompt, options, events)
             except Exception as exc:
                 self._failed(run_id, exc)
             finally:
@@ -450,9 +464,13 @@ class GreencodeApp(App[None]):
 
     # -- files -----------------------------------------------------------------------------------
 
-    def action_save(self) -> bool:
+    def action_save(self, overwrite_changes: bool = False) -> bool:
         try:
-            self.source = save_text(self.source, self.editor.text)
+            self.source = save_text(self.source, self.editor.text, overwrite_changes)
+        except FileChangedOnDisk as exc:  # another program wrote the file: ask before anything is lost
+            if not isinstance(self.screen, FileChangedScreen):
+                self.push_screen(FileChangedScreen(str(exc)), self._resolve_file_change)
+            return False
         except GreencodeError as exc:
             self.notify(str(exc), title="not saved", severity="error", timeout=12)
             return False
@@ -460,6 +478,24 @@ class GreencodeApp(App[None]):
         self._update_title()
         self.notify(f"saved {self.source.path}", timeout=3)
         return True
+
+    def _resolve_file_change(self, choice: str | None) -> None:
+        if choice == "overwrite":
+            self.action_save(overwrite_changes=True)
+        elif choice == "reload":
+            try:
+                fresh = open_source(self.source.path)
+            except GreencodeError as exc:
+                self.notify(str(exc), title="not reloaded", severity="error", timeout=12)
+                return
+            self.source = dataclasses.replace(fresh, shown=self.source.shown)
+            with self.editor.prevent(TextArea.Changed):
+                self.editor.load_text(fresh.text)
+            self.dirty = False
+            self._update_title()
+            self.notify(f"reloaded {self.source.path} from disk", timeout=3)
+        else:
+            self.notify("not saved: the file on disk was left as the other program wrote it", timeout=6)
 
     async def action_quit(self) -> None:
         if not self.dirty:

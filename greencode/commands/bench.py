@@ -12,9 +12,11 @@ def command(ctx: typer.Context,
             model: Optional[str] = typer.Option(None, help="Model spec (default: [model].spec)."),
             prompts: int = typer.Option(8, help="Prompts from the stdlib test split."),
             max_new_tokens: int = typer.Option(16, help="Tokens generated per prompt."),
-            policies: str = typer.Option("full,fixed:14,confidence:0.9,agent:0.9",
+            policies: str = typer.Option("full,fixed:14,oracle,confidence:0.9,agent:0.9",
                                          help="Comma-separated policies; agent:T is skipped (with a note) "
-                                              "when no agent file is available."),
+                                              "when no agent file is available. `oracle` runs full depth and "
+                                              "reports the first exit point that agreed, with a modelled "
+                                              "speed-up only."),
             agent: Optional[str] = typer.Option(None, help="Agent file for agent:T (default: [agent].path)."),
             min_context: int = typer.Option(300, help="Only prompts with at least this many context tokens."),
             compare_hf: bool = typer.Option(False, "--compare-hf", help="Add transformers generate as a row."),
@@ -79,15 +81,21 @@ def command(ctx: typer.Context,
         return
     table = Table(title=f"{loaded.name}: {result['prompts']} prompts x {max_new_tokens} tokens "
                         f"(mean context {result['mean_prompt_tokens']} tokens)")
-    columns = ["policy", "tokens_per_s", "speedup_vs_full", "mean_exit_layer", "layers_skipped_frac", "joules",
-               "joules_saved_frac", "energy_source", "seconds", "identical_to_hf", "time_ratio_vs_hf"]
+    columns = ["policy", "tokens_per_s", "speedup_vs_full", "modelled_speedup", "oracle_saving_share",
+               "mean_exit_layer", "layers_skipped_frac", "joules", "joules_saved_frac", "energy_source", "seconds",
+               "identical_to_hf", "time_ratio_vs_hf"]
     for column in columns:
         table.add_column(column.replace("_", " "))
     for row in result["rows"]:
-        table.add_row(*[str(row.get(c, "")) for c in columns])
+        table.add_row(*[str(row[c]) if row.get(c) is not None else "-" for c in columns])
     Console().print(table)
     for key in ("agent_decision", "load_times"):
         if key in result:
             typer.echo(f"{key.replace('_', ' ')}: {result[key]}")
+    typer.echo(f"{result['exit_head']}; modelled speedup: by the cost model {result['cost_model']}, not measured")
+    if any(r["policy"] == "oracle" for r in result["rows"]):
+        typer.echo("oracle: full depth, each token credited with the first exit point whose top-1 was that token "
+                   "(modelled only); oracle saving share: the share of its modelled saving a row gets "
+                   "(regret = 1 - that)")
     for note in notes:
         typer.echo(f"note: {note}")

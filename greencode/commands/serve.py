@@ -1,4 +1,5 @@
-"""`greencode serve`: the editor endpoint (llm-vscode / llm-ls, TGI and HF Inference API routes)."""
+"""`greencode serve`: the editor endpoint (llm-vscode / llm-ls, TGI and HF Inference API routes; OpenAI and
+Ollama routes for Continue, Twinny and llm-ls's openai/ollama backends)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ def build_engine(config, policy: str, threshold: Optional[float]):
     return engine
 
 
+def refuse_open_host(serve) -> None:
+    """A non-loopback address without a token lets anyone on the network use the model: say so, stop."""
+    from greencode.errors import GreencodeError
+    from greencode.serve.guard import is_loopback_host
+
+    if not is_loopback_host(serve.host.strip("[]").lower()) and not serve.token and not serve.allow_unauthenticated:
+        raise GreencodeError(f"--host {serve.host} is reachable from other machines and no --token is set; "
+                             "add --token SECRET, or --allow-unauthenticated if that is what you want")
+
+
 def command(ctx: typer.Context,
             host: Optional[str] = typer.Option(None, help="Address to bind (default [serve].host, 127.0.0.1). "
                                                "Anything but loopback exposes the model: set --token."),
@@ -40,8 +51,12 @@ def command(ctx: typer.Context,
             threads: Optional[int] = typer.Option(None, help="torch CPU threads (default [serve].threads; 0 = "
                                                   "one per core). 1 is fastest on a CPU shared with other work."),
             log_level: str = typer.Option("info", help="uvicorn log level: critical | error | warning | info | debug."),
+            allow_unauthenticated: Optional[bool] = typer.Option(
+                None, "--allow-unauthenticated", help="Serve a non-loopback --host without --token (default "
+                "[serve].allow_unauthenticated; anyone who can reach the address may use the model)."),
             ) -> None:
-    """Serve completions over HTTP for llm-vscode (TGI backend: POST /generate, /generate_stream)."""
+    """Serve completions over HTTP: TGI (POST /generate, /generate_stream) for llm-vscode, OpenAI (POST
+    /v1/completions) and Ollama (POST /api/generate) for Continue, Twinny and llm-ls; fill-in-the-middle on all."""
     from greencode.cli import load_context_config
     from greencode.errors import GreencodeError
 
@@ -50,7 +65,9 @@ def command(ctx: typer.Context,
         raise GreencodeError(f"--log-level {log_level!r} is not one of: {', '.join(levels)}")
     config = load_context_config(ctx, **{"serve.host": host, "serve.port": port, "model.spec": model,
                                          "agent.path": agent, "engine.policy": policy, "serve.token": token,
-                                         "serve.threads": threads})
+                                         "serve.threads": threads,
+                                         "serve.allow_unauthenticated": allow_unauthenticated})
+    refuse_open_host(config.serve)
     from greencode.serve.app import build_app, listen_socket, run_server
 
     sock = listen_socket(config.serve.host, config.serve.port)
@@ -63,5 +80,6 @@ def command(ctx: typer.Context,
     serve = config.serve
     typer.echo(f"greencode serve: {engine.loaded.name}, {engine.num_layers} layers, exits {engine.exit_points}, "
                f"policy {engine.policy.name}, energy {engine.meter.source}, "
-               f"auth {'on' if serve.token else 'off'} -> http://{serve.host}:{serve.port}/generate", err=True)
+               f"auth {'on' if serve.token else 'off'} -> http://{serve.host}:{serve.port}/generate, /v1/completions, "
+               f"/api/generate", err=True)
     run_server(app, sock, log_level=log_level)

@@ -15,6 +15,7 @@ import torch
 
 from greencode.errors import GreencodeError
 from greencode.events import layers_skipped_frac
+from greencode.oracle import oracle_share
 
 
 @dataclass
@@ -29,6 +30,7 @@ class PolicyTotals:
     exit_layers: list[int] = field(default_factory=list)
     energy_source: str = ""
     token_ids: list[list[int]] = field(default_factory=list)
+    modelled_units: float = 0.0  # CostModel layer-units of the decoded tokens (the first comes with the prefill)
 
     def add(self, summary) -> None:
         self.tokens += summary.tokens
@@ -40,9 +42,12 @@ class PolicyTotals:
         self.exit_layers += summary.exit_layers
         self.energy_source = summary.energy_source
         self.token_ids.append([e.token_id for e in summary.events])
+        self.modelled_units += sum(e.modelled_units for e in summary.events[1:])
 
-    def row(self, num_layers: int) -> dict:
+    def row(self, num_layers: int, full_units: float | None = None) -> dict:
+        """Its figures; with `full_units` (CostModel.full_units) also its modelled speed-up over full depth."""
         layers = self.exit_layers
+        modelled = full_units * self.decode_tokens / self.modelled_units if full_units and self.modelled_units else None
         return {
             "policy": self.policy,
             "tokens_per_s": round(self.decode_tokens / self.decode_seconds, 3) if self.decode_seconds else 0.0,
@@ -53,6 +58,7 @@ class PolicyTotals:
             "energy_source": self.energy_source,
             "seconds": round(self.seconds, 4),
             "tokens": self.tokens,
+            "modelled_speedup": round(modelled, 3) if modelled else None,  # by the cost model, not measured
         }
 
 
@@ -145,11 +151,18 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
             progress(index + 1, len(prompts))
 
     L = engine.num_layers
-    rows = [totals[name].row(L) for name in policies]
+    rows = [totals[name].row(L, engine.cost.full_units) for name in policies]
     full = next((r for r in rows if r["policy"] == "full"), None)
+    oracle = next((r for r in rows if r["policy"] == "oracle"), None)
     for row in rows:
+        if row is oracle:  # it runs full depth: its timings and joules say nothing of its exits
+            row.update({key: None for key in ("tokens_per_s", "joules", "joules_saved_frac", "seconds")})
+            continue
         if full and full["tokens_per_s"]:
             row["speedup_vs_full"] = round(row["tokens_per_s"] / full["tokens_per_s"], 3)
+        if oracle and row["policy"] not in ("full", "hf-generate"):
+            share = oracle_share(row["modelled_speedup"], oracle["modelled_speedup"])
+            row["oracle_saving_share"] = round(share, 4) if share is not None else None
     if compare_hf:
         hf = totals["hf-generate"]
         rows.append({"policy": "hf-generate", "tokens_per_s": round((hf_decode["tokens"] - len(prompts))
@@ -162,9 +175,11 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
             full["time_ratio_vs_hf"] = round(totals["full"].seconds / hf_decode["seconds"], 4)
     return {"rows": rows, "prompts": len(prompts), "max_new_tokens": max_new_tokens,
             "mean_prompt_tokens": round(statistics.fmean(len(p) for p in prompts), 1),
-            "num_layers": L, "exit_points": engine.exit_points, "cost_model": {
-                "head_units": round(engine.cost.head_units, 3),
-                "propagation_units": round(engine.cost.propagation_units, 4)}}
+            "num_layers": L, "exit_points": engine.exit_points, "exit_head": engine.describe_exit_head(),
+            "cost_model": {"head_units": round(engine.cost.head_units, 3),
+                           "exit_head_units": round(engine.cost.exit_head_units, 3),
+                           "propagation_units": round(engine.cost.propagation_units, 4),
+                           "full_units": round(engine.cost.full_units, 3)}}
 
 
 def load_times(spec: str = "default") -> dict:
