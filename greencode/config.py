@@ -64,9 +64,13 @@ class DataConfig:
 @dataclass(frozen=True)
 class FinetuneConfig:
     output: str = _opt("runs/lite")
+    targets: str = _opt("distill", choices=("distill", "labels"))  # distill: KL to the frozen teacher; labels: eq. 1
+    keep_final: float = _opt(1.0, lo=0.0)  # distill: extra weight on the final layer's KL to the teacher
+    teacher: str = _opt("")  # distill: "" = the model being fine-tuned, frozen as it starts; else a spec
+    teacher_cache: str = _opt("")  # distill: "" = teacher runs per batch; DIR = its final states cached there
     learning_rate: float = _opt(1e-5, lo=0.0, hi=1.0)
-    batch_size: int = _opt(4, lo=1)
-    grad_accum: int = _opt(32, lo=1)
+    batch_size: int = _opt(0, lo=0)  # 0 = auto: 4 on a GPU (paper), 2 on a CPU
+    grad_accum: int = _opt(0, lo=0)  # 0 = auto: 32 on a GPU (paper), 4 on a CPU
     epochs: float = _opt(1.0, lo=0.0)
     max_steps: int = _opt(-1, lo=-1)  # -1 = run the epochs
     seq_len: int = _opt(256, lo=8)
@@ -151,6 +155,10 @@ class ServeConfig:
     max_new_tokens_cap: int = _opt(256, lo=1)
     queue_limit: int = _opt(16, lo=0)
     threads: int = _opt(0, lo=0)  # torch CPU threads for generation; 0 = torch's default (one per core)
+    allow_unauthenticated: bool = _opt(False)  # serve a non-loopback host without a token
+    body_timeout_s: float = _opt(10.0, lo=0.1, hi=3600.0)  # request headers and body must arrive within this
+    limit_concurrency: int = _opt(64, lo=1)  # open connections at once; 503 past it
+    timeout_keep_alive_s: float = _opt(5.0, lo=0.1, hi=3600.0)  # idle keep-alive connections close after this
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,7 @@ class EvalConfig:
     policies: list = _opt(["full", "fixed:14", "confidence:0.9"])
     thresholds: list = _opt([0.6, 0.8, 0.9, 0.92])
     out: str = _opt("runs/eval")
+    split: str = _opt("test", choices=("test", "all"))  # all = every file the model's calibration did not read
 
 
 @dataclass(frozen=True)
@@ -236,6 +245,23 @@ def _build(cls: type, values: dict, where: str, prefix: str) -> Any:
             raise GreencodeError(f"{where}: '{dotted}' = {value!r} is out of range; allowed: {bounds}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _check_policies(config: Config, where: str) -> None:
+    """Policy strings follow the one grammar and threshold rule (greencode.policies); layers and agent
+    files are checked against the model when it is loaded."""
+    from greencode.policies import split_policy
+
+    named = {"engine.policy": [config.engine.policy], "tui.policy": [config.tui.policy] if config.tui.policy else [],
+             "eval.policies": list(config.eval.policies)}
+    for key, texts in named.items():
+        for text in texts:
+            if not isinstance(text, str):
+                raise GreencodeError(f"{where}: '{key}' must hold policy strings, got {text!r}")
+            try:
+                split_policy(text)
+            except GreencodeError as exc:
+                raise GreencodeError(f"{where}: '{key}': {exc}") from None
 
 
 def _check_reward(reward: RewardConfig, where: str) -> None:
@@ -325,6 +351,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         where = f"{where} + command line" if file is not None else "command line"
     config = _build(Config, values, where, "")
     _check_reward(config.agent.reward, where)
+    _check_policies(config, where)
     return dataclasses.replace(config, origin=where)
 
 

@@ -46,6 +46,7 @@ class CodeFiles(list):
     def __init__(self, files: Iterable[CodeFile] = (), source: str = "", skipped: list[str] | None = None):
         super().__init__(files)
         self.source = source
+        self.selection = ""  # which of the corpus's files these are, e.g. "test split" (for reports)
         self.skipped = list(skipped or [])  # paths that were not UTF-8 text (binary or another encoding)
 
     @property

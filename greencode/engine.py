@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -90,9 +90,14 @@ class Prefilled:
 
 @dataclass
 class Completion:
-    """One streamed completion: iterate for TokenEvents; `summary` once iteration ended."""
+    """One streamed completion: iterate for TokenEvents; `summary` once iteration ended.
 
-    _events: Iterator[TokenEvent]
+    `policy` decides this completion's exits; `set_policy` / `set_threshold` (the live knob) take effect
+    from its next token. Both are plain attribute writes, safe from another thread."""
+
+    policy: ExitPolicy
+    _make_policy: Callable[[ExitPolicy | str], ExitPolicy]
+    _events: Iterator[TokenEvent] = field(default_factory=lambda: iter(()))
     _cancelled: threading.Event = field(default_factory=threading.Event)
     summary: CompletionSummary | None = None
 
@@ -102,6 +107,12 @@ class Completion:
     def cancel(self) -> None:
         """Thread-safe: the stream ends before its next token."""
         self._cancelled.set()
+
+    def set_policy(self, policy: ExitPolicy | str) -> None:
+        self.policy = self._make_policy(policy)
+
+    def set_threshold(self, value: float) -> None:
+        self.policy = self.policy.with_threshold(value)
 
 
 def _causal_mask_after(past: int, new: int, dtype, device) -> torch.Tensor:
@@ -164,9 +175,11 @@ def resolve_shortlist(loaded, size: int) -> torch.Tensor | None:
 
 
 class EarlyExitEngine:
-    def __init__(self, loaded, policy: ExitPolicy | str = "full", meter: EnergyMeter | None = None,
-                 exit_points: list[int] | None = None, max_context_tokens: int = 512,
-                 agent_path: str | None = None, prefix_cache=None, token_healing: bool = False,
+    """Decodes completions of one loaded model; the exit policy is given per completion (`stream(policy=…)`).
+    Built from a config by greencode.runtime.engine_from_config."""
+
+    def __init__(self, loaded, meter: EnergyMeter | None = None, exit_points: list[int] | None = None,
+                 max_context_tokens: int = 512, agent_path: str | None = None, prefix_cache=None, token_healing: bool = False,
                  shortlist: int = -1):
         from greencode.exits import exit_points as paper_exit_points
         from greencode.exits import validate_exit_points
@@ -191,7 +204,6 @@ class EarlyExitEngine:
                           if ids is not None else None)
         self.cost = CostModel.of(self.adapter, self.exit_head.size if self.exit_head else None)
         self.device = next(loaded.model.parameters()).device
-        self._policy = self.make_policy(policy) if isinstance(policy, str) else policy
         self.prefix_cache = prefix_cache  # greencode.prefix_cache.PrefixCache: prompts share their prefill
 
     def describe_exit_head(self) -> str:
@@ -208,28 +220,24 @@ class EarlyExitEngine:
 
     # -- policies ---------------------------------------------------------------------------------
 
+    @property
+    def agent_file(self) -> str | None:
+        """The exit agent agent:T uses: the one given, else the one shipped with the model, else none."""
+        return self.agent_path or self.loaded.info.get("agent_path") or None
+
     def _load_agent(self) -> ExitAgent:
         if self._agent is None:
-            path = self.agent_path or self.loaded.info.get("agent_path")
-            if not path:
+            if not self.agent_file:
                 raise GreencodeError("policy agent:T needs an agent file: pass --agent PATH or set [agent].path "
                                      "(train one with `greencode train agent`)")
-            self._agent = ExitAgent.load(path, self.adapter.hidden_size, self.exit_points)
+            self._agent = ExitAgent.load(self.agent_file, self.adapter.hidden_size, self.exit_points)
         return self._agent
 
-    def make_policy(self, text: str) -> ExitPolicy:
-        return parse_policy(text, self.exit_points, self._load_agent, self.adapter)
-
-    @property
-    def policy(self) -> ExitPolicy:
-        return self._policy
-
-    def set_policy(self, policy: ExitPolicy | str) -> None:
-        """Swap the policy; the next token uses it (a plain attribute write, safe across threads)."""
-        self._policy = self.make_policy(policy) if isinstance(policy, str) else policy
-
-    def set_threshold(self, value: float) -> None:
-        self._policy = self._policy.with_threshold(value)
+    def make_policy(self, policy: ExitPolicy | str) -> ExitPolicy:
+        """A policy for this model from its string form (an ExitPolicy is returned as it is)."""
+        if not isinstance(policy, str):
+            return policy
+        return parse_policy(policy, self.exit_points, self._load_agent, self.adapter)
 
     @property
     def _model_key(self) -> tuple:
@@ -268,16 +276,25 @@ class EarlyExitEngine:
             self._vocab_texts = vocab_texts(self.loaded.tokenizer)
         return heal_prompt(self.loaded.tokenizer, ids, self._vocab_texts)
 
+    def explain(self, prompt: str | list[int], token_ids: list[int], exit_layers: list[int], index: int,
+                max_new_tokens: int):
+        """Token `index` of a completion of `prompt`, replayed: candidates at every exit point (greencode.explain)."""
+        from greencode.explain import explain_token
+
+        return explain_token(self, prompt, token_ids, exit_layers, index, max_new_tokens)
+
     # -- decoding ---------------------------------------------------------------------------------
 
-    def stream(self, prompt: str | list[int], max_new_tokens: int = 15, stop: list[str] | None = None,
+    def stream(self, prompt: str | list[int], policy: ExitPolicy | str = "full", max_new_tokens: int = 15,
+               stop: list[str] | None = None,
                stop_at_eol: bool = False, temperature: float = 0.0, top_p: float = 1.0,
                record: bool = False, seed: int | None = None, prefilled: Prefilled | None = None,
-               record_scores: bool = True) -> Completion:
+               record_scores: bool = True, stop_rule=None) -> Completion:
         """Stream a completion of `prompt` (text or token ids). With `prefilled` (from `prefill` on the same
         prompt) the prompt is not run again: its cache is copied, and its first token and figures reused.
         A text prompt is token-healed when `token_healing` is on: the events carry only what follows the cursor.
-        `record_scores` keeps the policy's score at every exit point a token passed (TokenEvent.exit_scores)."""
+        `record_scores` keeps the policy's score at every exit point a token passed (TokenEvent.exit_scores).
+        `stop_rule` (e.g. greencode.fim.SuffixStop) has `cut(text, finished)`: where the text ends, or None."""
         if max_new_tokens <= 0:
             raise GreencodeError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
@@ -288,13 +305,13 @@ class EarlyExitEngine:
         elif prefilled.max_new_tokens < max_new_tokens or (record and not prefilled.states):
             raise GreencodeError("a prefilled prompt serves only up to its max_new_tokens (and record mode "
                                  "only when prefilled with record=True)")
-        completion = Completion(iter(()))
+        completion = Completion(self.make_policy(policy), self.make_policy)
         completion._events = self._run(completion, prefilled, shared, max_new_tokens, list(stop or []),
-                                       stop_at_eol, temperature, top_p, record, seed, record_scores)
+                                       stop_at_eol, temperature, top_p, record, seed, record_scores, stop_rule)
         return completion
 
-    def complete(self, prompt: str | list[int], **options) -> CompletionSummary:
-        completion = self.stream(prompt, **options)
+    def complete(self, prompt: str | list[int], policy: ExitPolicy | str = "full", **options) -> CompletionSummary:
+        completion = self.stream(prompt, policy, **options)
         events = list(completion)
         return replace(completion.summary, events=events)
 
@@ -333,7 +350,7 @@ class EarlyExitEngine:
     @torch.inference_mode()
     def _run(self, completion: Completion, prefilled: Prefilled, shared: bool, max_new_tokens: int, stop: list[str],
              stop_at_eol: bool, temperature: float, top_p: float, record: bool, seed: int | None,
-             record_scores: bool):
+             record_scores: bool, stop_rule=None):
         import copy
 
         adapter, L = self.adapter, self.num_layers
@@ -364,8 +381,8 @@ class EarlyExitEngine:
                 piece = text.add(token)
                 full_joules = measured.joules * self.cost.full_units / units
                 event = TokenEvent(index, token, piece, exit_layer, layers_run, L, score, measured.seconds,
-                                   measured.joules, measured.source, full_joules, policy_name, tuple(scores),
-                                   modelled)
+                                   measured.joules, measured.source, full_joules, policy_name,
+                                   exit_scores=tuple(scores), modelled_units=modelled)
                 if trace is not None:
                     event = TracedEvent(**event.__dict__, trace=trace)
                 events.append(event)
@@ -379,6 +396,9 @@ class EarlyExitEngine:
                 if stop_at_eol and "\n" in text.text.lstrip():
                     stop_reason = "eol"
                     break
+                if stop_rule is not None and stop_rule.cut(text.text) is not None:
+                    stop_reason = "stop"
+                    break
                 if index == max_new_tokens - 1:
                     break
                 if completion._cancelled.is_set():
@@ -387,7 +407,7 @@ class EarlyExitEngine:
 
                 # Next token: embed, run layers asking the policy at each exit point, fill skipped KV, decode.
                 self.meter.begin_window("token")
-                policy = self._policy if not record else None
+                policy = completion.policy if not record else None
                 oracle = isinstance(policy, Oracle)  # runs full depth, then judges every exit point
                 keep_states = record or oracle
                 step_ids = torch.tensor([[token]], device=self.device)
@@ -443,8 +463,9 @@ class EarlyExitEngine:
                 position += 1
                 measured = self.meter.end_window("token")
         finally:
-            completion.summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
-                                               time.perf_counter() - started + prefill_seconds, stop, stop_reason)
+            summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
+                                    time.perf_counter() - started + prefill_seconds, stop, stop_reason, stop_rule)
+            completion.summary = replace(summary, reused_prompt_tokens=prefilled.reused)
 
     def _exit_top1(self, states: dict) -> list[int]:
         """The token decoding would emit at each exit point (the exit head's top-1, as a token id)."""
@@ -455,7 +476,8 @@ class EarlyExitEngine:
         return ExitTrace(observations.cpu().numpy(), self._exit_top1(states), int(final_logits.argmax()))
 
     def _summary(self, text: _TextTracker, events: list[TokenEvent], prompt_tokens: int, dropped: int,
-                 prefill_seconds: float, total_seconds: float, stop: list[str], stop_reason: str) -> CompletionSummary:
+                 prefill_seconds: float, total_seconds: float, stop: list[str], stop_reason: str,
+                 stop_rule=None) -> CompletionSummary:
         completion_text = text.text
         for s in stop:
             if s in completion_text:
@@ -463,6 +485,10 @@ class EarlyExitEngine:
         if stop_reason == "eol":
             body = completion_text.lstrip()
             completion_text = completion_text[:len(completion_text) - len(body) + body.index("\n")]
+        cut = stop_rule.cut(completion_text, finished=True) if stop_rule is not None else None
+        if cut is not None:
+            completion_text = completion_text[:cut]
+            stop_reason = "stop" if stop_reason == "length" else stop_reason
         L = self.num_layers
         layers = [e.exit_layer for e in events]
         return CompletionSummary(

@@ -42,3 +42,17 @@ class Oracle:
 
     def with_threshold(self, value):
         return self
+
+
+def oracle_share(modelled_speedup: float | None, oracle_speedup: float | None) -> float | None:
+    """The share of the oracle's modelled saving (1 - 1/speed-up: the cost left out) that a row gets.
+
+    1.0 = as good as the oracle, 0 = no saving; above 1 only by exiting where the oracle would not (wrong
+    tokens). None when either figure is missing or the oracle saves nothing. Regret is 1 minus this.
+    """
+    if not modelled_speedup or not oracle_speedup:
+        return None
+    oracle_saving = 1 - 1 / oracle_speedup
+    if oracle_saving <= 0:
+        return None
+    return (1 - 1 / modelled_speedup) / oracle_saving

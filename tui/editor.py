@@ -19,7 +19,8 @@ from textual.widgets import TextArea
 
 from greencode.bands import BANDS, band_class
 from tui.ghost import inline_text
-from tui.messages import GhostAccepted, GhostDismissed
+from tui.indent import closing_dedent, newline_text
+from tui.messages import GhostAccepted, GhostClicked, GhostDismissed, GhostPartRequested
 
 GHOST_META = "greencode-ghost"
 LARGE_DOCUMENT_LINES = 20_000  # past this, the editor's size is kept up to date incrementally
@@ -29,8 +30,8 @@ SUGGESTION = "text-area--suggestion"
 class _FastWrappedDocument(WrappedDocument):
     """Two O(lines) costs of TextArea that make a 100k-line file sluggish, removed:
     - `height` is asked once per drawn line and sums over every line: cache it until the next (re)wrap;
-    - a full `wrap` runs on every resize and gutter change even when nothing wraps (width 0): every edit
-      already went through `wrap_range`, so an unwrapped document is up to date and the full pass is skipped.
+    - a full `wrap` runs on every resize and gutter change even when nothing wraps (width 0): an edit that
+      went through `wrap_range` leaves an unwrapped document up to date, so the full pass is skipped then.
     """
 
     _cached_height: int | None = None
@@ -38,7 +39,8 @@ class _FastWrappedDocument(WrappedDocument):
 
     def wrap(self, width: int, tab_width: int | None = None) -> None:
         key = (width, tab_width or self._tab_width)
-        if width == 0 and key == self._wrapped_as:
+        # Not when an edit skipped wrap_range (TextArea does, when the gutter widens: 9 -> 10 lines).
+        if width == 0 and key == self._wrapped_as and len(self._wrap_offsets) == self.document.line_count:
             return
         self._cached_height = None
         super().wrap(width, tab_width)
@@ -126,6 +128,37 @@ class CodeEditor(TextArea):
             event.prevent_default()
             self.clear_ghost()
             self.post_message(GhostDismissed())
+        elif event.key in ("ctrl+right", "ctrl+l") and self._ghost:  # the next word / line of the ghost
+            event.stop()
+            event.prevent_default()
+            self.post_message(GhostPartRequested("word" if event.key == "ctrl+right" else "line"))
+        elif event.key == "enter" and not self.read_only and self.selection.is_empty:
+            event.stop()
+            event.prevent_default()
+            row, column = self.cursor_location
+            self.insert(newline_text(self.document[row][:column], self.language, self.indent_width))
+        elif event.character == "}" and not self.read_only and self.selection.is_empty:
+            row, column = self.cursor_location
+            remove = closing_dedent(self.document[row][:column], self.indent_width)
+            if remove:
+                event.stop()
+                event.prevent_default()
+                self.replace("}", (row, column - remove), (row, column))
+
+    def on_click(self, event: events.Click) -> None:
+        """A click on a ghost token opens the inspector on it."""
+        if not self._ghost:
+            return
+        cursor = self.cursor_screen_offset
+        if event.screen_y != cursor.y or event.screen_x < cursor.x:
+            return
+        offset, drawn = event.screen_x - cursor.x, 0
+        for index, (text, _) in enumerate(self._ghost):
+            drawn += len(inline_text(text, self.indent_width))
+            if offset < drawn:
+                event.stop()
+                self.post_message(GhostClicked(index))
+                return
 
     def action_cursor_right(self, select: bool = False) -> None:
         # TextArea inserts its suggestion on right-arrow; here only Tab accepts.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from greencode.events import TokenEvent
@@ -35,3 +36,28 @@ def ghost_pieces(events: Iterable[TokenEvent], final_text: str | None = None,
 def inline_text(text: str, indent_width: int = 4) -> str:
     """One line to draw at the cursor: line breaks as ↵, tabs as spaces."""
     return text.replace("\r\n", "\n").replace("\n", NEWLINE_MARK).replace("\t", " " * indent_width)
+
+
+def next_word(text: str) -> str:
+    """What ctrl+right accepts: leading blanks, then one word or one run of punctuation."""
+    match = re.match(r"\s*(\w+|[^\w\s]+)", text)
+    return match.group(0) if match else text
+
+
+def next_line(text: str) -> str:
+    """What ctrl+l accepts: up to and including the first line break after some content (else all)."""
+    body = text.lstrip("\r\n")
+    end = body.find("\n")
+    return text if end < 0 else text[: len(text) - len(body) + end + 1]
+
+
+def drop_chars(pieces: list[tuple[str, int]], count: int) -> list[tuple[str, int]]:
+    """The pieces without their first `count` characters (the part already accepted)."""
+    kept = []
+    for text, layer in pieces:
+        if count >= len(text):
+            count -= len(text)
+            continue
+        kept.append((text[count:], layer))
+        count = 0
+    return kept

@@ -64,8 +64,38 @@ class GhostDismissed(Message):
 
 
 @dataclass
+class GhostPartRequested(Message):
+    unit: str  # "word" (ctrl+right) or "line" (ctrl+l): accept that much of the ghost
+
+
+@dataclass
+class GhostClicked(Message):
+    piece: int  # which drawn token of the ghost was clicked (pieces with text, in order)
+
+
+@dataclass
 class ThresholdRequested(Message):
     """The knob was clicked or scrolled; the app applies it (steps are relative, so fast clicks add up)."""
 
     value: float | None = None  # an absolute threshold (a click on the bar)
     steps: int = 0  # or this many knob steps up (+) or down (-)
+
+
+@dataclass
+class SweepRowDone(Message):
+    run_id: int
+    row: Any  # greencode.sweep.SweepRow
+
+
+@dataclass
+class SweepFinished(Message):
+    run_id: int
+    error: str = ""
+
+
+@dataclass
+class OracleMarked(Message):
+    run_id: int
+    texts: list  # the full-depth tokens' texts
+    layers: list  # each one's oracle exit layer (L: no exit point agrees)
+    joules: float  # modelled: every token stopped at its oracle exit

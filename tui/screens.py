@@ -19,14 +19,19 @@ from tui.stats import CompletionStats
 HELP_KEYS = [
     ("F5 / ctrl+space", "complete now (also after an idle pause, see [tui].idle_ms)"),
     ("Tab", "accept the completion: insert it at the cursor"),
+    ("ctrl+right / ctrl+l", "accept its next word / its next line"),
     ("Esc", "dismiss the completion (stops it if still streaming)"),
     ("typing, moving", "cancels an in-flight completion"),
-    ("F2", "line mode (stop at the end of the line) / block mode ([tui].block_tokens)"),
+    ("F2", "line mode (stop at the end of the line) / block mode"),
     ("F3", "switch policy: agent -> full -> confidence"),
     ("F9 / ctrl+up", "threshold up (stricter: exits later)"),
     ("F8 / ctrl+down", "threshold down (exits earlier)"),
-    ("mouse", "click the threshold bar or its - / + buttons; scroll over the bar"),
-    ("F4", "compare the early-exit and full-depth completions, with joules"),
+    ("mouse", "click or scroll the threshold bar, or its - / +"),
+    ("F4", "compare with full depth: joules, each token's oracle exit"),
+    ("F6 / click a token", "inspect: exits, scores, top-3 per exit point (←/→)"),
+    ("F7", "sweep thresholds on this prompt; Enter sets the knob"),
+    ("Enter / }", "keep indentation, +1 after ':' or '{'; '}' dedents"),
+    ("ctrl+g", "go to line"),
     ("ctrl+s", "save (atomic: temp file + rename, keeps the file's mode)"),
     ("ctrl+z / ctrl+y", "undo / redo"),
     ("F1", "this help"),
@@ -83,6 +88,37 @@ class ConfirmQuitScreen(ModalScreen[str]):
         self.dismiss(choice)
 
 
+class FileChangedScreen(ModalScreen[str]):
+    """The file changed on disk since it was opened: returns "overwrite", "reload" or "cancel"."""
+
+    BINDINGS = [
+        Binding("escape", "choose('cancel')", "Cancel", id="changed_cancel"),
+        Binding("c", "choose('cancel')", "Cancel", show=False),
+        Binding("o", "choose('overwrite')", "Overwrite", id="changed_overwrite"),
+        Binding("r", "choose('reload')", "Reload from disk", id="changed_reload"),
+    ]
+
+    def __init__(self, what_happened: str) -> None:
+        super().__init__()
+        self.what_happened = what_happened
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="changed-box"):
+            yield Label(f"{self.what_happened}.", id="changed-question")
+            yield Label("Overwrite it with your text, reload it (your edits are dropped), or cancel?",
+                        id="changed-hint")
+            with Horizontal(id="changed-buttons"):
+                yield Button("Overwrite (o)", id="overwrite", variant="error")
+                yield Button("Reload (r)", id="reload", variant="primary")
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id)
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)
+
+
 class CompareScreen(ModalScreen[None]):
     """Two completions of the same prompt: the early-exit policy's and the full model's, with their joules."""
 
@@ -97,6 +133,7 @@ class CompareScreen(ModalScreen[None]):
         self.events: dict[str, list[TokenEvent]] = {side: [] for side in self.SIDES}
         self.stats = {side: CompletionStats(num_layers) for side in self.SIDES}
         self.summaries: dict[str, CompletionSummary] = {}
+        self.oracle_layers: list[int] = []  # per full-depth token, once marked
 
     def compose(self) -> ComposeResult:
         with Vertical(id="compare-box"):
@@ -108,6 +145,7 @@ class CompareScreen(ModalScreen[None]):
                         yield CompletionView(id=f"compare-{side}-text", classes="compare-text")
                         yield Static(id=f"compare-{side}-figures", classes="compare-figures")
             yield Static("running the early-exit completion...", id="compare-verdict")
+            yield Static(id="compare-oracle")
             yield Label("Esc / F4 to close", id="compare-close")
 
     def on_mount(self) -> None:
@@ -133,6 +171,20 @@ class CompareScreen(ModalScreen[None]):
         same = "identical" if early.text == full.text else "different"
         verdict.update(Text(f"early exit used {share:.0%} of the full-depth joules "
                             f"({early.joules:.3f} J vs {full.joules:.3f} J, {full.energy_source}); texts {same}"))
+
+    def show_oracle(self, texts: list[str], layers: list[int], oracle_joules: float) -> None:
+        """Under each full-depth token its oracle exit (L: none earlier agrees), and the modelled totals."""
+        from tui.oracle_marks import marks_text
+
+        self.oracle_layers = list(layers)
+        early, full = self.summaries.get("early"), self.summaries.get("full")
+        text = Text()
+        text.append("oracle exit under each full-depth token (first exit point whose top-1 equals it)\n", style="bold")
+        text.append_text(marks_text(texts, layers, self.num_layers, max(20, self.size.width - 4)))
+        if early is not None and full is not None:
+            text.append(f"\noracle {oracle_joules:.3f} J (modelled) · {self.titles['early']} {early.joules:.3f} J"
+                        f" · full depth {full.joules:.3f} J ({full.energy_source})")
+        self.query_one("#compare-oracle", Static).update(text)
 
     def _draw(self, side: str) -> None:
         summary = self.summaries.get(side)

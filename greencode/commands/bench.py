@@ -12,9 +12,11 @@ def command(ctx: typer.Context,
             model: Optional[str] = typer.Option(None, help="Model spec (default: [model].spec)."),
             prompts: int = typer.Option(8, help="Prompts from the stdlib test split."),
             max_new_tokens: int = typer.Option(16, help="Tokens generated per prompt."),
-            policies: str = typer.Option("full,fixed:14,confidence:0.9,agent:0.9",
+            policies: str = typer.Option("full,fixed:14,oracle,confidence:0.9,agent:0.9",
                                          help="Comma-separated policies; agent:T is skipped (with a note) "
-                                              "when no agent file is available."),
+                                              "when no agent file is available. `oracle` runs full depth and "
+                                              "reports the first exit point that agreed, with a modelled "
+                                              "speed-up only."),
             agent: Optional[str] = typer.Option(None, help="Agent file for agent:T (default: [agent].path)."),
             min_context: int = typer.Option(300, help="Only prompts with at least this many context tokens."),
             compare_hf: bool = typer.Option(False, "--compare-hf", help="Add transformers generate as a row."),
@@ -30,19 +32,13 @@ def command(ctx: typer.Context,
 
     from greencode.eval.bench import agent_decision_cost, bench_prompts, load_times, run_bench, untrained_agent_cost
     from greencode.cli import load_context_config
-    from greencode.energy import EnergyMeter
-    from greencode.engine import EarlyExitEngine
     from greencode.errors import GreencodeError
-    from greencode.models import load_model
-    from greencode.info import resolve_exit_points
+    from greencode.runtime import engine_from_config
 
     config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent})
     console = Console(stderr=True)
-    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir,
-                        config.model.weights)
-    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
-    engine = EarlyExitEngine(loaded, "full", EnergyMeter(config.energy), points, agent_path=config.agent.path or None,
-                             shortlist=config.exits.shortlist)
+    engine = engine_from_config(config)
+    loaded, points = engine.loaded, engine.exit_points
     names = [p.strip() for p in policies.split(",") if p.strip()]
     notes = []
     agent_names = [n for n in names if n.startswith("agent:")]
@@ -75,7 +71,7 @@ def command(ctx: typer.Context,
     if full_rows:  # the agent's decision against one full-depth token
         timing_agent = agent_names[0] if agent_names and agent_names[0] in names else None
         if timing_agent is None:
-            cost = untrained_agent_cost(loaded, points, list(config.agent.net_arch))
+            cost = untrained_agent_cost(engine, list(config.agent.net_arch))
             notes.append("agent decision timed with an untrained MLP of the configured shape "
                          f"{list(config.agent.net_arch)} (same cost as a trained one)")
         else:
@@ -96,15 +92,21 @@ def command(ctx: typer.Context,
     table = Table(title=f"{loaded.name}, {loaded.weights} weights: {result['prompts']} prompts x {max_new_tokens} "
                         f"tokens (mean context {result['mean_prompt_tokens']} tokens), {result['threads']} threads")
     columns = ["policy", "tokens_per_s", "speedup_vs_full", "decode_vs_llama_cpp", "prefill_tokens_per_s",
-               "prefill_vs_llama_cpp", "mean_exit_layer", "layers_skipped_frac", "joules", "joules_saved_frac",
-               "energy_source", "seconds", "identical_to_hf", "time_ratio_vs_hf"]
+               "prefill_vs_llama_cpp", "modelled_speedup", "oracle_saving_share", "mean_exit_layer",
+               "layers_skipped_frac", "joules", "joules_saved_frac", "energy_source", "seconds", "identical_to_hf",
+               "time_ratio_vs_hf"]
     for column in columns:
         table.add_column(column.replace("_", " "))
     for row in result["rows"]:
-        table.add_row(*["" if row.get(c) is None else str(row[c]) for c in columns])
+        table.add_row(*[str(row[c]) if row.get(c) is not None else "-" for c in columns])
     Console().print(table)
     for key in ("agent_decision", "load_times"):
         if key in result:
             typer.echo(f"{key.replace('_', ' ')}: {result[key]}")
+    typer.echo(f"{result['exit_head']}; modelled speedup: by the cost model {result['cost_model']}, not measured")
+    if any(r["policy"] == "oracle" for r in result["rows"]):
+        typer.echo("oracle: full depth, each token credited with the first exit point whose top-1 was that token "
+                   "(modelled only); oracle saving share: the share of its modelled saving a row gets "
+                   "(regret = 1 - that)")
     for note in notes:
         typer.echo(f"note: {note}")

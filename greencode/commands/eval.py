@@ -23,6 +23,11 @@ def command(ctx: typer.Context,
                                                  "| CodeXGLUE line-completion FILE.jsonl | hf:NAME "
                                                  "(default: [data].corpus)."),
             samples: Optional[int] = typer.Option(None, help="Test samples (default: [eval].samples)."),
+            split: Optional[str] = typer.Option(None, help="test: the corpus's test split | all: every file the "
+                                                "model's calibration did not read (on the corpora the shipped "
+                                                "default was calibrated on, their calibration files are left out "
+                                                "and counted; any other corpus is used whole). Default: "
+                                                "[eval].split."),
             policies: Optional[str] = typer.Option(None, help="Comma-separated peer policies, e.g. "
                                                    "full,fixed:14,confidence:0.9 (default: [eval].policies)."),
             thresholds: Optional[str] = typer.Option(None, help="Agent thresholds T, each run as agent:T, "
@@ -48,6 +53,7 @@ def command(ctx: typer.Context,
     from greencode.eval.run import format_summary, run_eval
 
     overrides = {"model.spec": model, "data.corpus": corpus, "eval.samples": samples, "eval.out": out,
+                 "eval.split": split,
                  "eval.policies": [p.strip() for p in policies.split(",") if p.strip()] if policies is not None
                  else None,
                  "eval.thresholds": _numbers(thresholds, "thresholds") if thresholds is not None else None}

@@ -15,6 +15,7 @@ import torch
 
 from greencode.errors import GreencodeError
 from greencode.events import layers_skipped_frac
+from greencode.oracle import oracle_share
 
 
 @dataclass
@@ -31,6 +32,7 @@ class PolicyTotals:
     token_ids: list[list[int]] = field(default_factory=list)
     prefill_seconds: float = 0.0
     prompt_tokens: int = 0
+    modelled_units: float = 0.0  # CostModel layer-units of the decoded tokens (the first comes with the prefill)
 
     def add(self, summary) -> None:
         self.tokens += summary.tokens
@@ -44,6 +46,7 @@ class PolicyTotals:
         self.exit_layers += summary.exit_layers
         self.energy_source = summary.energy_source
         self.token_ids.append([e.token_id for e in summary.events])
+        self.modelled_units += sum(e.modelled_units for e in summary.events[1:])
 
     def add_anchor(self, token_ids: list[int], prompt_tokens: int, prefill_seconds: float,
                    decode_seconds: float) -> None:
@@ -56,8 +59,10 @@ class PolicyTotals:
         self.seconds += prefill_seconds + decode_seconds
         self.token_ids.append(token_ids)
 
-    def row(self, num_layers: int) -> dict:
+    def row(self, num_layers: int, full_units: float | None = None) -> dict:
+        """Its figures; with `full_units` (CostModel.full_units) also its modelled speed-up over full depth."""
         layers = self.exit_layers
+        modelled = full_units * self.decode_tokens / self.modelled_units if full_units and self.modelled_units else None
         return {
             "policy": self.policy,
             "tokens_per_s": round(self.decode_tokens / self.decode_seconds, 3) if self.decode_seconds else 0.0,
@@ -69,6 +74,7 @@ class PolicyTotals:
             "energy_source": self.energy_source,
             "seconds": round(self.seconds, 4),
             "tokens": self.tokens,
+            "modelled_speedup": round(modelled, 3) if modelled else None,  # by the cost model, not measured
         }
 
 
@@ -86,13 +92,14 @@ def bench_prompts(loaded, count: int, data_config, min_context: int = 300, max_c
     return [s.context_ids for s in samples]
 
 
-def agent_decision_cost(engine, policy_name: str, repeats: int = 300) -> dict:
-    """Seconds per agent decision on a real hidden state, against one full-depth token."""
+def agent_decision_cost(engine, policy, repeats: int = 300) -> dict:
+    """Seconds per agent decision (`policy`: agent:T, as an ExitPolicy or its string form) on a real-sized
+    hidden state, against one full-depth token."""
     from greencode.policies import Agent
 
-    policy = engine.make_policy(policy_name)
+    policy = engine.make_policy(policy)
     if not isinstance(policy, Agent):
-        raise GreencodeError(f"{policy_name} is not an agent policy")
+        raise GreencodeError(f"{policy.name} is not an agent policy")
     hidden = torch.randn(1, 1, engine.adapter.hidden_size, device=engine.device)
     with torch.inference_mode():
         for _ in range(20):
@@ -103,17 +110,18 @@ def agent_decision_cost(engine, policy_name: str, repeats: int = 300) -> dict:
     return {"decision_seconds": (time.perf_counter() - started) / repeats, "agent": policy.agent.path}
 
 
-def untrained_agent_cost(loaded, exit_points: list[int], net_arch: list[int]) -> dict:
+def untrained_agent_cost(engine, net_arch: list[int]) -> dict:
     """agent_decision_cost of an untrained agent of the configured shape (it costs what a trained one does),
     written to a scratch directory that is removed afterwards."""
-    from greencode.agent import build_mlp, save_agent
-    from greencode.engine import EarlyExitEngine
+    from greencode.agent import ExitAgent, build_mlp, save_agent
+    from greencode.policies import Agent
 
+    hidden, points = engine.adapter.hidden_size, engine.exit_points
     with tempfile.TemporaryDirectory() as scratch:
-        path = save_agent(f"{scratch}/agent.safetensors", build_mlp(loaded.hidden_size, net_arch).state_dict(),
-                          net_arch, "tanh", loaded.hidden_size, exit_points, f"untrained, for timing ({loaded.name})")
-        engine = EarlyExitEngine(loaded, "full", exit_points=exit_points, agent_path=str(path))
-        return agent_decision_cost(engine, "agent:0.9")
+        path = save_agent(f"{scratch}/agent.safetensors", build_mlp(hidden, net_arch).state_dict(), net_arch,
+                          "tanh", hidden, points, f"untrained, for timing ({engine.loaded.name})")
+        agent = ExitAgent.load(str(path), hidden, points)
+        return agent_decision_cost(engine, Agent(agent, 0.9, engine.adapter, len(points)))
 
 
 def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tokens: int,
@@ -135,8 +143,7 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
             if record:
                 totals[name].add_anchor(tokens, len(ids), prefill, decode)
             return
-        engine.set_policy(built[name])
-        summary = engine.complete(ids, max_new_tokens=max_new_tokens)
+        summary = engine.complete(ids, built[name], max_new_tokens=max_new_tokens)
         if record:
             totals[name].add(summary)
 
@@ -150,11 +157,18 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
             progress(index + 1, len(prompts))
 
     L = engine.num_layers
-    rows = [totals[name].row(L) for name in policies]
+    rows = [totals[name].row(L, engine.cost.full_units) for name in policies]
     full = next((r for r in rows if r["policy"] == "full"), None)
+    oracle = next((r for r in rows if r["policy"] == "oracle"), None)
     for row in rows:
+        if row is oracle:  # it runs full depth: its timings and joules say nothing of its exits
+            row.update({key: None for key in ("tokens_per_s", "joules", "joules_saved_frac", "seconds")})
+            continue
         if full and full["tokens_per_s"]:
             row["speedup_vs_full"] = round(row["tokens_per_s"] / full["tokens_per_s"], 3)
+        if oracle and row["policy"] not in ("full", "hf-generate"):
+            share = oracle_share(row["modelled_speedup"], oracle["modelled_speedup"])
+            row["oracle_saving_share"] = round(share, 4) if share is not None else None
     for name in anchors:
         row = totals[name].row(L)
         row.update(mean_exit_layer=float(L) if name == "hf-generate" else None, layers_skipped_frac=None,
@@ -168,16 +182,18 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
     if full and "llama.cpp" in anchors:
         llama = totals["llama.cpp"].row(L)
         for row in rows:  # the anchor a user would run instead: decode and prefill speed against it
-            if row["tokens_per_s"] and llama["tokens_per_s"]:
+            if row.get("tokens_per_s") and llama["tokens_per_s"]:
                 row["decode_vs_llama_cpp"] = round(row["tokens_per_s"] / llama["tokens_per_s"], 3)
             if row.get("prefill_tokens_per_s") and llama["prefill_tokens_per_s"]:
                 row["prefill_vs_llama_cpp"] = round(row["prefill_tokens_per_s"] / llama["prefill_tokens_per_s"], 3)
     return {"rows": rows, "prompts": len(prompts), "max_new_tokens": max_new_tokens,
             "mean_prompt_tokens": round(statistics.fmean(len(p) for p in prompts), 1),
-            "num_layers": L, "exit_points": engine.exit_points, "threads": torch.get_num_threads(),
-            "weights": engine.loaded.weights, "cost_model": {
-                "head_units": round(engine.cost.head_units, 3),
-                "propagation_units": round(engine.cost.propagation_units, 4)}}
+            "num_layers": L, "exit_points": engine.exit_points, "exit_head": engine.describe_exit_head(),
+            "threads": torch.get_num_threads(), "weights": engine.loaded.weights,
+            "cost_model": {"head_units": round(engine.cost.head_units, 3),
+                           "exit_head_units": round(engine.cost.exit_head_units, 3),
+                           "propagation_units": round(engine.cost.propagation_units, 4),
+                           "full_units": round(engine.cost.full_units, 3)}}
 
 
 def load_times(spec: str = "default") -> dict:

@@ -1,4 +1,7 @@
-"""quality.png, efficiency.png (bars like the paper's Fig. 8) and tradeoff.png (Pareto view)."""
+"""quality.png, efficiency.png (bars like the paper's Fig. 8) and tradeoff.png (Pareto view).
+
+The oracle row has no measured figures (it runs full depth): it appears in quality.png and in the
+trade-off's modelled-speed-up panel, where each row's share of the oracle's saving is written beside it."""
 
 from __future__ import annotations
 
@@ -67,14 +70,15 @@ def quality_plot(result: dict):
 def efficiency_plot(result: dict):
     import matplotlib.pyplot as plt
 
-    rows = result["rows"]
-    colours = _colours(rows)
-    labels = [r["label"] for r in rows]
-    panels = (("decode_joules", f"decode energy per completion (J, {rows[0]['energy_source']})"),
+    all_rows = result["rows"]
+    panels = (("decode_joules", f"decode energy per completion (J, {all_rows[0]['energy_source']})"),
               ("seconds_per_completion", "latency per completion (s; hatched: prefill)"),
               ("tokens_per_s", "decode throughput (tokens/s)"))
-    fig, axes = plt.subplots(1, 3, figsize=(min(18, max(10, 0.65 * len(rows) * 3)), 4.4))
+    fig, axes = plt.subplots(1, 3, figsize=(min(18, max(10, 0.65 * len(all_rows) * 3)), 4.4))
     for ax, (key, title) in zip(axes, panels):
+        measured = [(r, c) for r, c in zip(all_rows, _colours(all_rows)) if r.get(key) is not None]
+        rows, colours = [r for r, _ in measured], [c for _, c in measured]
+        labels = [r["label"] for r in rows]
         values = [r[key] for r in rows]
         bars = ax.bar(labels, values, color=colours)
         if key == "seconds_per_completion":  # the prefill share, the same work for every policy
@@ -120,19 +124,26 @@ def _clusters(points: list[tuple[float, float]], labels: list[str], share: float
 def tradeoff_plot(result: dict):
     import matplotlib.pyplot as plt
 
-    rows = result["rows"]
-    colours = _colours(rows)
-    quality_key = "codebleu" if all(r.get("codebleu") is not None for r in rows) else "rougeL"
-    panels = (("decode_joules", "rougeL", "decode energy per completion (J)", "ROUGE-L", True),
-              ("tokens_per_s", quality_key, "decode throughput (tokens/s)", dict(QUALITY)[quality_key], False))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    all_rows = result["rows"]
+    quality_key = "codebleu" if all(r.get("codebleu") is not None for r in all_rows) else "rougeL"
+    panels = [("decode_joules", "rougeL", "decode energy per completion (J)", "ROUGE-L", True),
+              ("tokens_per_s", quality_key, "decode throughput (tokens/s)", dict(QUALITY)[quality_key], False)]
+    if any(r.get("modelled_speedup") for r in all_rows):
+        panels.append(("modelled_speedup", quality_key, "modelled decode speed-up (cost model, not measured)",
+                       dict(QUALITY)[quality_key], False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.6))
     for ax, (x_key, y_key, x_title, y_title, lower_better) in zip(axes, panels):
+        shown = [(r, c) for r, c in zip(all_rows, _colours(all_rows)) if r.get(x_key) is not None]
+        rows, colours = [r for r, _ in shown], [c for _, c in shown]
         points = [(r[x_key], r.get(y_key) or 0.0) for r in rows]
         for (x, y), colour in zip(points, colours):
             ax.scatter(x, y, s=60, color=colour, edgecolor="black", linewidth=0.5, zorder=3)
         top = max(y for _, y in points)
         span = (top - min(y for _, y in points)) or 1.0
-        for (x, y), labels in _clusters(points, [r["label"] for r in rows]):
+        names = [r["label"] + (f" ({r['oracle_saving_share']:.0%} of oracle)"
+                               if x_key == "modelled_speedup" and r.get("oracle_saving_share") is not None else "")
+                 for r in rows]
+        for (x, y), labels in _clusters(points, names):
             text = "\n".join(", ".join(labels[i:i + 3]) for i in range(0, len(labels), 3))
             near_top = top - y < 0.2 * span  # write below the point, inside the axes
             ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, -7 if near_top else 4), fontsize=8,

@@ -24,6 +24,9 @@ COLUMNS = (
     ("tokens_per_s", "tok/s", "{:.1f}"),
     ("decode_joules", "decode J", "{:.1f}"),
     ("decode_joules_vs_full", "J vs full", "{:.2f}"),
+    ("modelled_speedup", "modelled x", "{:.2f}"),
+    ("oracle_saving_share", "of oracle", "{:.0%}"),
+    ("regret", "regret", "{:.0%}"),
 )
 
 
@@ -53,6 +56,11 @@ def markdown(result: dict) -> str:
         f"{result['torch_threads']} torch thread(s)",
         f"- energy: {source}; `decode J` = joules per completion after its first token (the prefill, the "
         "same for every policy, is left out), `J vs full` = that against full depth in this run",
+        f"- {result.get('exit_head', 'exit head: all tokens')}; `modelled x` = decode speed-up over full depth by "
+        "the cost model (layer-units of weights read per token, greencode/engine.py CostModel), not measured; "
+        "`oracle` = full depth, each token credited with the first exit point whose top-1 was that token (its "
+        "text is full depth's; its measured columns are blank); `of oracle` = the share of the oracle's modelled "
+        "saving a row gets, `regret` = 1 - that",
         f"- wall time: {result['wall_seconds']:.0f} s" + (" (interrupted: partial)" if result["interrupted"] else "")
         + (f"; {result['completions_reused']} completions reused from an earlier session (their timings were "
            "not interleaved with this session's)" if result.get("completions_reused") else ""),

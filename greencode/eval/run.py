@@ -27,6 +27,7 @@ from greencode.errors import GreencodeError
 from greencode.events import layers_skipped_frac
 from greencode.eval.samples import EvalSample, SampleSet, load_samples, read_corpus
 from greencode.eval.store import CompletionStore, file_stamp
+from greencode.oracle import Oracle, oracle_share
 
 VERSIONED = ("greencode", "torch", "transformers", "codebleu", "tree-sitter", "tree-sitter-python",
              "tree-sitter-java", "rouge-score", "sacrebleu", "rapidfuzz", "zeus-ml")
@@ -69,18 +70,18 @@ def find_agent(config, loaded, explicit: str | None) -> tuple[str | None, str | 
 
 def build_contestants(config, loaded, base, meter, agent: tuple[str | None, str | None, bool],
                       thresholds: list[float]) -> tuple[list[Contestant], list[str]]:
-    from greencode.engine import EarlyExitEngine
-    from greencode.info import resolve_exit_points
+    from greencode.runtime import engine_from_config
 
     agent_path, agent_missing, agent_named = agent
     notes: list[str] = []
-    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
-    engine = EarlyExitEngine(loaded, "full", meter, points, config.eval.max_context_tokens, agent_path,
-                             shortlist=config.exits.shortlist)
+    engine = engine_from_config(config, loaded, agent_path=agent_path or "", meter=meter,
+                                max_context_tokens=config.eval.max_context_tokens)
+    points = engine.exit_points
     stamp = file_stamp(loaded.spec)
     contestants: list[Contestant] = []
     if base is not None:
-        base_engine = EarlyExitEngine(base, "full", meter, points, config.eval.max_context_tokens)
+        base_engine = engine_from_config(config, base, agent_path="", exit_points=points, meter=meter,
+                                         max_context_tokens=config.eval.max_context_tokens, shortlist=-1)
         contestants.append(Contestant("base", "base (full)", base_engine, base_engine.make_policy("full"),
                                       f"base|{base.spec}|{file_stamp(base.spec)}|full", base.name))
     names = list(config.eval.policies) + [f"agent:{t:g}" for t in thresholds]
@@ -107,6 +108,8 @@ def build_contestants(config, loaded, base, meter, agent: tuple[str | None, str 
             label = "fine-tuned (full)" if base is not None else "full"
         elif policy.name.startswith("agent:"):
             label = f"GC({policy.name.split(':', 1)[1]})"
+        elif policy.name == "oracle":
+            label = "oracle (modelled)"
         contestants.append(Contestant(policy.name, label, engine, policy, identity, loaded.name))
     if skipped_agents:
         notes.append(f"skipped {', '.join(skipped_agents)}: {agent_missing}")
@@ -119,19 +122,19 @@ def _complete(contestant: Contestant, sample: EvalSample, config, line_protocol:
     contestants of one engine: the prompt runs through the layers once, every policy decodes from a copy
     of its cache, and each is charged the same prefill seconds and joules."""
     engine = contestant.engine
-    engine.set_policy(contestant.policy)
     prefilled = None
     if prefills is not None:
         if id(engine) not in prefills:
             prefills[id(engine)] = engine.prefill(sample.context_ids, config.eval.max_new_tokens)
         prefilled = prefills[id(engine)]
-    summary = engine.complete(sample.context_ids, max_new_tokens=config.eval.max_new_tokens,
+    summary = engine.complete(sample.context_ids, contestant.policy, max_new_tokens=config.eval.max_new_tokens,
                               stop_at_eol=line_protocol, prefilled=prefilled)
     return {
         "key": sample.key, "identity": contestant.identity, "policy": contestant.name,
         "prediction": summary.text, "tokens": summary.tokens, "exit_layers": summary.exit_layers,
         "prefill_seconds": summary.prefill_seconds, "seconds": summary.seconds, "joules": summary.joules,
         "decode_joules": sum(e.joules for e in summary.events[1:]),  # the first token comes with the prefill
+        "modelled_units": sum(e.modelled_units for e in summary.events[1:]),  # CostModel layer-units
         "full_depth_joules": summary.full_depth_joules, "energy_source": summary.energy_source,
         "stop_reason": summary.stop_reason,
     }
@@ -183,7 +186,27 @@ def policy_row(contestant: Contestant, records: list[dict], samples: list[EvalSa
     asked = contestant.policy.name != "full" and decode_tokens
     row["exit_decisions_per_token"] = (sum(_exit_decisions(r["exit_layers"], engine.exit_points, L) for r in records)
                                        / decode_tokens if asked else 0.0)
+    modelled = [r.get("modelled_units") for r in records]  # absent in completions stored before the cost model
+    if decode_tokens and None not in modelled and sum(modelled) > 0:
+        row["modelled_speedup"] = engine.cost.full_units * decode_tokens / sum(modelled)
+    if isinstance(contestant.policy, Oracle):  # it runs full depth: its timings and joules say nothing of its exits
+        for key in MEASURED_KEYS:
+            row[key] = None
     return row
+
+
+MEASURED_KEYS = ("seconds_per_completion", "prefill_seconds", "tokens_per_s", "joules", "decode_joules")
+
+
+def _oracle_shares(rows: list[dict]) -> None:
+    """Each early-exit row's share of the oracle's modelled saving, and its regret (1 - that share)."""
+    oracle = next((r for r in rows if r["policy"] == "oracle"), None)
+    for row in rows:
+        if oracle is None or row["policy"] in ("full", "base", "oracle"):
+            continue
+        share = oracle_share(row.get("modelled_speedup"), oracle.get("modelled_speedup"))
+        row["oracle_saving_share"] = share
+        row["regret"] = 1 - share if share is not None else None
 
 
 def _agent_overheads(rows: list[dict], contestants: list[Contestant]) -> None:
@@ -196,7 +219,8 @@ def _agent_overheads(rows: list[dict], contestants: list[Contestant]) -> None:
         if not row["policy"].startswith("agent:"):
             continue
         if cost is None:
-            cost = agent_decision_cost(by_name[row["policy"]].engine, row["policy"])["decision_seconds"]
+            contestant = by_name[row["policy"]]
+            cost = agent_decision_cost(contestant.engine, contestant.policy)["decision_seconds"]
         row["agent_decision_seconds"] = cost
         per_token = 1 / row["tokens_per_s"] if row["tokens_per_s"] else 0.0
         row["agent_overhead_frac"] = row["exit_decisions_per_token"] * cost / per_token if per_token else None
@@ -205,13 +229,16 @@ def _agent_overheads(rows: list[dict], contestants: list[Contestant]) -> None:
 def _relative(rows: list[dict]) -> None:
     """Energy and time against the evaluated model at full depth, measured in this same run."""
     full = next((r for r in rows if r["policy"] == "full"), None)
+
+    def ratio(row: dict, key: str) -> float | None:
+        return row[key] / full[key] if row[key] is not None and full[key] else None
+
     for row in rows:
         if full is None:
             break
-        row["decode_joules_vs_full"] = row["decode_joules"] / full["decode_joules"] if full["decode_joules"] else None
-        row["seconds_vs_full"] = (row["seconds_per_completion"] / full["seconds_per_completion"]
-                                  if full["seconds_per_completion"] else None)
-        row["tokens_per_s_vs_full"] = row["tokens_per_s"] / full["tokens_per_s"] if full["tokens_per_s"] else None
+        row["decode_joules_vs_full"] = ratio(row, "decode_joules")
+        row["seconds_vs_full"] = ratio(row, "seconds_per_completion")
+        row["tokens_per_s_vs_full"] = ratio(row, "tokens_per_s")
 
 
 def summarise(contestants: list[Contestant], sample_set: SampleSet, store: CompletionStore) -> tuple[list[dict], int]:
@@ -222,14 +249,17 @@ def summarise(contestants: list[Contestant], sample_set: SampleSet, store: Compl
     line_protocol = sample_set.protocol == "line"
     rows = [policy_row(c, [store.get(s.key, c.identity) for s in done], done, line_protocol) for c in contestants]
     _relative(rows)
+    _oracle_shares(rows)
     _agent_overheads(rows, contestants)
     return rows, len(done)
 
 
-def _load(config, spec: str):
-    from greencode.models import load_model
+def _calibration(config) -> dict | None:
+    """What the model's calibration read (the shipped default's manifest), for [eval].split = all."""
+    from greencode.holdout import calibration_of
+    from greencode.models import shipped_adaptation
 
-    return load_model(spec, config.model.dtype, config.model.device, config.model.cache_dir, config.model.weights)
+    return calibration_of(shipped_adaptation(), config.data) if config.model.spec == "default" else None
 
 
 def run_eval(config, out: str | Path | None = None, agent: str | None = None, restart: bool = False,
@@ -239,14 +269,15 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
 
     from greencode.energy import EnergyMeter
     from greencode.eval.plots import write_plots
+    from greencode.runtime import load_from_config
     from greencode.eval.report import write_results
 
     out = Path(out or config.eval.out)
     started = time.perf_counter()
-    corpus = read_corpus(config)
-    loaded = _load(config, config.model.spec)
+    corpus = read_corpus(config, _calibration(config))
+    loaded = load_from_config(config)
     base_spec = loaded.info.get("base_model")
-    base = _load(config, base_spec) if base_spec else None
+    base = load_from_config(config, base_spec) if base_spec else None
     sample_set = load_samples(config, loaded.tokenizer, corpus)
     notes = list(sample_set.notes)
     meter = EnergyMeter(config.energy)
@@ -260,6 +291,7 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
         "base_model": base_spec, "data": dataclasses.asdict(config.data), "dtype": config.model.dtype,
         "context_fraction": config.eval.context_fraction, "max_context_tokens": config.eval.max_context_tokens,
         "max_new_tokens": config.eval.max_new_tokens, "exit_points": contestants[0].engine.exit_points,
+        "exit_head": contestants[-1].engine.describe_exit_head(),  # the shortlist changes what exits emit
         # Timings from another device or thread count are not comparable with these.
         "device": str(contestants[0].engine.device), "torch_threads": torch.get_num_threads(),
     }
@@ -276,7 +308,7 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
             "rows": rows, "samples": done, "samples_requested": config.eval.samples,
             "protocol": sample_set.protocol, "source": sample_set.source, "model": loaded.name,
             "num_layers": loaded.num_layers, "exit_points": contestants[0].engine.exit_points,
-            "energy_source": meter.source, "device": fingerprint["device"],
+            "energy_source": meter.source, "device": fingerprint["device"], "exit_head": fingerprint["exit_head"],
             "torch_threads": fingerprint["torch_threads"], "wall_seconds": time.perf_counter() - started,
             "interrupted": interrupted, "completions_reused": resumed, "notes": notes,
             "config": dataclasses.asdict(config), "versions": versions(), "hash_seed": "CodeBLEU scored as with PYTHONHASHSEED=0",

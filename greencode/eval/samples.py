@@ -41,17 +41,26 @@ def is_line_corpus(corpus: str) -> bool:
     return corpus.strip().endswith(".jsonl")
 
 
-def read_corpus(config):
-    """The test files (file protocol) or the jsonl records (line protocol): read before any model is
-    loaded, so a missing or empty corpus fails at once."""
-    from greencode.data import load_line_completion_jsonl, load_split
+def read_corpus(config, calibration: dict | None = None):
+    """The files to draw from (file protocol: the test split, or with [eval].split = all every file that
+    `calibration` (greencode.holdout) did not read) or the jsonl records (line protocol): read before any
+    model is loaded, so a missing or empty corpus fails at once."""
+    from greencode.data import CodeFiles, load_line_completion_jsonl, load_split
+    from greencode.holdout import unseen_files
 
     if is_line_corpus(config.data.corpus):
         path = Path(config.data.corpus.strip()).expanduser()
         if not path.exists():
             raise GreencodeError(f"data.corpus: {path} does not exist (a CodeXGLUE line-completion .jsonl)")
         return load_line_completion_jsonl(path)
-    return load_split(config.data, "test")
+    if config.eval.split == "test":
+        files = CodeFiles(load_split(config.data, "test"))
+        files.selection = "test split"
+        return files
+    files, excluded = unseen_files(config.data, calibration)
+    files.selection = (f"all files not used for calibration ({excluded} calibration files left out)" if excluded
+                       else "all files")
+    return files
 
 
 def file_samples(files, data_config, tokenizer, count: int, fraction: float, max_context: int,
@@ -64,11 +73,15 @@ def file_samples(files, data_config, tokenizer, count: int, fraction: float, max
                for s in drawn]
     notes = []
     if len(samples) < count:
-        notes.append(f"asked for {count} samples, the test split of {data_config.corpus} gives {len(samples)} "
+        notes.append(f"asked for {count} samples, the {getattr(files, 'selection', '') or 'test split'} of "
+                     f"{data_config.corpus} give {len(samples)} "
                      f"(files long enough for {max_new_tokens} ground-truth tokens after a "
                      f"{fraction:.0%} context): using {len(samples)}")
     source = getattr(files, "source", "") or data_config.corpus
-    return SampleSet("file", samples, f"{source}, test split ({len(files)} files)", notes)
+    selection = getattr(files, "selection", "") or "test split"
+    if selection != "test split":
+        notes.append(f"{data_config.corpus}: {selection}")
+    return SampleSet("file", samples, f"{source}, {selection}: {len(files)} files", notes)
 
 
 def _jsonl_language(path: Path, configured: str) -> str:

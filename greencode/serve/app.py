@@ -6,16 +6,19 @@ Routes (TGI and HF Inference API shapes, see DESIGN.md 'Editor endpoint'):
     POST /generate_stream       the same, as server-sent events: one per token, the last with the text
     POST /  and /models/{model} HF Inference API: [{"generated_text", "details"}] ("stream": true for SSE)
     GET  /health, GET /info     liveness and queue; model, exit points, policy, threshold, energy source
+    /v1/completions, /v1/models                  OpenAI (greencode/serve/openai.py)
+    /api/generate, /api/tags, /api/version       Ollama (greencode/serve/ollama.py)
 
-Every error is JSON {"error", "error_type"} (what llm-ls shows the user): 401 bad token, 413 body or
-input too long, 422 malformed JSON / wrong types / bad policy, 429 queue full, never a traceback.
+Every route goes through the same guard, validation (schema.py), FIM plan (greencode/fim.py) and queue.
+Every error is JSON in the route's protocol shape (`error_body`): TGI {"error", "error_type"} (what llm-ls
+shows the user), OpenAI {"error": {"message", "type", "code"}}, Ollama {"error"}: 401 bad token, 413 body or
+input too long, 422 malformed JSON / wrong types / bad policy / bad FIM prompt, 429 queue full, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import time
@@ -30,74 +33,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from greencode.config import Config
 from greencode.errors import GreencodeError
+from greencode.serve.guard import GuardMiddleware, error_body, public_message
 from greencode.serve.queue import GenerationJob, GenerationQueue, QueueFull
-from greencode.serve.schema import GenerateRequest, describe_errors
+from greencode.fim import describe_fim
+from greencode.serve.schema import GenerateRequest, describe_errors, describe_protocol_errors
 
 log = logging.getLogger("greencode.serve")
 
 FINISH_REASONS = {"length": "length", "eos": "eos_token", "stop": "stop_sequence", "eol": "stop_sequence",
                   "cancelled": "cancelled"}
-UNAUTHENTICATED_PATHS = {"/health"}
 DISCONNECT_POLL_S = 0.25
 
 
 class ServeError(Exception):
     def __init__(self, status: int, message: str, error_type: str):
+        message = public_message(message)  # a client sees file names, never the server's paths
         super().__init__(message)
         self.status, self.message, self.error_type = status, message, error_type
-
-
-def error_body(message: str, error_type: str) -> dict:
-    return {"error": message, "error_type": error_type}
-
-
-async def _send_json(send, status: int, body: dict, headers: list | None = None) -> None:
-    payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": payload})
-
-
-class GuardMiddleware:
-    """Bearer token (401) and body size (413), before any route reads a byte of JSON.
-
-    The body is read here up to the limit and replayed to the app; after it, `receive` is the
-    server's own, so a route still sees the client disconnect."""
-
-    def __init__(self, app, token: str, max_body_bytes: int):
-        self.app, self.token, self.max_body_bytes = app, token.encode(), max_body_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        if self.token and scope["path"] not in UNAUTHENTICATED_PATHS:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, b"Bearer " + self.token):
-                message = "missing or wrong bearer token (Authorization: Bearer …)"
-                return await _send_json(send, 401, error_body(message, "authentication"),
-                                        [(b"www-authenticate", b"Bearer")])
-        too_big = error_body(f"the request body is larger than {self.max_body_bytes} bytes", "payload_too_large")
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            return await _send_json(send, 413, too_big)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body_bytes:
-                return await _send_json(send, 413, too_big)
-            if not message.get("more_body", False):
-                break
-        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-
-        async def replayed_receive():
-            return replay.pop() if replay else await receive()
-
-        await self.app(scope, replayed_receive, send)
 
 
 @dataclass
@@ -107,6 +59,7 @@ class ServerState:
     queue: GenerationQueue
     started: float
     special_ids: frozenset
+    fim_form: Any = None  # greencode.fim.FimForm when the model has FIM tokens
 
 
 def _policy_threshold(policy) -> float | None:
@@ -127,23 +80,44 @@ def _request_policy(state: ServerState, request: GenerateRequest):
     return policy
 
 
+def _fim_plan(state: ServerState, request: GenerateRequest):
+    from greencode.fim import plan_completion
+
+    try:
+        return plan_completion(request.inputs, request.suffix, state.engine.loaded.tokenizer, state.fim_form,
+                               state.engine.max_context_tokens)
+    except GreencodeError as exc:
+        raise ServeError(422, str(exc), "validation") from None
+
+
 def _job_for(state: ServerState, request: GenerateRequest) -> GenerationJob:
     serve, defaults = state.config.serve, state.config.engine
-    if len(request.inputs) > serve.max_input_chars:
-        raise ServeError(413, f"inputs has {len(request.inputs)} characters; the limit is {serve.max_input_chars}",
+    chars = len(request.inputs) + len(request.suffix or "")
+    if chars > serve.max_input_chars:
+        what = "inputs" if request.suffix is None else "the prompt and suffix together"
+        raise ServeError(413, f"{what} has {chars} characters; the limit is {serve.max_input_chars}",
                          "payload_too_large")
     params = request.parameters
     temperature = defaults.temperature if params.temperature is None else params.temperature
     if params.do_sample is False:
         temperature = 0.0
+    asked = params.max_new_tokens or defaults.max_new_tokens
+    cap, why = (serve.max_new_tokens_cap, "[serve].max_new_tokens_cap")
+    if state.engine.max_new_tokens_limit() < cap:
+        cap, why = state.engine.max_new_tokens_limit(), "the model's position window"
+    warnings = [f"max_new_tokens {asked} capped at {cap} ({why})"] if asked > cap else []
     options = {
-        "max_new_tokens": min(params.max_new_tokens or defaults.max_new_tokens, serve.max_new_tokens_cap),
+        "max_new_tokens": min(asked, cap),
         "stop": params.stop or None,
         "temperature": temperature,
         "top_p": defaults.top_p if params.top_p is None else params.top_p,
         "seed": defaults.seed if params.seed is None else params.seed,
     }
-    return GenerationJob(request.inputs, options, _request_policy(state, request), asyncio.get_running_loop())
+    fim = _fim_plan(state, request)
+    if fim.mode:
+        options.update(stop=(options["stop"] or []) + fim.stop or None, stop_rule=fim.stop_rule)
+    return GenerationJob(fim.prompt, options, _request_policy(state, request), asyncio.get_running_loop(), fim=fim,
+                         warnings=warnings)
 
 
 ERROR_TYPES = {422: "validation", 499: "cancelled", 503: "unavailable"}
@@ -209,9 +183,14 @@ def _details(state: ServerState, job: GenerationJob, summary, events: list, para
         "policy": job.policy.name,  # the first token comes from the prefill, at full depth
         "prompt_tokens": summary.prompt_tokens,
         "dropped_prompt_tokens": summary.dropped_prompt_tokens,
+        "reused_prompt_tokens": summary.reused_prompt_tokens,  # their prefill came from the prefix cache
         "prefill_seconds": summary.prefill_seconds,
         "seconds": summary.seconds,
         "ignored_parameters": params.ignored,
+        "max_new_tokens": job.options["max_new_tokens"],
+        "warnings": list(job.warnings),
+        **({"fim": {"mode": job.fim.mode, "request": job.fim.source, "note": job.fim.note}}
+           if job.fim is not None and job.fim.mode else {}),
     }
 
 
@@ -220,8 +199,8 @@ def _text(body: GenerateRequest, summary, full_text_default: bool) -> str:
     return body.inputs + summary.text if (full_text_default if full is None else full) else summary.text
 
 
-async def generate_once(state: ServerState, body: GenerateRequest, request, full_text_default: bool) -> dict:
-    job = await _start(state, body, request)
+async def collect(state: ServerState, job: GenerationJob, request) -> tuple:
+    """Wait for a started job's tokens and summary (cancelled if the client goes away): (summary, events)."""
     events = []
     async with _cancel_on_disconnect(state, job, request):
         while True:
@@ -229,10 +208,84 @@ async def generate_once(state: ServerState, body: GenerateRequest, request, full
             if kind == "token":
                 events.append(payload)
             elif kind == "done":
-                return {"generated_text": _text(body, payload, full_text_default),
-                        "details": _details(state, job, payload, events, body.parameters)}
+                return payload, events
             else:
                 _raise_for(payload)
+
+
+async def generate_once(state: ServerState, body: GenerateRequest, request, full_text_default: bool) -> dict:
+    job = await _start(state, body, request)
+    summary, events = await collect(state, job, request)
+    return {"generated_text": _text(body, summary, full_text_default),
+            "details": _details(state, job, summary, events, body.parameters)}
+
+
+def validated(state: ServerState, body: dict, protocol: str) -> GenerateRequest:
+    """A protocol's body as the shared GenerateRequest, checked by the one validation (errors in its names)."""
+    from pydantic import ValidationError
+
+    try:
+        return GenerateRequest.model_validate(body)
+    except ValidationError as exc:
+        raise ServeError(422, describe_protocol_errors(exc.errors(), protocol), "validation") from None
+
+
+def details(state: ServerState, job: GenerationJob, summary, events: list, body: GenerateRequest) -> dict:
+    return _details(state, job, summary, events, body.parameters)
+
+
+def fim_headers(job: GenerationJob) -> dict:
+    """Says how a suffix or FIM prompt was used (a suffix the model cannot use is answered anyway)."""
+    if job.fim is None or not job.fim.mode:
+        return {}
+    return {"x-greencode-fim": f"{job.fim.mode}; request={job.fim.source}"}
+
+
+def response_headers(job: GenerationJob) -> dict:
+    """Every route's headers about how the answer differs from the request: FIM use, and each warning
+    (e.g. a capped max_new_tokens), as `details.warnings` says too."""
+    return {**fim_headers(job), **({"x-greencode-warning": "; ".join(job.warnings)} if job.warnings else {})}
+
+
+class StreamText:
+    """What a stream may show of the text so far: never what a stop sequence or the suffix rule will cut."""
+
+    def __init__(self, job: GenerationJob):
+        from greencode.fim import stream_safe_length
+
+        self._safe = stream_safe_length
+        self.stop, self.rule = job.options.get("stop") or [], job.options.get("stop_rule")
+        self.text, self.sent = "", 0
+
+    def add(self, piece: str) -> str:
+        self.text += piece
+        safe = self._safe(self.text, self.stop, self.rule)
+        out = self.text[self.sent:safe] if safe > self.sent else ""
+        self.sent = max(self.sent, safe)
+        return out
+
+    def finish(self, final_text: str) -> str:
+        rest = final_text[self.sent:] if final_text.startswith(self.text[:self.sent]) else ""
+        self.sent = len(final_text)
+        return rest
+
+
+async def job_items(state: ServerState, job: GenerationJob) -> AsyncIterator[tuple]:
+    """A started job's ("token", event) items, then ("done", summary) or ("error", message); leaving
+    early (the client went away, the server stops) cancels the generation."""
+    finished = False
+    try:
+        while True:
+            kind, payload = await job.items.get()
+            if kind == "token":
+                yield kind, payload
+                continue
+            finished = True
+            yield (kind, payload) if kind == "done" else ("error", payload[1])
+            return
+    finally:
+        if not finished:
+            state.queue.cancel(job)
 
 
 def _sse(data: dict) -> bytes:
@@ -271,10 +324,16 @@ async def stream_events(state: ServerState, job: GenerationJob, body: GenerateRe
             state.queue.cancel(job)
 
 
-def build_app(engine, config: Config):
-    """The ASGI app around one engine; its default policy is the engine's policy now."""
-    queue = GenerationQueue(engine, engine.policy, config.serve.queue_limit)
-    state = ServerState(engine, config, queue, time.time(), frozenset(engine.loaded.tokenizer.all_special_ids))
+def build_app(engine, config: Config, default_policy=None):
+    """The ASGI app around one engine. `default_policy` (an ExitPolicy or its string form; default
+    [engine].policy, agent:T falling back as greencode.runtime says) serves requests that name none."""
+    from greencode.fim import model_fim_form
+    from greencode.runtime import policy_or_fallback
+
+    default_policy, _ = policy_or_fallback(engine, default_policy or config.engine.policy)
+    queue = GenerationQueue(engine, default_policy, config.serve.queue_limit)
+    state = ServerState(engine, config, queue, time.time(), frozenset(engine.loaded.tokenizer.all_special_ids),
+                        model_fim_form(engine.loaded.tokenizer))
 
     async def lifespan(app):
         queue.start()
@@ -289,31 +348,40 @@ def build_app(engine, config: Config):
 
     @app.exception_handler(ServeError)
     async def _serve_error(request, exc: ServeError):
-        return JSONResponse(error_body(exc.message, exc.error_type), status_code=exc.status)
+        return JSONResponse(error_body(exc.message, exc.error_type, request.url.path), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
-        return JSONResponse(error_body(describe_errors(exc.errors()), "validation"), status_code=422)
+        path = request.url.path
+        protocol = "openai" if path.startswith("/v1/") else "ollama" if path.startswith("/api/") else None
+        message = describe_protocol_errors(exc.errors(), protocol) if protocol else describe_errors(exc.errors())
+        return JSONResponse(error_body(message, "validation", path), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
+        path = request.url.path
         if exc.status_code == 400:  # FastAPI could not decode the body at all (e.g. not UTF-8)
-            return JSONResponse(error_body("the body is not valid JSON (it must be UTF-8 text)", "validation"), 422)
-        return JSONResponse(error_body(str(exc.detail), "http"), status_code=exc.status_code,
+            return JSONResponse(error_body("the body is not valid JSON (it must be UTF-8 text)", "validation", path),
+                                422)
+        return JSONResponse(error_body(str(exc.detail), "http", path), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request, exc: Exception):
         log.exception("unhandled error on %s", request.url.path)
-        return JSONResponse(error_body(f"internal error ({type(exc).__name__})", "internal"), status_code=500)
+        return JSONResponse(error_body(f"internal error ({type(exc).__name__})", "internal", request.url.path),
+                            status_code=500)
 
     async def answer(body: GenerateRequest, request: Request, full_text_default: bool, as_list: bool, stream: bool):
         if stream:
             job = await _start(state, body, request)
             return StreamingResponse(stream_events(state, job, body, full_text_default), media_type="text/event-stream",
-                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no",
+                                              **response_headers(job)})
         result = await generate_once(state, body, request, full_text_default)
-        return [result] if as_list else result
+        warnings = result["details"]["warnings"]
+        return JSONResponse([result] if as_list else result,
+                            headers={"x-greencode-warning": "; ".join(warnings)} if warnings else None)
 
     @app.post("/generate", summary="TGI generate")
     async def generate(body: GenerateRequest, request: Request):
@@ -339,17 +407,25 @@ def build_app(engine, config: Config):
     async def info():
         loaded, policy, serve = engine.loaded, queue.default_policy, config.serve
         return {
-            "model_id": loaded.name, "model": loaded.name, "spec": loaded.spec,
+            "model_id": public_message(loaded.name), "model": public_message(loaded.name),
+            "spec": public_message(loaded.spec),
             "architecture": loaded.adapter.arch, "num_layers": engine.num_layers,
             "exit_points": list(engine.exit_points), "policy": policy.name,
             "threshold": _policy_threshold(policy), "energy_source": engine.meter.source,
             "device": str(engine.device), "cpu_threads": torch.get_num_threads(), "max_new_tokens_cap": serve.max_new_tokens_cap,
             "max_input_chars": serve.max_input_chars, "max_body_bytes": serve.max_body_bytes,
             "queue_limit": serve.queue_limit, "max_context_tokens": engine.max_context_tokens,
-            "auth": bool(serve.token), "version": "greencode-serve/1",
+            "auth": bool(serve.token), "version": "greencode-serve/1", "limit_concurrency": serve.limit_concurrency,
+            "fim": describe_fim(loaded.tokenizer),
         }
 
-    guarded = GuardMiddleware(app, config.serve.token, config.serve.max_body_bytes)
+    from greencode.serve import ollama, openai
+
+    openai.add_routes(app, state)
+    ollama.add_routes(app, state)
+
+    guarded = GuardMiddleware(app, config.serve.token, config.serve.max_body_bytes, config.serve.body_timeout_s,
+                              config.serve.allow_unauthenticated)
     guarded.state = state  # for the command's start-up line and for tests
     return guarded
 
@@ -372,12 +448,19 @@ def listen_socket(host: str, port: int):
 
 
 def make_server(app, sock, log_level: str = "info"):
-    """A uvicorn server on a bound socket (one process: the model lives in it once)."""
+    """A uvicorn server on a bound socket (one process: the model lives in it once). Slow or idle clients
+    are bounded: at most [serve].limit_concurrency connections, idle keep-alive connections closed after
+    [serve].timeout_keep_alive_s, and a connection whose request headers never arrive after body_timeout_s."""
     import uvicorn
 
+    from greencode.serve.slow_clients import protocol_with_header_timeout
+
+    serve = app.state.config.serve
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"),
-                            timeout_graceful_shutdown=5, lifespan="on")
+                            timeout_graceful_shutdown=5, lifespan="on", http=protocol_with_header_timeout(
+                                serve.body_timeout_s), limit_concurrency=serve.limit_concurrency,
+                            timeout_keep_alive=serve.timeout_keep_alive_s)
     return uvicorn.Server(config)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greencode.errors import GreencodeError
+from greencode.serve.guard import public_message
 
 log = logging.getLogger("greencode.serve")
 
@@ -36,6 +37,8 @@ class GenerationJob:
     items: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     completion: Any = None  # the engine's Completion while running
+    fim: Any = None  # greencode.fim.FimPlan of this request
+    warnings: list = field(default_factory=list)  # what was changed from the request (e.g. a capped max_new_tokens)
 
     def deliver(self, kind: str, payload: Any = None) -> None:
         """Thread-safe hand-off to the request's coroutine (dropped if the loop has closed)."""
@@ -134,8 +137,7 @@ class GenerationQueue:
     def _run(self, job: GenerationJob) -> None:
         engine = self.engine
         try:
-            engine.set_policy(job.policy)  # generation is serialised here, so the swap is this request's alone
-            completion = engine.stream(job.prompt, **job.options)
+            completion = engine.stream(job.prompt, job.policy, **job.options)
             with self._lock:
                 job.completion = completion
                 if job.cancelled.is_set():
@@ -154,11 +156,9 @@ class GenerationQueue:
         except GreencodeError as exc:
             with self._lock:
                 self.stats.failed += 1
-            job.deliver("error", (422, str(exc)))
+            job.deliver("error", (422, public_message(str(exc))))  # names, not the server's paths
         except Exception as exc:  # a fault in generation must not kill the worker or leak a traceback
             log.exception("generation failed")
             with self._lock:
                 self.stats.failed += 1
             job.deliver("error", (500, f"generation failed: {type(exc).__name__}"))
-        finally:
-            engine.set_policy(self.default_policy)

@@ -7,9 +7,11 @@ a 422 naming the field instead of being guessed at. Unknown generation parameter
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from greencode.policies import POLICY_FORMS
 
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 256
@@ -23,8 +25,8 @@ class GreencodeParameters(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     policy: Optional[str] = Field(None, min_length=1, max_length=MAX_POLICY_CHARS,
-                                  description="full | fixed:N | confidence:P | entropy:H | agent:T")
-    threshold: Optional[float] = Field(None, ge=0.0, allow_inf_nan=False,
+                                  description=POLICY_FORMS)
+    threshold: Optional[float] = Field(None, allow_inf_nan=False,  # its range is the policy's (greencode.policies)
                                        description="the policy's threshold (T, P or H) for this request")
 
 
@@ -58,7 +60,8 @@ class GenerateParameters(BaseModel):
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    inputs: str = Field(..., min_length=1, description="the code before the cursor")
+    inputs: str = Field(..., min_length=1, description="the code before the cursor (or a FIM prompt)")
+    suffix: Optional[str] = Field(None, description="the code after the cursor (OpenAI and Ollama routes)")
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
     stream: Optional[bool] = Field(None, description="HF Inference API routes only: answer with SSE")
 
@@ -76,13 +79,125 @@ class GenerateRequest(BaseModel):
         return data
 
 
+# -- OpenAI and Ollama bodies: their own field names, checked by the same GenerateParameters ----------
+
+class CompletionRequest(BaseModel):
+    """OpenAI `POST /v1/completions` (legacy completions). Unknown fields are accepted and reported ignored."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    model: Optional[str] = None
+    prompt: Union[str, list[str]]
+    suffix: Optional[str] = None
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    stop: Optional[Union[str, list[str]]] = None
+    stream: Optional[bool] = None
+    seed: Optional[int] = None
+    n: Optional[int] = None
+    best_of: Optional[int] = None
+    echo: Optional[bool] = None
+    logprobs: Optional[int] = None
+    greencode: Optional[GreencodeParameters] = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> "CompletionRequest":
+        if self.n not in (None, 1):
+            raise ValueError(f"n: only n = 1 is supported (got {self.n})")
+        if self.best_of not in (None, 1):
+            raise ValueError(f"best_of: not supported (only 1); got {self.best_of}")
+        if self.echo:
+            raise ValueError("echo: not supported; the answer is the completion only")
+        if self.logprobs is not None:
+            raise ValueError("logprobs: not supported; leave it out")
+        if isinstance(self.prompt, list) and len(self.prompt) != 1:
+            raise ValueError(f"prompt: one prompt per request (a string or a one-element list), got {len(self.prompt)}")
+        return self
+
+    def to_generate(self) -> dict:
+        """The body of the shared GenerateRequest (validated there, so every route checks the same way)."""
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        parameters = {"max_new_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                      "stop": stop, "seed": self.seed, "greencode": self.greencode,
+                      **{key: value for key, value in (self.model_extra or {}).items()}}
+        prompt = self.prompt[0] if isinstance(self.prompt, list) else self.prompt
+        return {"inputs": prompt, "suffix": self.suffix,
+                "parameters": {key: value for key, value in parameters.items() if value is not None}}
+
+
+class OllamaOptions(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    num_predict: Optional[int] = None  # -1 (endless) and -2 (fill the context) mean: up to the server's cap
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    stop: Optional[list[str]] = None
+    seed: Optional[int] = None
+
+
+class OllamaGenerateRequest(BaseModel):
+    """Ollama `POST /api/generate`. Unknown fields (keep_alive, format, system, ...) are reported ignored."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    model: Optional[str] = None
+    prompt: str = ""
+    suffix: Optional[str] = None
+    raw: Optional[bool] = None
+    stream: bool = True
+    options: OllamaOptions = Field(default_factory=OllamaOptions)
+    greencode: Optional[GreencodeParameters] = None
+
+    def to_generate(self, max_new_tokens_cap: int) -> dict:
+        options = self.options
+        max_new_tokens = options.num_predict
+        if max_new_tokens in (-1, -2):
+            max_new_tokens = max_new_tokens_cap
+        parameters = {"max_new_tokens": max_new_tokens, "temperature": options.temperature, "top_p": options.top_p,
+                      "stop": options.stop, "seed": options.seed, "greencode": self.greencode,
+                      **{f"options.{key}": value for key, value in (options.model_extra or {}).items()},
+                      **{key: value for key, value in (self.model_extra or {}).items()}}
+        return {"inputs": self.prompt, "suffix": self.suffix,
+                "parameters": {key: value for key, value in parameters.items() if value is not None}}
+
+
+# What each shared parameter is called in each protocol, for error messages.
+PROTOCOL_NAMES = {
+    "openai": {"inputs": "prompt", "parameters.max_new_tokens": "max_tokens", "parameters.temperature": "temperature",
+               "parameters.top_p": "top_p", "parameters.stop": "stop", "parameters.seed": "seed",
+               "parameters.greencode": "greencode", "parameters": ""},
+    "ollama": {"inputs": "prompt", "parameters.max_new_tokens": "options.num_predict",
+               "parameters.temperature": "options.temperature", "parameters.top_p": "options.top_p",
+               "parameters.stop": "options.stop", "parameters.seed": "options.seed",
+               "parameters.greencode": "greencode", "parameters": ""},
+}
+
+
+def describe_protocol_errors(errors: list[dict], protocol: str) -> str:
+    """describe_errors, naming the protocol's fields (max_tokens, not parameters.max_new_tokens)."""
+    names = PROTOCOL_NAMES[protocol]
+    renamed = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ())]
+        for size in range(len(location), 0, -1):
+            key = ".".join(location[:size])
+            if key in names:
+                location = (names[key].split(".") if names[key] else []) + location[size:]
+                break
+        renamed.append({**error, "loc": tuple(location)})
+    return describe_errors(renamed)
+
+
 def describe_errors(errors: list[dict]) -> str:
     """One line naming each bad field: 'parameters.max_new_tokens: Input should be a valid integer'."""
     parts = []
     for error in errors:
         location = [str(part) for part in error.get("loc", ()) if part != "body"]
         message = error.get("msg", "invalid value")
-        if error.get("type") == "json_invalid":
+        if error.get("type") == "value_error":
+            message = message.removeprefix("Value error, ")
+        elif error.get("type") == "json_invalid":
             message = f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
             location = []
         elif not location:

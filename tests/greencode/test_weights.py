@@ -26,7 +26,7 @@ def _load(spec: str, weights: str):
 def test_full_depth_equals_hf_generate_on_the_same_quantized_model(spec, form):
     loaded = _load(spec, form)
     assert loaded.weights == form
-    summary = EarlyExitEngine(loaded, "full").complete(PROMPT, max_new_tokens=12)
+    summary = EarlyExitEngine(loaded).complete(PROMPT, "full", max_new_tokens=12)
     assert [e.token_id for e in summary.events] == _hf_greedy(loaded, PROMPT, 12)
 
 
@@ -72,8 +72,8 @@ def _reference_fixed_after_a_batched_prompt(loaded, ids, exit_layer, n):
 @pytest.mark.parametrize("form", FAST_FORMS)
 def test_quantized_state_propagation_matches_a_slow_reference(form):
     loaded = _load("tiny-random-llama", form)
-    engine = EarlyExitEngine(loaded, "fixed:6")
-    summary = engine.complete(PROMPT, max_new_tokens=8)
+    engine = EarlyExitEngine(loaded)
+    summary = engine.complete(PROMPT, "fixed:6", max_new_tokens=8)
     ids = engine.encode(PROMPT, 8)[0]
     assert [e.token_id for e in summary.events] == _reference_fixed_after_a_batched_prompt(loaded, ids, 6, 8)
     if form == "fp16":  # fp16 weights are batch-invariant: the fully rebuilt reference holds too
@@ -131,7 +131,7 @@ def test_an_architecture_the_quantizer_does_not_support_is_one_line_and_fp32_sti
         _load("tiny-random-gpt2", "int8")
     auto = _load("tiny-random-gpt2", "auto")
     assert auto.weights == "fp32"
-    summary = EarlyExitEngine(auto, "full").complete(PROMPT, max_new_tokens=4)
+    summary = EarlyExitEngine(auto).complete(PROMPT, "full", max_new_tokens=4)
     assert summary.tokens == 4
 
 

@@ -51,3 +51,33 @@ def test_help_screen(snap_compare, tmp_path, monkeypatch):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_help)
+
+
+def test_inspector(snap_compare, tmp_path, monkeypatch):
+    engine = FakeEngine()
+    app = make(tmp_path, monkeypatch, engine)
+
+    async def inspect_the_third_token(pilot):
+        app.query_one(CodeEditor).cursor_blink = False
+        await loaded(pilot)
+        await pilot.press("f2", "f5")  # block mode: the whole script
+        await wait_for(pilot, lambda: app.live is not None and app.live.summary is not None, what="the completion")
+        await pilot.press("f6", "right", "right")
+        await wait_for(pilot, lambda: 2 in getattr(app.screen, "explanations", {}), what="token 3 explained")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=inspect_the_third_token)
+
+
+def test_sweep_table(snap_compare, tmp_path, monkeypatch):
+    engine = FakeEngine(script=[("print", 4), ("(", 8), ("x", 30), (")", 12), ("\n", 30)])
+    app = make(tmp_path, monkeypatch, engine)
+
+    async def sweep(pilot):
+        app.query_one(CodeEditor).cursor_blink = False
+        await loaded(pilot)
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: getattr(app.screen, "finished", False), what="the sweep")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=sweep)

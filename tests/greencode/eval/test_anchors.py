@@ -30,7 +30,7 @@ def test_llama_cpp_row_runs_the_same_prompts_and_is_compared_with_full(tiny_llam
     assert len(tokens) == 5 and prefill > 0 and decode > 0
     again, _, _ = generate(prompts[0], 5)
     assert again == tokens  # greedy, and no state carried over from the previous prompt
-    result = run_bench(EarlyExitEngine(tiny_llama, "full"), prompts, ["full"], 5, anchors={"llama.cpp": generate})
+    result = run_bench(EarlyExitEngine(tiny_llama), prompts, ["full"], 5, anchors={"llama.cpp": generate})
     rows = {row["policy"]: row for row in result["rows"]}
     assert rows["llama.cpp"]["tokens"] == 10 and rows["llama.cpp"]["prefill_tokens_per_s"] > 0
     assert rows["full"]["decode_vs_llama_cpp"] > 0 and rows["full"]["prefill_vs_llama_cpp"] > 0

@@ -1,5 +1,6 @@
-"""Hypothesis over the request schema against a real server: every answer is 200, 413 or 422 with a
-JSON error, never a 500 (or a dropped connection)."""
+"""Hypothesis over the request schemas against a real server (TGI / HF routes, OpenAI /v1/completions,
+Ollama /api/generate): every answer is 200, 413 or 422 with a JSON error, never a 500 (or a dropped
+connection, or an error inside a 200 stream)."""
 
 from __future__ import annotations
 
@@ -47,9 +48,45 @@ def _requests(loose):
 bodies = _requests(loose=False) | _requests(loose=True) | anything
 
 
+def _openai_requests(loose):
+    """/v1/completions bodies (OpenAI legacy completions), typed or loose like _requests."""
+    def field(typed):
+        return typed | anything if loose else typed
+
+    greencode = st.fixed_dictionaries({}, optional={"policy": field(policies), "threshold": field(st.floats())})
+    return st.fixed_dictionaries({"prompt": field(st.text(max_size=150) | st.lists(st.text(max_size=40), max_size=3))},
+                                 optional={
+        "model": field(st.text(max_size=12)), "suffix": field(st.text(max_size=60)),
+        "max_tokens": field(st.integers(-3, 2**70)), "temperature": field(st.floats(-1, 3) | st.just(1e-40)),
+        "top_p": field(st.floats(-1, 2) | st.just(1e-300)), "stop": field(st.text(max_size=8) | st.lists(st.text(max_size=8),
+                                                                                                       max_size=5)),
+        "stream": field(st.booleans()), "seed": field(st.integers(-3, 2**65)), "n": field(st.integers(-1, 3)),
+        "echo": field(st.booleans()), "logprobs": field(st.integers(-1, 6)), "greencode": field(greencode),
+        "frequency_penalty": anything})
+
+
+def _ollama_requests(loose):
+    """/api/generate bodies (Ollama), typed or loose like _requests."""
+    def field(typed):
+        return typed | anything if loose else typed
+
+    options = st.fixed_dictionaries({}, optional={
+        "num_predict": field(st.integers(-3, 2**70)), "temperature": field(st.floats(-1, 3)),
+        "top_p": field(st.floats(-1, 2) | st.just(1e-300)), "stop": field(st.lists(st.text(max_size=8), max_size=5)),
+        "seed": field(st.integers(-3, 2**65)), "top_k": anything})
+    return st.fixed_dictionaries({}, optional={
+        "model": field(st.text(max_size=12)), "prompt": field(st.text(max_size=150)),
+        "suffix": field(st.text(max_size=60)), "raw": field(st.booleans()), "stream": field(st.booleans()),
+        "options": field(options), "keep_alive": anything})
+
+
+PROTOCOL_BODIES = {"/v1/completions": _openai_requests(loose=False) | _openai_requests(loose=True) | anything,
+                   "/api/generate": _ollama_requests(loose=False) | _ollama_requests(loose=True) | anything}
+
+
 @pytest.fixture(scope="module")
 def fuzz_server():
-    engine = EarlyExitEngine(load_model("tiny-random-llama", device="cpu"), "full")
+    engine = EarlyExitEngine(load_model("tiny-random-llama", device="cpu"))
     config = serve_config(max_new_tokens_cap=2, max_input_chars=120, max_body_bytes=3000)
     with running_server(engine, config) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
         yield client
@@ -84,3 +121,43 @@ def test_fuzzed_json_bodies_never_fail_the_server(fuzz_server, route, body):
 def test_fuzzed_raw_bodies_never_fail_the_server(fuzz_server, route, raw, content_type):
     headers = {"content-type": content_type} if content_type else {}
     _check(fuzz_server.post(route, content=raw, headers=headers))
+
+
+def _check_protocol(route: str, response: httpx.Response) -> None:
+    """OpenAI and Ollama answers: 200, 413 or 422 in the route's own error shape, never a 500 or an error
+    inside a 200 stream."""
+    event(f"{route} status {response.status_code}")
+    assert response.status_code in (200, 413, 422), (response.status_code, response.text)
+    if response.status_code != 200:
+        error = response.json()["error"]
+        message = error["message"] if route.startswith("/v1/") else error
+        assert isinstance(message, str) and message and "Traceback" not in message
+        return
+    kind = response.headers["content-type"]
+    if kind.startswith("text/event-stream"):  # OpenAI stream: data: {...} ... data: [DONE]
+        lines = [line[len("data:"):].strip() for line in response.text.splitlines() if line.startswith("data:")]
+        assert lines and lines[-1] == "[DONE]"
+        assert all("error" not in json.loads(line) for line in lines[:-1])
+    elif kind.startswith("application/x-ndjson"):  # Ollama stream: one JSON object a line, the last done
+        objects = [json.loads(line) for line in response.text.splitlines() if line.strip()]
+        assert objects and objects[-1]["done"] is True and all("error" not in item for item in objects)
+    else:
+        body = response.json()
+        text = body["choices"][0]["text"] if route.startswith("/v1/") else body["response"]
+        assert isinstance(text, str)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), route=st.sampled_from(sorted(PROTOCOL_BODIES)))
+def test_fuzzed_openai_and_ollama_bodies_never_fail_the_server(fuzz_server, data, route):
+    body = data.draw(PROTOCOL_BODIES[route])
+    _check_protocol(route, fuzz_server.post(route, content=json.dumps(body).encode(),
+                                            headers={"content-type": "application/json"}))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(sorted(PROTOCOL_BODIES)), raw=st.binary(max_size=200),
+       content_type=st.sampled_from(["application/json", "text/plain", ""]))
+def test_fuzzed_raw_openai_and_ollama_bodies_never_fail_the_server(fuzz_server, route, raw, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    _check_protocol(route, fuzz_server.post(route, content=raw, headers=headers))

@@ -1,0 +1,161 @@
+"""What every request passes before any route sees it (so every protocol's routes share it):
+
+- Host check: without a token only loopback Host values are served (a web page cannot drive the
+  server through a DNS name rebound to 127.0.0.1); 403 otherwise.
+- Bearer token (401), body size (413), a body that arrives too slowly (408), JSON nested too deep
+  (422, named as nesting).
+- Client-facing messages show file names, not the server's local paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import re
+
+UNAUTHENTICATED_PATHS = {"/health"}
+LOOPBACK_NAMES = {"localhost"}
+MAX_JSON_DEPTH = 64  # request bodies are two or three levels deep; far past this is an attack or a bug
+_LOCAL_PATH = re.compile(r"(?<![\w:/.~])(?:~|\.{1,2})?/(?:[^\s'\"():,;/]+/)+([^\s'\"():,;/]+)")
+
+
+OPENAI_ERROR_TYPES = {"validation": "invalid_request_error", "payload_too_large": "invalid_request_error",
+                      "authentication": "authentication_error", "overloaded": "rate_limit_error"}
+
+
+def error_body(message: str, error_type: str, path: str = "") -> dict:
+    """An error in the shape the route's protocol uses (the path tells which)."""
+    if path.startswith("/v1/"):
+        return {"error": {"message": message, "type": OPENAI_ERROR_TYPES.get(error_type, "server_error"),
+                          "param": None, "code": error_type}}
+    if path.startswith("/api/"):
+        return {"error": message}
+    return {"error": message, "error_type": error_type}
+
+
+def public_message(message: str) -> str:
+    """'/srv/models/agent.safetensors: not found' -> 'agent.safetensors: not found' (names, not paths)."""
+    return _LOCAL_PATH.sub(r"\1", message)
+
+
+def host_name(host_header: bytes) -> str:
+    """'localhost:8080' -> 'localhost', '[::1]:80' -> '::1', '127.0.0.1' -> '127.0.0.1'."""
+    text = host_header.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1:text.find("]")] if "]" in text else text
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+def is_loopback_host(name: str) -> bool:
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when arrays/objects nest deeper than `limit` (brackets inside strings do not count)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+async def send_json(send, status: int, body: dict, headers: list | None = None) -> None:
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class GuardMiddleware:
+    """Host, bearer token, body size, body-read timeout and JSON depth, before any route reads a byte of JSON.
+
+    The body is read here up to the limit and replayed to the app; after it, `receive` is the
+    server's own, so a route still sees the client disconnect."""
+
+    def __init__(self, app, token: str, max_body_bytes: int, body_timeout_s: float = 10.0,
+                 allow_unauthenticated: bool = False):
+        self.app, self.token, self.max_body_bytes = app, token.encode(), max_body_bytes
+        self.body_timeout_s, self.allow_unauthenticated = body_timeout_s, allow_unauthenticated
+
+    def _host_allowed(self, headers: dict) -> bool:
+        if self.token:
+            return True  # a token is what a rebound page cannot know
+        name = host_name(headers.get(b"host", b""))
+        # Someone who chose --allow-unauthenticated on a non-loopback address talks to it by IP; a name is
+        # still refused, since only a name can be rebound.
+        return is_loopback_host(name) or (self.allow_unauthenticated and is_ip_literal(name))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers, path = dict(scope["headers"]), scope["path"]
+        if not self._host_allowed(headers):
+            message = ("this server has no token and answers only to loopback Host names (localhost, 127.0.0.1, "
+                       "[::1]); set --token to serve other names")
+            return await send_json(send, 403, error_body(message, "forbidden_host", path))
+        if self.token and path not in UNAUTHENTICATED_PATHS:
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, b"Bearer " + self.token):
+                message = "missing or wrong bearer token (Authorization: Bearer …)"
+                return await send_json(send, 401, error_body(message, "authentication", path),
+                                       [(b"www-authenticate", b"Bearer")])
+        too_big = error_body(f"the request body is larger than {self.max_body_bytes} bytes", "payload_too_large", path)
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            return await send_json(send, 413, too_big)
+        chunks, size = [], 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except asyncio.TimeoutError:
+                slow = f"the request body did not arrive within {self.body_timeout_s:g} s ([serve].body_timeout_s)"
+                return await send_json(send, 408, error_body(slow, "timeout", path), [(b"connection", b"close")])
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                return await send_json(send, 413, too_big)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if json_depth_exceeds(body):
+            message = f"the JSON body nests arrays/objects more than {MAX_JSON_DEPTH} levels deep"
+            return await send_json(send, 422, error_body(message, "validation", path))
+        replay = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replayed_receive():
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed_receive, send)

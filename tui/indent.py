@@ -1,0 +1,31 @@
+"""Indentation while typing code (UI-free): what Enter inserts, and how far a closing brace dedents."""
+
+from __future__ import annotations
+
+OPENERS = {"python": (":",), "java": ("{",)}  # a line ending in one of these opens a block
+ANY_OPENERS = (":", "{", "(", "[")  # for other text: brackets left open
+
+
+def leading_whitespace(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def newline_text(line_before_cursor: str, language: str | None, indent_width: int = 4) -> str:
+    """Enter: a newline, the line's own indentation, and one level more after a block opener."""
+    indent = leading_whitespace(line_before_cursor)
+    code = line_before_cursor.rstrip()
+    if language == "python" and "#" in code and "'" not in code and '"' not in code:
+        code = code.split("#", 1)[0].rstrip()  # `x = 1  # note:` opens nothing
+    openers = OPENERS.get(language or "", ANY_OPENERS)
+    if code and code.endswith(openers):
+        indent += "\t" if indent.startswith("\t") else " " * indent_width
+    return "\n" + indent
+
+
+def closing_dedent(line_before_cursor: str, indent_width: int = 4) -> int:
+    """Characters to remove before a `}` typed on a line that holds only indentation: back to the previous stop."""
+    if not line_before_cursor or line_before_cursor.strip():
+        return 0
+    if line_before_cursor.endswith("\t"):
+        return 1
+    return (len(line_before_cursor) - 1) % indent_width + 1
