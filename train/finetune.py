@@ -299,7 +299,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     {"interrupted": True, "checkpoint": ...})."""
     from greencode.exits import lite_weights
     from greencode.models import load_model
-    from greencode.info import resolve_exit_points
+    from greencode.exits import resolve_exit_points
 
     from train.lite_schedule import ProgressLine, step_size
     from train.teacher import load_teacher
