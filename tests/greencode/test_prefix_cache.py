@@ -84,8 +84,8 @@ def test_a_long_prompts_window_moves_in_steps_so_typing_still_reuses_it(tiny_lla
     assert window_cut(100, 200) == 0 and window_cut(201, 200) == 50 and window_cut(250, 200) == 50
     assert window_cut(251, 200) == 100 and window_cut(10_000, 512) % 64 == 0 and 10_000 - window_cut(10_000, 512) <= 512
     long_file = FILE * 4  # well past the 60-token window below
-    cached = EarlyExitEngine(tiny_llama, "full", max_context_tokens=60, prefix_cache=PrefixCache(4))
-    plain = EarlyExitEngine(tiny_llama, "full", max_context_tokens=60)
+    cached = EarlyExitEngine(tiny_llama, max_context_tokens=60, prefix_cache=PrefixCache(4))
+    plain = EarlyExitEngine(tiny_llama, max_context_tokens=60)
     cached.prefill(long_file + "fo")
     typed = cached.prefill(long_file + "for x")
     assert typed.dropped % 15 == 0 and len(typed.ids) <= 60 and typed.reused >= len(typed.ids) - 4
