@@ -3,6 +3,7 @@ live joules and a threshold knob. The engine runs in thread workers; tokens come
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from dataclasses import dataclass, field
@@ -25,9 +26,9 @@ from tui.messages import (CompareSideFinished, CompareTokenGenerated, Completion
                           GhostAccepted, GhostDismissed, ModelLoaded, ModelLoadFailed, ThresholdRequested,
                           TokenGenerated)
 from tui.panel import CompletionView, SidePanel, snap
-from tui.screens import CompareScreen, ConfirmQuitScreen, HelpScreen
+from tui.screens import CompareScreen, ConfirmQuitScreen, FileChangedScreen, HelpScreen
 from tui.settings import POLICY_CYCLE, THRESHOLD_POLICIES, THRESHOLD_STEP, TuiSettings, policy_string
-from greencode.source import SourceFile, save_text
+from greencode.source import FileChangedOnDisk, SourceFile, open_source, save_text
 from tui.stats import CompletionStats, SessionStats
 
 
@@ -463,9 +464,13 @@ class GreencodeApp(LensActions, App[None]):
 
     # -- files -----------------------------------------------------------------------------------
 
-    def action_save(self) -> bool:
+    def action_save(self, overwrite_changes: bool = False) -> bool:
         try:
-            self.source = save_text(self.source, self.editor.text)
+            self.source = save_text(self.source, self.editor.text, overwrite_changes)
+        except FileChangedOnDisk as exc:  # another program wrote the file: ask before anything is lost
+            if not isinstance(self.screen, FileChangedScreen):
+                self.push_screen(FileChangedScreen(str(exc)), self._resolve_file_change)
+            return False
         except GreencodeError as exc:
             self.notify(str(exc), title="not saved", severity="error", timeout=12)
             return False
@@ -473,6 +478,24 @@ class GreencodeApp(LensActions, App[None]):
         self._update_title()
         self.notify(f"saved {self.source.path}", timeout=3)
         return True
+
+    def _resolve_file_change(self, choice: str | None) -> None:
+        if choice == "overwrite":
+            self.action_save(overwrite_changes=True)
+        elif choice == "reload":
+            try:
+                fresh = open_source(self.source.path)
+            except GreencodeError as exc:
+                self.notify(str(exc), title="not reloaded", severity="error", timeout=12)
+                return
+            self.source = dataclasses.replace(fresh, shown=self.source.shown)
+            with self.editor.prevent(TextArea.Changed):
+                self.editor.load_text(fresh.text)
+            self.dirty = False
+            self._update_title()
+            self.notify(f"reloaded {self.source.path} from disk", timeout=3)
+        else:
+            self.notify("not saved: the file on disk was left as the other program wrote it", timeout=6)
 
     async def action_quit(self) -> None:
         if not self.dirty:
