@@ -183,7 +183,8 @@ class EarlyExitEngine:
     Built from a config by greencode.runtime.engine_from_config."""
 
     def __init__(self, loaded, meter: EnergyMeter | None = None, exit_points: list[int] | None = None,
-                 max_context_tokens: int = 512, agent_path: str | None = None, prefix_cache=None, token_healing: bool = False,
+                 max_context_tokens: int = 512, agent_path: str | None = None, prefix_cache=None,
+                 token_healing: bool = False,
                  shortlist: int = -1):
         from greencode.exits import exit_points as paper_exit_points
         from greencode.exits import validate_exit_points

@@ -33,7 +33,7 @@ def test_reuse_gives_the_fresh_prefill_tokens_and_exit_layers(tiny_model, policy
 def test_early_exit_decoding_never_writes_into_a_cached_prefix(tiny_llama):
     cache = PrefixCache(4)
     engine = EarlyExitEngine(tiny_llama, prefix_cache=cache)
-    engine.complete(TYPED[0], "fixed:4", max_new_tokens=8)  # exits at 4: state propagation fills layers 5..L of its cache
+    engine.complete(TYPED[0], "fixed:4", max_new_tokens=8)  # exits at 4: propagation fills layers 5..L of its cache
     (entry,) = cache._entries.values()
     reference = EarlyExitEngine(tiny_llama).prefill(TYPED[0]).cache
     assert entry.layers[0][0].shape[-2] == len(entry.ids)  # no decoded token was appended to the entry
