@@ -218,6 +218,11 @@ def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, sp
         "created": time.strftime("%Y-%m-%d"),
         "eval": {},
     }
+    if Path(spec).expanduser().is_dir():  # built on a fine-tuned model (--from DIR): the manifest records its LITE run
+        from train.lite_report import lite_record
+
+        manifest["lite"] = lite_record(spec, loaded.info)
+        manifest["recipe"]["command"] = f"greencode train default --from {spec}"
     atomic_write_text(output / MANIFEST, json.dumps(manifest, indent=2))
     return manifest
 
