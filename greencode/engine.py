@@ -25,6 +25,7 @@ from greencode.events import CompletionSummary, TokenEvent, layers_skipped_frac
 from greencode.healing import HealingConstraint, heal_prompt, vocab_texts
 from greencode.oracle import Oracle, first_agreeing_exit
 from greencode.policies import ExitPolicy, Full, parse_policy
+from greencode.prefix_cache import window_cut
 from greencode.shortlist import ShortlistHead, describe_exit_head
 
 
@@ -163,7 +164,7 @@ def resolve_shortlist(loaded, size: int) -> torch.Tensor | None:
     """The exit-head token ids for [exits].shortlist = `size`: -1 the model's own shortlist (none: the whole
     vocabulary), 0 the whole vocabulary, K the first (most frequent) K of the model's shortlist."""
     shipped = loaded.info.get("shortlist")  # a tensor of ids, read from the model's files by load_model
-    if size == -1 or size == 0:
+    if size <= 0:
         return shipped if size == -1 else None
     if shipped is None:
         raise GreencodeError(f"[exits].shortlist = {size}, but {loaded.name} ships no shortlist; "
@@ -179,7 +180,8 @@ class EarlyExitEngine:
     Built from a config by greencode.runtime.engine_from_config."""
 
     def __init__(self, loaded, meter: EnergyMeter | None = None, exit_points: list[int] | None = None,
-                 max_context_tokens: int = 512, agent_path: str | None = None, prefix_cache=None, token_healing: bool = False,
+                 max_context_tokens: int = 512, agent_path: str | None = None, prefix_cache=None,
+                 token_healing: bool = False,
                  shortlist: int = -1):
         from greencode.exits import exit_points as paper_exit_points
         from greencode.exits import validate_exit_points
@@ -268,7 +270,9 @@ class EarlyExitEngine:
         if not ids:
             raise GreencodeError("the prompt is empty: give some code before the cursor")
         limit = self._context_limit(max_new_tokens)
-        return ids[-limit:], max(0, len(ids) - limit)
+        # With a prefix cache the window's start moves in steps, so it stays put while the user types.
+        dropped = window_cut(len(ids), limit) if self.prefix_cache is not None else max(0, len(ids) - limit)
+        return ids[dropped:], dropped
 
     def heal(self, ids: list[int]):
         """Token healing of a prompt's ids (greencode/healing.py); the vocabulary is decoded on first use."""
