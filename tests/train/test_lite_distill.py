@@ -207,7 +207,7 @@ def test_labels_ignore_the_teacher_settings(tmp_path):
 
 
 
-def test_the_exit_shortlist_is_the_models_own_or_the_shipped_one_for_its_tokenizer(tmp_path):
+def test_the_exit_shortlist_is_the_models_own_or_the_shipped_one_for_its_tokenizer(tmp_path, monkeypatch):
     import dataclasses
 
     from train.finetune import exit_shortlist
@@ -218,6 +218,9 @@ def test_the_exit_shortlist_is_the_models_own_or_the_shipped_one_for_its_tokeniz
     assert exit_shortlist(config, own).tolist() == [7, 3, 11, 5]
     assert exit_shortlist(replace(config, exits={"shortlist": 2}), own).tolist() == [7, 3]
     assert exit_shortlist(replace(config, exits={"shortlist": 0}), own) is None
+    import greencode.models
+
+    monkeypatch.setattr(greencode.models, "shipped_adaptation", lambda: {})  # no shipped default to fall back on
     with pytest.raises(GreencodeError, match="ships no shortlist"):
         exit_shortlist(replace(config, exits={"shortlist": 8}), dataclasses.replace(loaded, info={"shortlist": None}))
 
