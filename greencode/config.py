@@ -63,9 +63,13 @@ class DataConfig:
 @dataclass(frozen=True)
 class FinetuneConfig:
     output: str = _opt("runs/lite")
+    targets: str = _opt("distill", choices=("distill", "labels"))  # distill: KL to the frozen teacher; labels: eq. 1
+    keep_final: float = _opt(1.0, lo=0.0)  # distill: extra weight on the final layer's KL to the teacher
+    teacher: str = _opt("")  # distill: "" = the model being fine-tuned, frozen as it starts; else a spec
+    teacher_cache: str = _opt("")  # distill: "" = teacher runs per batch; DIR = its final states cached there
     learning_rate: float = _opt(1e-5, lo=0.0, hi=1.0)
-    batch_size: int = _opt(4, lo=1)
-    grad_accum: int = _opt(32, lo=1)
+    batch_size: int = _opt(0, lo=0)  # 0 = auto: 4 on a GPU (paper), 2 on a CPU
+    grad_accum: int = _opt(0, lo=0)  # 0 = auto: 32 on a GPU (paper), 4 on a CPU
     epochs: float = _opt(1.0, lo=0.0)
     max_steps: int = _opt(-1, lo=-1)  # -1 = run the epochs
     seq_len: int = _opt(256, lo=8)

@@ -457,9 +457,9 @@ class EarlyExitEngine:
                 position += 1
                 measured = self.meter.end_window("token")
         finally:
-            completion.summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
-                                               time.perf_counter() - started + prefill_seconds, stop, stop_reason,
-                                               stop_rule)
+            summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
+                                    time.perf_counter() - started + prefill_seconds, stop, stop_reason, stop_rule)
+            completion.summary = replace(summary, reused_prompt_tokens=prefilled.reused)
 
     def _exit_top1(self, states: dict) -> list[int]:
         """The token decoding would emit at each exit point (the exit head's top-1, as a token id)."""

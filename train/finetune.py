@@ -1,5 +1,9 @@
 """LITE fine-tuning (paper III-D): teach the intermediate layers to speak through the one LM head.
 
+Targets ([finetune].targets): "distill" (default) trains every exit on the frozen teacher's final-layer
+distribution (KL; train/teacher.py), with a term keeping the model's own final layer on it; "labels" is
+eq. 1 as the paper writes it (next-token cross-entropy at every exit and the final layer).
+
 `run_finetune(config, ...)` loads [model].spec, packs the train split of [data].corpus into
 [finetune].seq_len chunks, measures exit agreement on the validation split, trains with `LiteTrainer`
 (the HF Trainer, so `accelerate launch` / `torchrun` run it unchanged with DDP), measures again and
@@ -12,6 +16,7 @@ last) and OUTPUT/run.json what was measured before training, so a resumed run re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,7 +31,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
-from train.lite_loss import lite_loss, measure_exits, sample_positions
+from train.lite_loss import distill_loss, lite_loss, measure_languages, sample_positions
 from train.run_lock import is_housekeeping, output_lock
 
 GREENCODE_JSON = "greencode.json"
@@ -34,7 +39,7 @@ RUN_JSON = "run.json"  # measured before training; read back on --resume
 CHECKPOINTS = "checkpoints"
 LORA_ADAPTER = "lora-adapter"
 # What must match between a run and the one it resumes.
-RESUME_KEYS = ("base_model", "exit_points", "weights", "lora", "seq_len")
+RESUME_KEYS = ("base_model", "exit_points", "weights", "lora", "seq_len", "targets", "keep_final", "teacher")
 
 
 @dataclass
@@ -43,17 +48,22 @@ class LiteArguments:
 
     weights: dict[int, float]  # {exit layer: w} over the exit points and the final layer
     exit_position_fraction: float = 1.0  # share of positions whose exit losses count
+    targets: str = "labels"  # labels (eq. 1) | distill (KL to the teacher's final layer)
+    keep_final: float = 0.0  # distill: extra weight on the final layer's KL to the teacher
+    shortlist: torch.Tensor | None = None  # distill: token ids the exits decode over; None = all
 
 
 class LiteTrainer(Trainer):
-    """Trainer whose loss is eq. 1: the weighted mean of the CEs at every exit point and the final layer."""
+    """Trainer whose loss is eq. 1 (the weighted mean of the CEs at every exit point and the final layer)
+    or, with targets = distill, the same weighted mean of KLs to the teacher plus keep_final x KL_L."""
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: the Trainer divides by GA
 
-    def __init__(self, *args, adapter, lite: LiteArguments, **kwargs):
+    def __init__(self, *args, adapter, lite: LiteArguments, teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.adapter = adapter
         self.lite = lite
+        self.teacher = teacher
         self._exit_loss_sums: dict[int, float] = {}
         self._exit_loss_batches = 0
 
@@ -62,11 +72,19 @@ class LiteTrainer(Trainer):
         labels = inputs.get("labels", input_ids)
         outputs = model(input_ids=input_ids, attention_mask=inputs.get("attention_mask"),
                         output_hidden_states=True)
-        # On CPU the head dominates: exit losses may use a random share of the positions.
-        positions = (sample_positions(input_ids.shape[1] - 1, self.lite.exit_position_fraction,
+        distill = self.lite.targets == "distill"
+        # On CPU the head dominates: exit losses may use a random share of the positions (distillation
+        # has a target at every position, labels at all but the last).
+        positions = (sample_positions(input_ids.shape[1] - (0 if distill else 1), self.lite.exit_position_fraction,
                                       device=input_ids.device) if model.training else None)
-        loss, per_layer = lite_loss(self.adapter, outputs.hidden_states, outputs.logits, labels,
-                                    self.lite.weights, positions)
+        if distill:
+            teacher_logits = self.teacher.logits(input_ids, inputs.get("chunk"))  # no grad
+            shortlist = None if self.lite.shortlist is None else self.lite.shortlist.to(input_ids.device)
+            loss, per_layer = distill_loss(self.adapter, outputs.hidden_states, outputs.logits, teacher_logits,
+                                           self.lite.weights, self.lite.keep_final, positions, shortlist)
+        else:
+            loss, per_layer = lite_loss(self.adapter, outputs.hidden_states, outputs.logits, labels,
+                                        self.lite.weights, positions)
         if model.training:
             for layer, value in per_layer.items():
                 self._exit_loss_sums[layer] = self._exit_loss_sums.get(layer, 0.0) + value.item()
@@ -220,29 +238,86 @@ def _lora_wrap(model, rank: int, alpha: int):
     return get_peft_model(model, config)
 
 
-def prepare_data(config, tokenizer):
-    """(train chunks Dataset, validation chunks tensor (N, T)) from [data] and [finetune]."""
-    from greencode.data import load_files, pack, split_files, to_dataset
+def _corpus_splits(data_config):
+    """(train files, validation files, skipped count); the embedded stdlib corpus also takes a JDK's
+    src.zip where one is installed, as `greencode train default` does, so Java is learned and measured."""
+    from greencode.data import load_files, split_files
+    from train.calibration import jdk_src_zips
+
+    files = load_files(data_config)
+    train_files, validation_files, _ = split_files(files, data_config)
+    java = jdk_src_zips()[0] if data_config.corpus == "stdlib" and data_config.language == "auto" else None
+    if java is not None:
+        java_config = dataclasses.replace(data_config, corpus=str(java), language="java")
+        java_train, java_validation, _ = split_files(load_files(java_config), java_config)
+        train_files, validation_files = train_files + java_train, validation_files + java_validation
+    return train_files, validation_files, files.skipped_count
+
+
+def prepare_data(config, tokenizer, chunks_per_step: int = 1):
+    """(train chunks Dataset, {language: validation chunks (N, T)}, skipped count) from [data] and [finetune]."""
+    from greencode.data import pack, to_dataset
 
     seq_len = config.finetune.seq_len
-    files = load_files(config.data)
-    train_files, validation_files, _ = split_files(files, config.data)
+    train_files, validation_files, skipped = _corpus_splits(config.data)
     if not train_files or not validation_files:
         raise GreencodeError(f"data.corpus: {config.data.corpus} gives {len(train_files)} train and "
                              f"{len(validation_files)} validation files; both need at least one "
                              "(use a larger corpus or change data.validation_fraction)")
     train = pack(to_dataset(train_files), tokenizer, seq_len)
-    validation = pack(to_dataset(validation_files), tokenizer, seq_len)
-    if len(train) == 0 or len(validation) == 0:
+    languages = sorted({file.language for file in validation_files})
+    validation = {}
+    for language in languages:  # held-out tokens of each language, measured apart
+        packed = pack(to_dataset([f for f in validation_files if f.language == language]), tokenizer, seq_len)
+        wanted = min(len(packed), math.ceil(config.finetune.validation_tokens / len(languages) / seq_len))
+        if wanted:
+            validation[language] = torch.tensor(packed.select(range(wanted))["input_ids"], dtype=torch.long)
+    if len(train) == 0 or not validation:
         raise GreencodeError(f"data.corpus: {config.data.corpus} has fewer than finetune.seq_len = {seq_len} "
                              "tokens in its train or validation split; lower seq_len or add files")
-    wanted = min(len(validation), math.ceil(config.finetune.validation_tokens / seq_len))
-    chunks = torch.tensor(validation.select(range(wanted))["input_ids"], dtype=torch.long)
-    return train, chunks, files.skipped_count
+    if len(train) < chunks_per_step:
+        raise GreencodeError(f"data.corpus: {config.data.corpus} gives {len(train)} train chunks of {seq_len} tokens; "
+                             f"one optimiser step needs {chunks_per_step} (batch_size x grad_accum x processes); "
+                             "add files or lower finetune.batch_size, grad_accum or seq_len")
+    return train, validation, skipped
 
 
 def _collate(rows: list[dict]) -> dict:
-    return {"input_ids": torch.tensor([row["input_ids"] for row in rows], dtype=torch.long)}
+    batch = {"input_ids": torch.tensor([row["input_ids"] for row in rows], dtype=torch.long)}
+    if "chunk" in rows[0]:  # which cached teacher states belong to these rows
+        batch["chunk"] = torch.tensor([row["chunk"] for row in rows], dtype=torch.long)
+    return batch
+
+
+def _attach_teacher_cache(teacher, train, directory: str, chunks_per_step: int, max_steps: int, seed: int, echo):
+    """Keep the chunks this run reads (a seeded choice when max_steps bounds it), number them, and give
+    the teacher their cached final states; returns the numbered dataset."""
+    from train.teacher import open_or_build_cache
+
+    if max_steps > 0 and max_steps * chunks_per_step < len(train):
+        train = train.shuffle(seed=seed).select(range(max_steps * chunks_per_step))
+    train = train.add_column("chunk", list(range(len(train))))
+    chunks = torch.tensor(train["input_ids"], dtype=torch.long)
+    teacher.cache = open_or_build_cache(directory, teacher, chunks, echo=echo)
+    return train
+
+
+def _shortlist(loaded) -> torch.Tensor | None:
+    """The token ids the model's exits decode over, when it has a shortlist."""
+    ids = loaded.info.get("shortlist")
+    return None if not ids else torch.tensor(ids, dtype=torch.long)
+
+
+def _measured(prefix: str, measured: dict) -> dict:
+    """greencode.json's view of measure_languages: overall and per language."""
+    out = {f"agreement_{prefix}": _layer_keys(measured["agreement"]),
+           f"validation_loss{'_before' if prefix == 'before' else ''}": _layer_keys(measured["loss"]),
+           f"final_agreement_{prefix}": round(measured["final_agreement"], 4),
+           f"by_language_{prefix}": {language: {"tokens": m["tokens"], "agreement": _layer_keys(m["agreement"]),
+                                                "final_agreement": round(m["final_agreement"], 4),
+                                                "validation_loss": _layer_keys(m["loss"])}
+                                     for language, m in measured["by_language"].items()}}
+    return out
 
 
 def _save_final(model, tokenizer, output: Path, info: dict, staging: Path) -> None:
@@ -275,20 +350,34 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
     from greencode.models import load_model
     from greencode.info import resolve_exit_points
 
+    from train.lite_schedule import ProgressLine, step_size
+    from train.teacher import load_teacher
+
     ft = config.finetune
+    use_cuda = torch.cuda.is_available() and config.model.device != "cpu"
+    size = step_size(ft, use_cuda, max_steps)
     if _is_main_process():
         check_output(output, resume, overwrite)
         if resume:
-            check_steps_left(output, ft.max_steps if max_steps is None else max_steps)
+            check_steps_left(output, size.max_steps)
+    for note in size.notes:
+        echo(note)
     loaded = load_model(config.model.spec, "float32", "cpu", config.model.cache_dir)  # the Trainer places it
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
     weights = lite_weights(loaded.num_layers, ft.weights, points)
-    train_data, validation_chunks, skipped = prepare_data(config, loaded.tokenizer)
-    echo(f"data: {config.data.corpus}: {len(train_data)} train chunks of {ft.seq_len} tokens, "
-         f"{validation_chunks.numel()} validation tokens, {skipped} files skipped as not UTF-8")
+    distill = ft.targets == "distill"
+    teacher = load_teacher(config, loaded) if distill else None  # before any LoRA wrap changes the model
+    chunks_per_step = size.batch_size * size.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+    train_data, validation, skipped = prepare_data(config, loaded.tokenizer, chunks_per_step)
+    echo(f"data: {config.data.corpus}: {len(train_data)} train chunks of {ft.seq_len} tokens, validation tokens "
+         f"{', '.join(f'{lang} {chunks.numel()}' for lang, chunks in validation.items())}, "
+         f"{skipped} files skipped as not UTF-8")
+    shortlist = _shortlist(loaded) if distill else None
     run = {"base_model": loaded.info.get("base_model", loaded.spec), "exit_points": points,
            "weights": _layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
-           "seq_len": ft.seq_len}
+           "seq_len": ft.seq_len, "targets": ft.targets, "keep_final": ft.keep_final if distill else None,
+           "teacher": teacher.name if distill else None,
+           "shortlist": None if shortlist is None else len(shortlist)}
     if resume:
         before = json.loads((output / RUN_JSON).read_text())
         changed = [k for k in RESUME_KEYS if before.get(k) != json.loads(json.dumps(run[k]))]
@@ -301,25 +390,32 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
     if ft.lora:
         model = _lora_wrap(model, ft.lora_rank, ft.lora_alpha)
     model.train()
-    use_cuda = torch.cuda.is_available() and config.model.device != "cpu"
+    if distill and ft.teacher_cache:
+        train_data = _attach_teacher_cache(teacher, train_data, ft.teacher_cache, chunks_per_step, size.max_steps,
+                                           ft.seed, echo)
     args = TrainingArguments(
-        output_dir=str(output / CHECKPOINTS), per_device_train_batch_size=ft.batch_size,
-        gradient_accumulation_steps=ft.grad_accum, learning_rate=ft.learning_rate, num_train_epochs=ft.epochs,
-        max_steps=ft.max_steps if max_steps is None else max_steps, logging_steps=ft.logging_steps,
+        output_dir=str(output / CHECKPOINTS), per_device_train_batch_size=size.batch_size,
+        gradient_accumulation_steps=size.grad_accum, learning_rate=ft.learning_rate, num_train_epochs=ft.epochs,
+        max_steps=size.max_steps, logging_steps=ft.logging_steps,
         save_strategy="steps", save_steps=ft.save_steps, save_total_limit=1, bf16=bf16_enabled(ft.bf16),
         seed=ft.seed, report_to="none", remove_unused_columns=False, use_cpu=not use_cuda,
         dataloader_num_workers=0, disable_tqdm=False,
         ddp_find_unused_parameters=False)  # every parameter takes part in eq. 1
     interrupt = CheckpointOnInterrupt()
+    progress = ProgressLine(size.batch_size * ft.seq_len * args.world_size, echo=echo)
     trainer = LiteTrainer(model=model, args=args, train_dataset=train_data, data_collator=_collate,
-                          processing_class=loaded.tokenizer, callbacks=[interrupt, StepsFromArguments(), *callbacks],
-                          adapter=loaded.adapter,
-                          lite=LiteArguments(weights=weights, exit_position_fraction=ft.exit_position_fraction))
+                          processing_class=loaded.tokenizer, callbacks=[interrupt, progress, StepsFromArguments(), *callbacks],
+                          adapter=loaded.adapter, teacher=teacher,
+                          lite=LiteArguments(weights=weights, exit_position_fraction=ft.exit_position_fraction,
+                                             targets=ft.targets, keep_final=ft.keep_final, shortlist=shortlist))
+    # Agreement is with the teacher's final layer when distilling (before training, with a teacher of
+    # its own start, that is the model's own final layer).
+    reference = teacher.logits if distill else None
     if not resume and _is_main_process():
-        echo("measuring exit agreement before training ...")
-        measured = measure_exits(trainer.model, loaded.adapter, validation_chunks, points)
-        before = {**run, "agreement_before": _layer_keys(measured["agreement"]),
-                  "validation_loss_before": _layer_keys(measured["loss"])}
+        echo(f"measuring exit agreement before training ({sum(c.numel() for c in validation.values())} tokens) ...")
+        measured = measure_languages(trainer.model, loaded.adapter, validation, points,
+                                     reference if ft.teacher else None, shortlist)
+        before = {**run, **_measured("before", measured)}
         output.mkdir(parents=True, exist_ok=True)
         _write_json(output / RUN_JSON, before)
 
@@ -327,7 +423,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
     trainer.add_callback(clock)
     trainer.train(resume_from_checkpoint=True if resume else None)
     state = trainer.state
-    tokens_per_step = ft.batch_size * ft.grad_accum * ft.seq_len * args.world_size
+    tokens_per_step = size.batch_size * size.grad_accum * ft.seq_len * args.world_size
     if interrupt.requested:
         return {"interrupted": True, "steps": state.global_step, "checkpoint": str(_last_checkpoint(output))}
     if not trainer.is_world_process_zero():
@@ -340,11 +436,12 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
         final.save_pretrained(staging / LORA_ADAPTER)  # the un-merged adapter, before merging changes it
         final = final.merge_and_unload()
     echo("measuring exit agreement after training ...")
-    measured = measure_exits(final, loaded.adapter, validation_chunks, points)
+    measured = measure_languages(final, loaded.adapter, validation, points, reference, shortlist)
     info = {**before, "steps": state.global_step, "tokens_trained": state.global_step * tokens_per_step,
-            "agreement_after": _layer_keys(measured["agreement"]), "validation_loss": _layer_keys(measured["loss"]),
+            **_measured("after", measured), "agreement_reference": "teacher final layer" if distill else "own final layer",
             "throughput_tokens_per_s": round(clock.steps * tokens_per_step / max(clock.seconds, 1e-9), 2),
-            "corpus": config.data.corpus, "validation_tokens": int(validation_chunks.numel()),
+            "corpus": config.data.corpus, "validation_tokens": measured["tokens"],
+            "batch_size": size.batch_size, "grad_accum": size.grad_accum,
             "learning_rate": ft.learning_rate, "exit_position_fraction": ft.exit_position_fraction,
             "bf16": args.bf16, "world_size": args.world_size, "train_seconds": round(clock.seconds, 1)}
     _save_final(final, loaded.tokenizer, output, info, staging)

@@ -1,4 +1,5 @@
-"""`greencode serve`: the editor endpoint (llm-vscode / llm-ls, TGI and HF Inference API routes)."""
+"""`greencode serve`: the editor endpoint (llm-vscode / llm-ls, TGI and HF Inference API routes; OpenAI and
+Ollama routes for Continue, Twinny and llm-ls's openai/ollama backends)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def command(ctx: typer.Context,
                 None, "--allow-unauthenticated", help="Serve a non-loopback --host without --token (default "
                 "[serve].allow_unauthenticated; anyone who can reach the address may use the model)."),
             ) -> None:
-    """Serve completions over HTTP for llm-vscode (TGI backend: POST /generate, /generate_stream)."""
+    """Serve completions over HTTP: TGI (POST /generate, /generate_stream) for llm-vscode, OpenAI (POST
+    /v1/completions) and Ollama (POST /api/generate) for Continue, Twinny and llm-ls; fill-in-the-middle on all."""
     from greencode.cli import load_context_config
     from greencode.errors import GreencodeError
 
@@ -78,5 +80,6 @@ def command(ctx: typer.Context,
     serve = config.serve
     typer.echo(f"greencode serve: {engine.loaded.name}, {engine.num_layers} layers, exits {engine.exit_points}, "
                f"policy {engine.policy.name}, energy {engine.meter.source}, "
-               f"auth {'on' if serve.token else 'off'} -> http://{serve.host}:{serve.port}/generate", err=True)
+               f"auth {'on' if serve.token else 'off'} -> http://{serve.host}:{serve.port}/generate, /v1/completions, "
+               f"/api/generate", err=True)
     run_server(app, sock, log_level=log_level)

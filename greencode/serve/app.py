@@ -92,8 +92,10 @@ def _fim_plan(state: ServerState, request: GenerateRequest):
 
 def _job_for(state: ServerState, request: GenerateRequest) -> GenerationJob:
     serve, defaults = state.config.serve, state.config.engine
-    if len(request.inputs) > serve.max_input_chars:
-        raise ServeError(413, f"inputs has {len(request.inputs)} characters; the limit is {serve.max_input_chars}",
+    chars = len(request.inputs) + len(request.suffix or "")
+    if chars > serve.max_input_chars:
+        what = "inputs" if request.suffix is None else "the prompt and suffix together"
+        raise ServeError(413, f"{what} has {chars} characters; the limit is {serve.max_input_chars}",
                          "payload_too_large")
     params = request.parameters
     temperature = defaults.temperature if params.temperature is None else params.temperature
@@ -181,6 +183,7 @@ def _details(state: ServerState, job: GenerationJob, summary, events: list, para
         "policy": job.policy.name,  # the first token comes from the prefill, at full depth
         "prompt_tokens": summary.prompt_tokens,
         "dropped_prompt_tokens": summary.dropped_prompt_tokens,
+        "reused_prompt_tokens": summary.reused_prompt_tokens,  # their prefill came from the prefix cache
         "prefill_seconds": summary.prefill_seconds,
         "seconds": summary.seconds,
         "ignored_parameters": params.ignored,

@@ -211,3 +211,9 @@ def test_a_model_with_fim_tokens_gets_its_own_fim_prompt(tmp_path, tiny):
                                                             stop_rule=SuffixStop(BEFORE, AFTER))
         assert answer.choices[0].text == expected.text
         assert answer.usage.prompt_tokens == len(fim_ids)
+
+
+def test_the_suffix_counts_toward_the_input_limit(oai):
+    with pytest.raises(openai.APIStatusError) as raised:
+        oai.completions.create(model="g", prompt="x" * 60_000, suffix="y" * 50_000, max_tokens=1)
+    assert raised.value.status_code == 413 and "prompt and suffix together has 110000" in raised.value.body["message"]
