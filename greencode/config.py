@@ -246,6 +246,23 @@ def _build(cls: type, values: dict, where: str, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _check_policies(config: Config, where: str) -> None:
+    """Policy strings follow the one grammar and threshold rule (greencode.policies); layers and agent
+    files are checked against the model when it is loaded."""
+    from greencode.policies import split_policy
+
+    named = {"engine.policy": [config.engine.policy], "tui.policy": [config.tui.policy] if config.tui.policy else [],
+             "eval.policies": list(config.eval.policies)}
+    for key, texts in named.items():
+        for text in texts:
+            if not isinstance(text, str):
+                raise GreencodeError(f"{where}: '{key}' must hold policy strings, got {text!r}")
+            try:
+                split_policy(text)
+            except GreencodeError as exc:
+                raise GreencodeError(f"{where}: '{key}': {exc}") from None
+
+
 def _check_reward(reward: RewardConfig, where: str) -> None:
     if reward.alpha > reward.beta:
         raise GreencodeError(
@@ -333,6 +350,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         where = f"{where} + command line" if file is not None else "command line"
     config = _build(Config, values, where, "")
     _check_reward(config.agent.reward, where)
+    _check_policies(config, where)
     return dataclasses.replace(config, origin=where)
 
 

@@ -32,6 +32,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
 from train.lite_loss import distill_loss, lite_loss, measure_languages, sample_positions
+from train.lite_report import layer_keys, measured_keys
 from train.run_lock import is_housekeeping, output_lock
 
 GREENCODE_JSON = "greencode.json"
@@ -216,10 +217,6 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def _layer_keys(values: dict) -> dict[str, float]:
-    return {str(layer): round(float(v), 4) for layer, v in values.items()}
-
-
 def bf16_enabled(setting: str) -> bool:
     """auto: where the accelerator has it (CUDA with bf16). On CPU autocast is opt-in ("on")."""
     if setting == "on":
@@ -289,35 +286,27 @@ def _collate(rows: list[dict]) -> dict:
     return batch
 
 
-def _attach_teacher_cache(teacher, train, directory: str, chunks_per_step: int, max_steps: int, seed: int, echo):
-    """Keep the chunks this run reads (a seeded choice when max_steps bounds it), number them, and give
-    the teacher their cached final states; returns the numbered dataset."""
-    from train.teacher import open_or_build_cache
+def exit_shortlist(config, loaded) -> torch.Tensor | None:
+    """The token ids the exits decode over in the distillation loss and in agreement, as the engine will:
+    [exits].shortlist of the model's own shortlist. A model without one (default-base) takes the shipped
+    default's when it has the same tokenizer (a shortlist belongs to a tokenizer and a corpus, not weights)."""
+    from greencode.engine import resolve_shortlist
+    from greencode.models import ASSETS, shipped_adaptation
+    from greencode.shortlist import load_shortlist
 
-    if max_steps > 0 and max_steps * chunks_per_step < len(train):
-        train = train.shuffle(seed=seed).select(range(max_steps * chunks_per_step))
-    train = train.add_column("chunk", list(range(len(train))))
-    chunks = torch.tensor(train["input_ids"], dtype=torch.long)
-    teacher.cache = open_or_build_cache(directory, teacher, chunks, echo=echo)
-    return train
+    own = loaded.info.get("shortlist")
+    if own is None and config.exits.shortlist != 0:
+        manifest = shipped_adaptation()
+        if manifest.get("shortlist"):
+            try:
+                own = load_shortlist(ASSETS / manifest["shortlist"], loaded.tokenizer)
+            except GreencodeError:  # another tokenizer: exits decode over the whole vocabulary
+                own = None
+    return resolve_shortlist(dataclasses.replace(loaded, info={**loaded.info, "shortlist": own}),
+                             config.exits.shortlist)
 
 
-def _shortlist(loaded) -> torch.Tensor | None:
-    """The token ids the model's exits decode over, when it has a shortlist."""
-    ids = loaded.info.get("shortlist")
-    return None if not ids else torch.tensor(ids, dtype=torch.long)
 
-
-def _measured(prefix: str, measured: dict) -> dict:
-    """greencode.json's view of measure_languages: overall and per language."""
-    out = {f"agreement_{prefix}": _layer_keys(measured["agreement"]),
-           f"validation_loss{'_before' if prefix == 'before' else ''}": _layer_keys(measured["loss"]),
-           f"final_agreement_{prefix}": round(measured["final_agreement"], 4),
-           f"by_language_{prefix}": {language: {"tokens": m["tokens"], "agreement": _layer_keys(m["agreement"]),
-                                                "final_agreement": round(m["final_agreement"], 4),
-                                                "validation_loss": _layer_keys(m["loss"])}
-                                     for language, m in measured["by_language"].items()}}
-    return out
 
 
 def _save_final(model, tokenizer, output: Path, info: dict, staging: Path) -> None:
@@ -348,10 +337,10 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
                   echo) -> dict:
     from greencode.exits import lite_weights
     from greencode.models import load_model
-    from greencode.info import resolve_exit_points
+    from greencode.exits import resolve_exit_points
 
     from train.lite_schedule import ProgressLine, step_size
-    from train.teacher import load_teacher
+    from train.teacher import attach_cache, load_teacher
 
     ft = config.finetune
     use_cuda = torch.cuda.is_available() and config.model.device != "cpu"
@@ -372,9 +361,9 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
     echo(f"data: {config.data.corpus}: {len(train_data)} train chunks of {ft.seq_len} tokens, validation tokens "
          f"{', '.join(f'{lang} {chunks.numel()}' for lang, chunks in validation.items())}, "
          f"{skipped} files skipped as not UTF-8")
-    shortlist = _shortlist(loaded) if distill else None
+    shortlist = exit_shortlist(config, loaded) if distill else None
     run = {"base_model": loaded.info.get("base_model", loaded.spec), "exit_points": points,
-           "weights": _layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
+           "weights": layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
            "seq_len": ft.seq_len, "targets": ft.targets, "keep_final": ft.keep_final if distill else None,
            "teacher": teacher.name if distill else None,
            "shortlist": None if shortlist is None else len(shortlist)}
@@ -391,8 +380,8 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
         model = _lora_wrap(model, ft.lora_rank, ft.lora_alpha)
     model.train()
     if distill and ft.teacher_cache:
-        train_data = _attach_teacher_cache(teacher, train_data, ft.teacher_cache, chunks_per_step, size.max_steps,
-                                           ft.seed, echo)
+        train_data = attach_cache(teacher, train_data, ft.teacher_cache, chunks_per_step, size.max_steps, ft.seed,
+                                  echo)
     args = TrainingArguments(
         output_dir=str(output / CHECKPOINTS), per_device_train_batch_size=size.batch_size,
         gradient_accumulation_steps=size.grad_accum, learning_rate=ft.learning_rate, num_train_epochs=ft.epochs,
@@ -415,7 +404,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
         echo(f"measuring exit agreement before training ({sum(c.numel() for c in validation.values())} tokens) ...")
         measured = measure_languages(trainer.model, loaded.adapter, validation, points,
                                      reference if ft.teacher else None, shortlist)
-        before = {**run, **_measured("before", measured)}
+        before = {**run, **measured_keys("before", measured)}
         output.mkdir(parents=True, exist_ok=True)
         _write_json(output / RUN_JSON, before)
 
@@ -438,7 +427,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
     echo("measuring exit agreement after training ...")
     measured = measure_languages(final, loaded.adapter, validation, points, reference, shortlist)
     info = {**before, "steps": state.global_step, "tokens_trained": state.global_step * tokens_per_step,
-            **_measured("after", measured), "agreement_reference": "teacher final layer" if distill else "own final layer",
+            **measured_keys("after", measured), "agreement_reference": "teacher final layer" if distill else "own final layer",
             "throughput_tokens_per_s": round(clock.steps * tokens_per_step / max(clock.seconds, 1e-9), 2),
             "corpus": config.data.corpus, "validation_tokens": measured["tokens"],
             "batch_size": size.batch_size, "grad_accum": size.grad_accum,

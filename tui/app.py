@@ -18,6 +18,8 @@ from textual.worker import get_current_worker
 
 from greencode.errors import GreencodeError
 from greencode.events import CompletionSummary, TokenEvent
+from greencode.prefix_cache import text_window
+from greencode.runtime import policy_or_fallback
 from tui.editor import CodeEditor
 from tui.engines import EngineFactory, describe_engine
 from tui.ghost import drop_chars, ghost_pieces
@@ -173,24 +175,26 @@ class GreencodeApp(LensActions, App[None]):
     def policy(self) -> str:
         return policy_string(self.policy_kind, self.threshold, self.policy_arg)
 
-    def _apply_policy(self, kind: str, announce: bool = True) -> bool:
-        """Switch the engine to `kind`; agent falls back to confidence when no agent can be loaded."""
+    def _apply_policy(self, kind: str, announce: bool = True) -> None:
+        """Switch to `kind` (checked on the engine); agent falls back to confidence when the model has no
+        agent (greencode.runtime's rule and note) or its agent does not load."""
         wanted = policy_string(kind, self.threshold, self.policy_arg)
-        try:
-            if self.engine is not None:
-                self.engine.set_policy(wanted)
-        except GreencodeError as exc:
-            if kind == "agent":
-                self.agent_unavailable = str(exc)
-                if announce:
-                    self.notify(f"agent unavailable: {exc}", severity="warning", timeout=8)
-                self.policy_arg = ""
-                return self._apply_policy("confidence", announce)
-            self.notify(f"policy {wanted}: {exc}; using confidence:{self.threshold:g}", severity="error")
-            return self._apply_policy("confidence", announce)
+        note = None
+        if self.engine is not None:
+            try:
+                note = policy_or_fallback(self.engine, wanted)[1]
+            except GreencodeError as exc:
+                if kind != "agent":
+                    self.notify(f"policy {wanted}: {exc}; using confidence:{self.threshold:g}", severity="error")
+                    return self._apply_policy("confidence", announce)
+                note = f"agent unavailable: {exc}; using confidence:{self.threshold:g}"
+        if note:
+            self.agent_unavailable = note
+            if announce:
+                self.notify(note, severity="warning", timeout=8)
+            kind, self.policy_arg = "confidence", ""
         self.policy_kind = kind
         self._update_policy()
-        return True
 
     def action_cycle_policy(self) -> None:
         if isinstance(self.screen, CompareScreen):
@@ -209,12 +213,13 @@ class GreencodeApp(LensActions, App[None]):
             self.action_threshold(message.steps)
 
     def set_threshold(self, value: float) -> None:
-        """The knob: the next token uses the new value (the engine swaps its policy between tokens)."""
+        """The knob: the app owns the threshold; the completion streaming now uses it from its next token."""
         if isinstance(self.screen, CompareScreen):
             return
         self.threshold = value
-        if self.engine is not None and self.policy_kind in THRESHOLD_POLICIES:
-            self.engine.set_threshold(value)
+        stream = self._stream
+        if stream is not None and self.policy_kind in THRESHOLD_POLICIES:
+            stream.set_threshold(value)
         self._update_policy()
 
     def action_toggle_mode(self) -> None:
@@ -228,7 +233,7 @@ class GreencodeApp(LensActions, App[None]):
         row, column = editor.cursor_location
         first_row = max(0, row - 400)  # the engine keeps the tokens nearest the cursor anyway
         text = editor.get_text_range((first_row, 0), (row, column))
-        return text[-self.settings.max_context_chars:]
+        return text_window(text, self.settings.max_context_chars)  # a stable start: the prefix cache can serve it
 
     def action_complete(self) -> None:
         self.start_completion(explicit=True)
@@ -258,8 +263,8 @@ class GreencodeApp(LensActions, App[None]):
 
     def _options(self, line_mode: bool) -> dict:
         tokens = self.settings.line_tokens if line_mode else self.settings.block_tokens
-        return {"max_new_tokens": tokens, "stop_at_eol": line_mode, "temperature": self.settings.temperature,
-                "top_p": self.settings.top_p}
+        return {"policy": self.policy, "max_new_tokens": tokens, "stop_at_eol": line_mode,
+                "temperature": self.settings.temperature, "top_p": self.settings.top_p}
 
     def _stream_tokens(self, prompt: str, options: dict, post_event) -> CompletionSummary:
         """In a worker thread: iterate the engine's stream, post each token, stop early when cancelled."""
@@ -419,17 +424,16 @@ class GreencodeApp(LensActions, App[None]):
                 for side, policy in (("early", early), ("full", "full")):
                     if get_current_worker().is_cancelled:
                         return
-                    self.engine.set_policy(policy)
                     events = []
-                    summary = self._stream_tokens(prompt, options, lambda e, side=side, kept=events: (
-                        kept.append(e), self.post_message(CompareTokenGenerated(run_id, side, e))))
+                    summary = self._stream_tokens(prompt, dict(options, policy=policy),
+                                                  lambda e, side=side, kept=events: (
+                                                      kept.append(e),
+                                                      self.post_message(CompareTokenGenerated(run_id, side, e))))
                     self.post_message(CompareSideFinished(run_id, side, summary))
                 if not get_current_worker().is_cancelled:
                     self.mark_oracle(run_id, prompt, options, events)
             except Exception as exc:
                 self._failed(run_id, exc)
-            finally:
-                self.engine.set_policy(self.policy)  # back to what the panel shows
 
     @while_running
     def on_compare_token_generated(self, message: CompareTokenGenerated) -> None:

@@ -324,11 +324,14 @@ async def stream_events(state: ServerState, job: GenerationJob, body: GenerateRe
             state.queue.cancel(job)
 
 
-def build_app(engine, config: Config):
-    """The ASGI app around one engine; its default policy is the engine's policy now."""
-    queue = GenerationQueue(engine, engine.policy, config.serve.queue_limit)
+def build_app(engine, config: Config, default_policy=None):
+    """The ASGI app around one engine. `default_policy` (an ExitPolicy or its string form; default
+    [engine].policy, agent:T falling back as greencode.runtime says) serves requests that name none."""
     from greencode.fim import model_fim_form
+    from greencode.runtime import policy_or_fallback
 
+    default_policy, _ = policy_or_fallback(engine, default_policy or config.engine.policy)
+    queue = GenerationQueue(engine, default_policy, config.serve.queue_limit)
     state = ServerState(engine, config, queue, time.time(), frozenset(engine.loaded.tokenizer.all_special_ids),
                         model_fim_form(engine.loaded.tokenizer))
 

@@ -16,11 +16,18 @@ from greencode.config import replace
 from greencode.errors import GreencodeError
 from greencode.exits import lite_weights
 from greencode.models import load_model
-from tests.train.test_finetune import _config, _corpus
+from tests.train.test_finetune import _config as _any_config
+from tests.train.test_finetune import _corpus
 from train.finetune import RUN_JSON, run_finetune
 from train.lite_loss import distill_loss, head_logits, measure_exits, sample_positions
 from train.lite_schedule import step_size
 from train.teacher import Teacher, TeacherCache, open_or_build_cache
+
+
+def _config(tmp_path, **finetune):
+    """Exits over the whole vocabulary unless a test says otherwise (a shortlist shipped with the default
+    model would otherwise apply to the tiny models, which share its tokenizer)."""
+    return replace(_any_config(tmp_path, **finetune), exits={"shortlist": 0})
 
 
 def _kl_by_hand(teacher_logits, student_logits):
@@ -198,3 +205,83 @@ def test_labels_ignore_the_teacher_settings(tmp_path):
     info = run_finetune(config, output=tmp_path / "out", max_steps=1, echo=lambda _: None)
     assert info["teacher"] is None and info["keep_final"] is None
 
+
+
+def test_the_exit_shortlist_is_the_models_own_or_the_shipped_one_for_its_tokenizer(tmp_path):
+    import dataclasses
+
+    from train.finetune import exit_shortlist
+
+    loaded = load_model("tiny-random-llama", device="cpu")
+    own = dataclasses.replace(loaded, info={"shortlist": torch.tensor([7, 3, 11, 5])})
+    config = _any_config(tmp_path)  # [exits].shortlist = -1: the model's own
+    assert exit_shortlist(config, own).tolist() == [7, 3, 11, 5]
+    assert exit_shortlist(replace(config, exits={"shortlist": 2}), own).tolist() == [7, 3]
+    assert exit_shortlist(replace(config, exits={"shortlist": 0}), own) is None
+    # No shortlist of its own: the shipped default's, which belongs to the same tokenizer.
+    from greencode.models import ASSETS, shipped_adaptation
+    from greencode.shortlist import load_shortlist
+
+    shipped = load_shortlist(ASSETS / shipped_adaptation()["shortlist"], loaded.tokenizer)
+    no_own = dataclasses.replace(loaded, info={"shortlist": None})
+    assert exit_shortlist(replace(config, exits={"shortlist": 8}), no_own).tolist() == shipped[:8].tolist()
+    assert exit_shortlist(config, no_own).tolist() == shipped.tolist()
+
+
+def test_distillation_over_a_shortlist(tmp_path, monkeypatch):
+    import train.finetune
+
+    (tmp_path / "ids").mkdir()
+    tiny = load_model("tiny-random-llama", device="cpu")
+    ids = torch.tensor([tiny.tokenizer((_corpus(tmp_path / "ids") / "mod_0.py").read_text() * 4)["input_ids"]])
+    with torch.no_grad():  # the teacher's (random) top-1 tokens on this code, and some others
+        teacher_top1 = set(tiny.model(input_ids=ids).logits.argmax(-1).flatten().tolist())
+    shortlist = torch.tensor(sorted(teacher_top1 | set(range(1000, 1200))))
+    monkeypatch.setattr(train.finetune, "exit_shortlist", lambda config, loaded: shortlist)
+    info = run_finetune(_config(tmp_path, learning_rate=2e-3), output=tmp_path / "lite", max_steps=12,
+                        echo=lambda _: None)
+    assert info["shortlist"] == len(shortlist)
+    mean = lambda a: sum(a.values()) / len(a)  # noqa: E731
+    assert mean(info["agreement_after"]) > mean(info["agreement_before"]) + 0.03
+
+
+def test_the_step_benchmark_times_every_variant_in_one_run(tmp_path):
+    from train.bench_finetune import run_step_benchmark
+
+    lines = []
+    result = run_step_benchmark(_config(tmp_path, seq_len=16, batch_size=2), rounds=1, echo=lines.append)
+    assert [(r["targets"], r["exit_head"], r["weights"]) for r in result["rows"]] == [
+        ("labels", "full", "full"), ("distill", "full", "full"), ("distill", "shortlist", "full"),
+        ("labels", "full", "LoRA"), ("distill", "full", "LoRA"), ("distill", "shortlist", "LoRA")]
+    assert all(r["tokens_per_s"] > 0 for r in result["rows"]) and result["rows"][0]["vs_labels_full_head_full_weights"] == 1.0
+    assert result["shortlist_source"] == "the chunks' most frequent" and 0 < result["shortlist_tokens"] <= 8192
+    assert lines[-1] == "round 1/1 done"
+
+
+def test_train_default_from_a_lite_model_records_its_run(tmp_path):
+    from tests.train.test_default_assets import TINY_RECIPE, tiny_config, two_language_corpus
+    from tests.train.test_finetune import FAST
+    from train.default_assets import build_default
+
+    config = tiny_config(two_language_corpus(tmp_path / "corpus"))
+    lite = tmp_path / "lite"
+    run_finetune(replace(config, model={"spec": "tiny-random-llama"}, finetune=FAST), output=lite, max_steps=2,
+                 echo=lambda _: None)
+    manifest = build_default(config, tmp_path / "build", TINY_RECIPE, log=lambda _: None, spec=str(lite))
+    assert manifest["lite"]["model"] == str(lite) and manifest["lite"]["steps"] == 2
+    assert manifest["lite"]["targets"] == "distill" and set(manifest["lite"]["by_language_after"]) == {"python", "java"}
+    assert manifest["recipe"]["command"] == f"greencode train default --from {lite}"
+    assert json.loads((tmp_path / "build" / "manifest.json").read_text())["lite"] == manifest["lite"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--install"], "with --install: the shipped default applies its assets to default-base's weights"),
+    ([], "not a model directory (no config.json)"),
+])
+def test_train_default_from_bad_input_is_one_line(tmp_path, extra, message):
+    (tmp_path / "lite").mkdir()
+    result = subprocess.run([sys.executable, "-m", "greencode.cli", "train", "default", "--from", str(tmp_path / "lite"),
+                             "--output", str(tmp_path / "build"), *extra], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert not (tmp_path / "build").exists()

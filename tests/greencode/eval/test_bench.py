@@ -15,7 +15,7 @@ def _prompts(loaded):
 
 
 def test_bench_rows_compare_policies_on_the_same_prompts(tiny_model):
-    engine = EarlyExitEngine(tiny_model, "full")
+    engine = EarlyExitEngine(tiny_model)
     result = run_bench(engine, _prompts(tiny_model), ["full", "fixed:4", "confidence:0.0"], 6, compare_hf=True)
     rows = {row["policy"]: row for row in result["rows"]}
     assert set(rows) == {"full", "fixed:4", "confidence:0.0", "hf-generate"}
