@@ -388,7 +388,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
         max_steps=size.max_steps, logging_steps=ft.logging_steps,
         save_strategy="steps", save_steps=ft.save_steps, save_total_limit=1, bf16=bf16_enabled(ft.bf16),
         seed=ft.seed, report_to="none", remove_unused_columns=False, use_cpu=not use_cuda,
-        dataloader_num_workers=0, disable_tqdm=False,
+        dataloader_num_workers=0, disable_tqdm=True,  # ProgressLine: tokens/s and ETA on lines of their own
         ddp_find_unused_parameters=False)  # every parameter takes part in eq. 1
     interrupt = CheckpointOnInterrupt()
     progress = ProgressLine(size.batch_size * ft.seq_len * args.world_size, echo=echo)
