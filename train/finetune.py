@@ -32,6 +32,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
 from train.lite_loss import distill_loss, lite_loss, measure_languages, sample_positions
+from train.lite_report import layer_keys, measured_keys
+from train.run_lock import is_housekeeping, output_lock
 
 GREENCODE_JSON = "greencode.json"
 RUN_JSON = "run.json"  # measured before training; read back on --resume
@@ -153,17 +155,34 @@ def _last_checkpoint(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _stopped_before_first_checkpoint(output: Path) -> bool:
+    """run.json written, then stopped (a double Ctrl-C) before any checkpoint or model was saved."""
+    return ((output / RUN_JSON).is_file() and _last_checkpoint(output) is None
+            and not (output / GREENCODE_JSON).is_file())
+
+
+def _leftovers_only(output: Path) -> bool:
+    """The folder holds nothing but what an unfinished run writes (run.json, empty checkpoints, staging)."""
+    return all(is_housekeeping(entry.name) or entry.name in (RUN_JSON, CHECKPOINTS) or entry.name.startswith(".saving-")
+               for entry in output.iterdir())
+
+
 def check_output(output: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to write over an existing output unless asked to resume or overwrite it."""
     if resume and overwrite:
         raise GreencodeError("--resume and --overwrite exclude each other")
     if resume:
+        if output.is_dir() and _stopped_before_first_checkpoint(output):
+            raise GreencodeError(f"{output}: the run stopped before its first checkpoint, so there is nothing to "
+                                 "resume; start it again without --resume")
         if _last_checkpoint(output) is None or not (output / RUN_JSON).is_file():
             raise GreencodeError(f"{output}: no checkpoint to resume from (expected {output / CHECKPOINTS}/checkpoint-N)")
         return
     if output.exists() and not output.is_dir():
         raise GreencodeError(f"{output}: exists and is not a directory; choose another --output")
-    if output.is_dir() and any(output.iterdir()):
+    if output.is_dir() and _stopped_before_first_checkpoint(output) and _leftovers_only(output):
+        overwrite = True  # only an unfinished run's notes: nothing of value to keep, start it again
+    if output.is_dir() and any(not is_housekeeping(entry.name) for entry in output.iterdir()):
         if not overwrite:
             raise GreencodeError(f"{output}: already exists; pass --resume to continue it, --overwrite to replace "
                                  "it, or another --output")
@@ -172,12 +191,30 @@ def check_output(output: Path, resume: bool, overwrite: bool) -> None:
         (output / RUN_JSON).unlink(missing_ok=True)
 
 
+def check_steps_left(output: Path, max_steps: int) -> None:
+    """Resuming a run whose checkpoint already reached its end would train one step more and rewrite the model."""
+    checkpoint = _last_checkpoint(output)
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return  # the Trainer itself reports an unreadable checkpoint
+    step, planned = int(state.get("global_step", 0)), int(state.get("max_steps", 0))
+    limit = max_steps if max_steps > 0 else planned
+    if limit > 0 and step >= limit:
+        raise GreencodeError(f"{output}: the checkpoint is at step {step}, which already reaches "
+                             f"{'max_steps ' + str(max_steps) if max_steps > 0 else 'the end of its epochs'}; "
+                             "pass a larger --max-steps to train further")
+
+
+class StepsFromArguments(TrainerCallback):
+    """On --resume the Trainer restores save_steps and logging_steps from the checkpoint: use this run's."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.save_steps, state.logging_steps = args.save_steps, args.logging_steps
+
+
 def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def _layer_keys(values: dict) -> dict[str, float]:
-    return {str(layer): round(float(v), 4) for layer, v in values.items()}
 
 
 def bf16_enabled(setting: str) -> bool:
@@ -249,19 +286,6 @@ def _collate(rows: list[dict]) -> dict:
     return batch
 
 
-def _attach_teacher_cache(teacher, train, directory: str, chunks_per_step: int, max_steps: int, seed: int, echo):
-    """Keep the chunks this run reads (a seeded choice when max_steps bounds it), number them, and give
-    the teacher their cached final states; returns the numbered dataset."""
-    from train.teacher import open_or_build_cache
-
-    if max_steps > 0 and max_steps * chunks_per_step < len(train):
-        train = train.shuffle(seed=seed).select(range(max_steps * chunks_per_step))
-    train = train.add_column("chunk", list(range(len(train))))
-    chunks = torch.tensor(train["input_ids"], dtype=torch.long)
-    teacher.cache = open_or_build_cache(directory, teacher, chunks, echo=echo)
-    return train
-
-
 def exit_shortlist(config, loaded) -> torch.Tensor | None:
     """The token ids the exits decode over in the distillation loss and in agreement, as the engine will:
     [exits].shortlist of the model's own shortlist. A model without one (default-base) takes the shipped
@@ -282,16 +306,7 @@ def exit_shortlist(config, loaded) -> torch.Tensor | None:
                              config.exits.shortlist)
 
 
-def _measured(prefix: str, measured: dict) -> dict:
-    """greencode.json's view of measure_languages: overall and per language."""
-    out = {f"agreement_{prefix}": _layer_keys(measured["agreement"]),
-           f"validation_loss{'_before' if prefix == 'before' else ''}": _layer_keys(measured["loss"]),
-           f"final_agreement_{prefix}": round(measured["final_agreement"], 4),
-           f"by_language_{prefix}": {language: {"tokens": m["tokens"], "agreement": _layer_keys(m["agreement"]),
-                                                "final_agreement": round(m["final_agreement"], 4),
-                                                "validation_loss": _layer_keys(m["loss"])}
-                                     for language, m in measured["by_language"].items()}}
-    return out
+
 
 
 def _save_final(model, tokenizer, output: Path, info: dict, staging: Path) -> None:
@@ -310,20 +325,30 @@ def _save_final(model, tokenizer, output: Path, info: dict, staging: Path) -> No
 def run_finetune(config, output: str | Path | None = None, max_steps: int | None = None, resume: bool = False,
                  overwrite: bool = False, callbacks: tuple = (), echo=print) -> dict:
     """Run LITE fine-tuning as [finetune] says; returns greencode.json's content (or, when interrupted,
-    {"interrupted": True, "checkpoint": ...})."""
+    {"interrupted": True, "checkpoint": ...}). The output folder is locked for the whole run."""
+    output = Path(output or config.finetune.output).expanduser()
+    if not _is_main_process():
+        return _run_finetune(config, output, max_steps, resume, overwrite, callbacks, echo)
+    with output_lock(output, "greencode train finetune"):  # before check_output may delete anything
+        return _run_finetune(config, output, max_steps, resume, overwrite, callbacks, echo)
+
+
+def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, overwrite: bool, callbacks: tuple,
+                  echo) -> dict:
     from greencode.exits import lite_weights
     from greencode.models import load_model
     from greencode.exits import resolve_exit_points
 
     from train.lite_schedule import ProgressLine, step_size
-    from train.teacher import load_teacher
+    from train.teacher import attach_cache, load_teacher
 
     ft = config.finetune
-    output = Path(output or ft.output).expanduser()
     use_cuda = torch.cuda.is_available() and config.model.device != "cpu"
     size = step_size(ft, use_cuda, max_steps)
     if _is_main_process():
         check_output(output, resume, overwrite)
+        if resume:
+            check_steps_left(output, size.max_steps)
     for note in size.notes:
         echo(note)
     loaded = load_model(config.model.spec, "float32", "cpu", config.model.cache_dir)  # the Trainer places it
@@ -338,7 +363,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
          f"{skipped} files skipped as not UTF-8")
     shortlist = exit_shortlist(config, loaded) if distill else None
     run = {"base_model": loaded.info.get("base_model", loaded.spec), "exit_points": points,
-           "weights": _layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
+           "weights": layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
            "seq_len": ft.seq_len, "targets": ft.targets, "keep_final": ft.keep_final if distill else None,
            "teacher": teacher.name if distill else None,
            "shortlist": None if shortlist is None else len(shortlist)}
@@ -355,20 +380,20 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
         model = _lora_wrap(model, ft.lora_rank, ft.lora_alpha)
     model.train()
     if distill and ft.teacher_cache:
-        train_data = _attach_teacher_cache(teacher, train_data, ft.teacher_cache, chunks_per_step, size.max_steps,
-                                           ft.seed, echo)
+        train_data = attach_cache(teacher, train_data, ft.teacher_cache, chunks_per_step, size.max_steps, ft.seed,
+                                  echo)
     args = TrainingArguments(
         output_dir=str(output / CHECKPOINTS), per_device_train_batch_size=size.batch_size,
         gradient_accumulation_steps=size.grad_accum, learning_rate=ft.learning_rate, num_train_epochs=ft.epochs,
         max_steps=size.max_steps, logging_steps=ft.logging_steps,
         save_strategy="steps", save_steps=ft.save_steps, save_total_limit=1, bf16=bf16_enabled(ft.bf16),
         seed=ft.seed, report_to="none", remove_unused_columns=False, use_cpu=not use_cuda,
-        dataloader_num_workers=0, disable_tqdm=False,
+        dataloader_num_workers=0, disable_tqdm=True,  # ProgressLine: tokens/s and ETA on lines of their own
         ddp_find_unused_parameters=False)  # every parameter takes part in eq. 1
     interrupt = CheckpointOnInterrupt()
     progress = ProgressLine(size.batch_size * ft.seq_len * args.world_size, echo=echo)
     trainer = LiteTrainer(model=model, args=args, train_dataset=train_data, data_collator=_collate,
-                          processing_class=loaded.tokenizer, callbacks=[interrupt, progress, *callbacks],
+                          processing_class=loaded.tokenizer, callbacks=[interrupt, progress, StepsFromArguments(), *callbacks],
                           adapter=loaded.adapter, teacher=teacher,
                           lite=LiteArguments(weights=weights, exit_position_fraction=ft.exit_position_fraction,
                                              targets=ft.targets, keep_final=ft.keep_final, shortlist=shortlist))
@@ -379,7 +404,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
         echo(f"measuring exit agreement before training ({sum(c.numel() for c in validation.values())} tokens) ...")
         measured = measure_languages(trainer.model, loaded.adapter, validation, points,
                                      reference if ft.teacher else None, shortlist)
-        before = {**run, **_measured("before", measured)}
+        before = {**run, **measured_keys("before", measured)}
         output.mkdir(parents=True, exist_ok=True)
         _write_json(output / RUN_JSON, before)
 
@@ -402,7 +427,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     echo("measuring exit agreement after training ...")
     measured = measure_languages(final, loaded.adapter, validation, points, reference, shortlist)
     info = {**before, "steps": state.global_step, "tokens_trained": state.global_step * tokens_per_step,
-            **_measured("after", measured), "agreement_reference": "teacher final layer" if distill else "own final layer",
+            **measured_keys("after", measured), "agreement_reference": "teacher final layer" if distill else "own final layer",
             "throughput_tokens_per_s": round(clock.steps * tokens_per_step / max(clock.seconds, 1e-9), 2),
             "corpus": config.data.corpus, "validation_tokens": measured["tokens"],
             "batch_size": size.batch_size, "grad_accum": size.grad_accum,
