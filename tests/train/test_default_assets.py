@@ -147,3 +147,15 @@ def test_default_loads_with_the_shipped_adaptation_and_agent():
     assert summary.tokens == 4
     base = load_model("default-base")
     assert base.adapter.exit_maps is None and "agent_path" not in base.info
+
+
+@pytest.mark.integration
+def test_the_first_completion_in_the_playground_exits_early_at_the_default_policy():
+    """`./dev.sh play` opens greencode/examples/fibonacci.py and completes at the end of its last line."""
+    from greencode.engine import EarlyExitEngine
+
+    config = load_config(ASSETS.parents[1] / "greencode.toml")
+    text = (ASSETS.parent / "examples" / "fibonacci.py").read_text().rstrip("\n")
+    engine = EarlyExitEngine(load_model("default"))
+    summary = engine.complete(text, config.engine.policy, max_new_tokens=config.engine.max_new_tokens, stop_at_eol=True)
+    assert any(layer < engine.num_layers for layer in summary.exit_layers[1:])  # the first comes from the prefill
