@@ -20,6 +20,8 @@ def command(ctx: typer.Context,
             agent: Optional[str] = typer.Option(None, help="Agent file for agent:T (default: [agent].path)."),
             min_context: int = typer.Option(300, help="Only prompts with at least this many context tokens."),
             compare_hf: bool = typer.Option(False, "--compare-hf", help="Add transformers generate as a row."),
+            scores_off: bool = typer.Option(False, "--scores-off", help="Add each early-exit policy again with "
+                                            "the per-exit-point score recording (the TUI inspector's) off."),
             load: bool = typer.Option(False, "--load-times", help="Also time the default model's first "
                                       "(converting) and cached loads, in a temporary cache."),
             as_json: bool = typer.Option(False, "--json", help="Print {\"rows\": [...]} as JSON.")) -> None:
@@ -55,7 +57,7 @@ def command(ctx: typer.Context,
     ids = bench_prompts(loaded, prompts, config.data, min_context, config.engine.max_context_tokens,
                         max_new_tokens)
     with console.status("benchmarking") as status:
-        result = run_bench(engine, ids, names, max_new_tokens, compare_hf,
+        result = run_bench(engine, ids, names, max_new_tokens, compare_hf, scores_off=scores_off,
                            progress=lambda i, n: status.update(f"benchmarking: prompt {i}/{n}"))
     full_rows = [r for r in result["rows"] if r["policy"] == "full"]
     if full_rows:  # the agent's decision against one full-depth token

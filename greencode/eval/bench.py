@@ -119,11 +119,17 @@ def untrained_agent_cost(loaded, exit_points: list[int], net_arch: list[int]) ->
         return agent_decision_cost(engine, "agent:0.9")
 
 
+SCORES_OFF = " (scores off)"  # a row's suffix: the same policy with TokenEvent.exit_scores not recorded
+
+
 def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tokens: int,
-              compare_hf: bool = False, progress=None) -> dict:
-    """Run every policy (and HF generate) on every prompt, interleaved; return {"rows": [...], ...}."""
-    names = list(policies) + (["hf-generate"] if compare_hf else [])
-    built = {name: engine.make_policy(name) for name in policies}
+              compare_hf: bool = False, progress=None, scores_off: bool = False) -> dict:
+    """Run every policy (and HF generate) on every prompt, interleaved; return {"rows": [...], ...}.
+    `scores_off` adds each early-exit policy again with score recording off (what the inspector costs)."""
+    twins = [f"{name}{SCORES_OFF}" for name in policies if scores_off and name not in ("full", "oracle")]
+    policies = list(policies) + twins
+    names = policies + (["hf-generate"] if compare_hf else [])
+    built = {name: engine.make_policy(name.removesuffix(SCORES_OFF)) for name in policies}
     totals = {name: PolicyTotals(name) for name in names}
     hf_decode = {"seconds": 0.0, "decode": 0.0, "tokens": 0}
 
@@ -137,7 +143,7 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
                 totals[name].token_ids.append(tokens)
             return
         engine.set_policy(built[name])
-        summary = engine.complete(ids, max_new_tokens=max_new_tokens)
+        summary = engine.complete(ids, max_new_tokens=max_new_tokens, record_scores=not name.endswith(SCORES_OFF))
         if record:
             totals[name].add(summary)
 
