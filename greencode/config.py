@@ -63,9 +63,13 @@ class DataConfig:
 @dataclass(frozen=True)
 class FinetuneConfig:
     output: str = _opt("runs/lite")
+    targets: str = _opt("distill", choices=("distill", "labels"))  # distill: KL to the frozen teacher; labels: eq. 1
+    keep_final: float = _opt(1.0, lo=0.0)  # distill: extra weight on the final layer's KL to the teacher
+    teacher: str = _opt("")  # distill: "" = the model being fine-tuned, frozen as it starts; else a spec
+    teacher_cache: str = _opt("")  # distill: "" = teacher runs per batch; DIR = its final states cached there
     learning_rate: float = _opt(1e-5, lo=0.0, hi=1.0)
-    batch_size: int = _opt(4, lo=1)
-    grad_accum: int = _opt(32, lo=1)
+    batch_size: int = _opt(0, lo=0)  # 0 = auto: 4 on a GPU (paper), 2 on a CPU
+    grad_accum: int = _opt(0, lo=0)  # 0 = auto: 32 on a GPU (paper), 4 on a CPU
     epochs: float = _opt(1.0, lo=0.0)
     max_steps: int = _opt(-1, lo=-1)  # -1 = run the epochs
     seq_len: int = _opt(256, lo=8)
@@ -242,6 +246,23 @@ def _build(cls: type, values: dict, where: str, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _check_policies(config: Config, where: str) -> None:
+    """Policy strings follow the one grammar and threshold rule (greencode.policies); layers and agent
+    files are checked against the model when it is loaded."""
+    from greencode.policies import split_policy
+
+    named = {"engine.policy": [config.engine.policy], "tui.policy": [config.tui.policy] if config.tui.policy else [],
+             "eval.policies": list(config.eval.policies)}
+    for key, texts in named.items():
+        for text in texts:
+            if not isinstance(text, str):
+                raise GreencodeError(f"{where}: '{key}' must hold policy strings, got {text!r}")
+            try:
+                split_policy(text)
+            except GreencodeError as exc:
+                raise GreencodeError(f"{where}: '{key}': {exc}") from None
+
+
 def _check_reward(reward: RewardConfig, where: str) -> None:
     if reward.alpha > reward.beta:
         raise GreencodeError(
@@ -329,6 +350,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         where = f"{where} + command line" if file is not None else "command line"
     config = _build(Config, values, where, "")
     _check_reward(config.agent.reward, where)
+    _check_policies(config, where)
     return dataclasses.replace(config, origin=where)
 
 

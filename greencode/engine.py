@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,6 +25,7 @@ from greencode.events import CompletionSummary, TokenEvent, layers_skipped_frac
 from greencode.healing import HealingConstraint, heal_prompt, vocab_texts
 from greencode.oracle import Oracle, first_agreeing_exit
 from greencode.policies import ExitPolicy, Full, parse_policy
+from greencode.prefix_cache import window_cut
 from greencode.shortlist import ShortlistHead, describe_exit_head
 
 
@@ -93,9 +94,14 @@ class Prefilled:
 
 @dataclass
 class Completion:
-    """One streamed completion: iterate for TokenEvents; `summary` once iteration ended."""
+    """One streamed completion: iterate for TokenEvents; `summary` once iteration ended.
 
-    _events: Iterator[TokenEvent]
+    `policy` decides this completion's exits; `set_policy` / `set_threshold` (the live knob) take effect
+    from its next token. Both are plain attribute writes, safe from another thread."""
+
+    policy: ExitPolicy
+    _make_policy: Callable[[ExitPolicy | str], ExitPolicy]
+    _events: Iterator[TokenEvent] = field(default_factory=lambda: iter(()))
     _cancelled: threading.Event = field(default_factory=threading.Event)
     summary: CompletionSummary | None = None
 
@@ -105,6 +111,12 @@ class Completion:
     def cancel(self) -> None:
         """Thread-safe: the stream ends before its next token."""
         self._cancelled.set()
+
+    def set_policy(self, policy: ExitPolicy | str) -> None:
+        self.policy = self._make_policy(policy)
+
+    def set_threshold(self, value: float) -> None:
+        self.policy = self.policy.with_threshold(value)
 
 
 def _causal_mask_after(past: int, new: int, dtype, device) -> torch.Tensor:
@@ -155,7 +167,7 @@ def resolve_shortlist(loaded, size: int) -> torch.Tensor | None:
     """The exit-head token ids for [exits].shortlist = `size`: -1 the model's own shortlist (none: the whole
     vocabulary), 0 the whole vocabulary, K the first (most frequent) K of the model's shortlist."""
     shipped = loaded.info.get("shortlist")  # a tensor of ids, read from the model's files by load_model
-    if size == -1 or size == 0:
+    if size <= 0:
         return shipped if size == -1 else None
     if shipped is None:
         raise GreencodeError(f"[exits].shortlist = {size}, but {loaded.name} ships no shortlist; "
@@ -167,9 +179,12 @@ def resolve_shortlist(loaded, size: int) -> torch.Tensor | None:
 
 
 class EarlyExitEngine:
-    def __init__(self, loaded, policy: ExitPolicy | str = "full", meter: EnergyMeter | None = None,
-                 exit_points: list[int] | None = None, max_context_tokens: int = 512,
-                 agent_path: str | None = None, prefix_cache=None, token_healing: bool = False,
+    """Decodes completions of one loaded model; the exit policy is given per completion (`stream(policy=…)`).
+    Built from a config by greencode.runtime.engine_from_config."""
+
+    def __init__(self, loaded, meter: EnergyMeter | None = None, exit_points: list[int] | None = None,
+                 max_context_tokens: int = 512, agent_path: str | None = None, prefix_cache=None,
+                 token_healing: bool = False,
                  shortlist: int = -1):
         from greencode.exits import exit_points as paper_exit_points
         from greencode.exits import validate_exit_points
@@ -194,7 +209,6 @@ class EarlyExitEngine:
                           if ids is not None else None)
         self.cost = CostModel.of(self.adapter, self.exit_head.size if self.exit_head else None)
         self.device = next(loaded.model.parameters()).device
-        self._policy = self.make_policy(policy) if isinstance(policy, str) else policy
         self.prefix_cache = prefix_cache  # greencode.prefix_cache.PrefixCache: prompts share their prefill
 
     def describe_exit_head(self) -> str:
@@ -211,28 +225,24 @@ class EarlyExitEngine:
 
     # -- policies ---------------------------------------------------------------------------------
 
+    @property
+    def agent_file(self) -> str | None:
+        """The exit agent agent:T uses: the one given, else the one shipped with the model, else none."""
+        return self.agent_path or self.loaded.info.get("agent_path") or None
+
     def _load_agent(self) -> ExitAgent:
         if self._agent is None:
-            path = self.agent_path or self.loaded.info.get("agent_path")
-            if not path:
+            if not self.agent_file:
                 raise GreencodeError("policy agent:T needs an agent file: pass --agent PATH or set [agent].path "
                                      "(train one with `greencode train agent`)")
-            self._agent = ExitAgent.load(path, self.adapter.hidden_size, self.exit_points)
+            self._agent = ExitAgent.load(self.agent_file, self.adapter.hidden_size, self.exit_points)
         return self._agent
 
-    def make_policy(self, text: str) -> ExitPolicy:
-        return parse_policy(text, self.exit_points, self._load_agent, self.adapter)
-
-    @property
-    def policy(self) -> ExitPolicy:
-        return self._policy
-
-    def set_policy(self, policy: ExitPolicy | str) -> None:
-        """Swap the policy; the next token uses it (a plain attribute write, safe across threads)."""
-        self._policy = self.make_policy(policy) if isinstance(policy, str) else policy
-
-    def set_threshold(self, value: float) -> None:
-        self._policy = self._policy.with_threshold(value)
+    def make_policy(self, policy: ExitPolicy | str) -> ExitPolicy:
+        """A policy for this model from its string form (an ExitPolicy is returned as it is)."""
+        if not isinstance(policy, str):
+            return policy
+        return parse_policy(policy, self.exit_points, self._load_agent, self.adapter)
 
     @property
     def _model_key(self) -> tuple:
@@ -263,7 +273,9 @@ class EarlyExitEngine:
         if not ids:
             raise GreencodeError("the prompt is empty: give some code before the cursor")
         limit = self._context_limit(max_new_tokens)
-        return ids[-limit:], max(0, len(ids) - limit)
+        # With a prefix cache the window's start moves in steps, so it stays put while the user types.
+        dropped = window_cut(len(ids), limit) if self.prefix_cache is not None else max(0, len(ids) - limit)
+        return ids[dropped:], dropped
 
     def heal(self, ids: list[int]):
         """Token healing of a prompt's ids (greencode/healing.py); the vocabulary is decoded on first use."""
@@ -280,7 +292,8 @@ class EarlyExitEngine:
 
     # -- decoding ---------------------------------------------------------------------------------
 
-    def stream(self, prompt: str | list[int], max_new_tokens: int = 15, stop: list[str] | None = None,
+    def stream(self, prompt: str | list[int], policy: ExitPolicy | str = "full", max_new_tokens: int = 15,
+               stop: list[str] | None = None,
                stop_at_eol: bool = False, temperature: float = 0.0, top_p: float = 1.0,
                record: bool = False, seed: int | None = None, prefilled: Prefilled | None = None,
                record_scores: bool = True, stop_rule=None) -> Completion:
@@ -299,13 +312,13 @@ class EarlyExitEngine:
         elif prefilled.max_new_tokens < max_new_tokens or (record and not prefilled.states):
             raise GreencodeError("a prefilled prompt serves only up to its max_new_tokens (and record mode "
                                  "only when prefilled with record=True)")
-        completion = Completion(iter(()))
+        completion = Completion(self.make_policy(policy), self.make_policy)
         completion._events = self._run(completion, prefilled, shared, max_new_tokens, list(stop or []),
                                        stop_at_eol, temperature, top_p, record, seed, record_scores, stop_rule)
         return completion
 
-    def complete(self, prompt: str | list[int], **options) -> CompletionSummary:
-        completion = self.stream(prompt, **options)
+    def complete(self, prompt: str | list[int], policy: ExitPolicy | str = "full", **options) -> CompletionSummary:
+        completion = self.stream(prompt, policy, **options)
         events = list(completion)
         return replace(completion.summary, events=events)
 
@@ -401,7 +414,7 @@ class EarlyExitEngine:
 
                 # Next token: embed, run layers asking the policy at each exit point, fill skipped KV, decode.
                 self.meter.begin_window("token")
-                policy = self._policy if not record else None
+                policy = completion.policy if not record else None
                 oracle = isinstance(policy, Oracle)  # runs full depth, then judges every exit point
                 keep_states = record or oracle
                 step_ids = torch.tensor([[token]], device=self.device)
@@ -457,9 +470,9 @@ class EarlyExitEngine:
                 position += 1
                 measured = self.meter.end_window("token")
         finally:
-            completion.summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
-                                               time.perf_counter() - started + prefill_seconds, stop, stop_reason,
-                                               stop_rule)
+            summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
+                                    time.perf_counter() - started + prefill_seconds, stop, stop_reason, stop_rule)
+            completion.summary = replace(summary, reused_prompt_tokens=prefilled.reused)
 
     def _exit_top1(self, states: dict) -> list[int]:
         """The token decoding would emit at each exit point (the exit head's top-1, as a token id)."""

@@ -45,6 +45,7 @@ class CompletionSummary:
     layers_skipped_frac: float  # 1 - layers run / (tokens * L)
     stop_reason: str  # "length", "stop", "eos", "eol", "cancelled"
     exit_layers: list[int] = field(default_factory=list)
+    reused_prompt_tokens: int = 0  # leading prompt tokens whose prefill came from the prefix cache
     events: list[TokenEvent] = field(default_factory=list)  # filled by EarlyExitEngine.complete()
 
     @property

@@ -44,6 +44,15 @@ def validate_exit_points(points: Sequence[int], num_layers: int) -> list[int]:
     return points
 
 
+def resolve_exit_points(config, num_layers: int, info: dict | None = None) -> list[int]:
+    """[exits].points if set, else those a fine-tuned model was trained with, else the paper's rule."""
+    if config.exits.points:
+        return validate_exit_points(config.exits.points, num_layers)
+    if info and info.get("exit_points"):
+        return validate_exit_points(info["exit_points"], num_layers)
+    return exit_points(num_layers)
+
+
 def _geometric(n: int, budget: float) -> list[float]:
     raw = [GEOMETRIC_RATIO**i for i in range(n)]  # largest at the earliest exit
     total = sum(raw)

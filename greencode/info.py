@@ -5,26 +5,16 @@ from __future__ import annotations
 from greencode.config import Config
 
 
-def resolve_exit_points(config: Config, num_layers: int, info: dict | None = None) -> list[int]:
-    """[exits].points if set, else those a fine-tuned model was trained with, else the paper's rule."""
-    from greencode.exits import exit_points, validate_exit_points
-
-    if config.exits.points:
-        return validate_exit_points(config.exits.points, num_layers)
-    if info and info.get("exit_points"):
-        return validate_exit_points(info["exit_points"], num_layers)
-    return exit_points(num_layers)
-
-
 def model_info(config: Config) -> dict:
     from greencode.energy import describe_energy_source
-    from greencode.engine import EarlyExitEngine
     from greencode.exits import lite_weights
     from greencode.fim import describe_fim
-    from greencode.models import load_model
+    from greencode.runtime import engine_from_config
 
-    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
-    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
+    engine = engine_from_config(config)
+    loaded, points = engine.loaded, engine.exit_points
+    # What an exit decodes over and costs (full depth: the whole head, always).
+    exit_head = engine.describe_exit_head()
     facts = {
         "model": loaded.name,
         "spec": loaded.spec,
@@ -35,9 +25,7 @@ def model_info(config: Config) -> dict:
         # A fine-tuned model reports the weights it was trained with; others the paper's defaults.
         "lite_weights": loaded.info.get("weights") or {
             layer: round(w, 4) for layer, w in lite_weights(loaded.num_layers, points=points).items()},
-        # What an exit decodes over and costs (full depth: the whole head, always).
-        "exit_head": EarlyExitEngine(loaded, "full", exit_points=points,
-                                     shortlist=config.exits.shortlist).describe_exit_head(),
+        "exit_head": exit_head.removeprefix("exit head: "),
         "energy_source": describe_energy_source(config.energy),
         "fim": describe_fim(loaded.tokenizer),  # the model's own FIM prompt, or prefix-only completion
         "load_seconds": round(loaded.load_seconds, 2),

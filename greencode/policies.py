@@ -16,15 +16,45 @@ exit can only emit a shortlist token. Full depth always decodes over the whole v
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
-import torch
-
-from greencode.agent import ExitAgent, agent_observation
 from greencode.errors import GreencodeError
 from greencode.oracle import Oracle
 
+if TYPE_CHECKING:  # torch is imported where a policy decides, so config and CLI can check policies without it
+    import torch
+
+    from greencode.agent import ExitAgent
+
 POLICY_FORMS = "full | fixed:N | confidence:P | entropy:H | agent:T | oracle"
+POLICY_KINDS = ("full", "fixed", "confidence", "entropy", "agent", "oracle")
+NO_ARGUMENT = ("full", "oracle")
+THRESHOLD_KINDS = ("confidence", "agent")  # thresholds in [0, 1]; entropy's H is in nats, >= 0
+
+
+def check_threshold(kind: str, value: float, where: str = "") -> float:
+    """The one threshold rule: P and T in [0, 1] (higher = stricter = deeper), H >= 0 nats."""
+    where = f"{where}: " if where else ""
+    if kind == "entropy":
+        if not value >= 0:
+            raise GreencodeError(f"{where}entropy threshold must be >= 0 nats, got {value}")
+    elif not 0.0 <= value <= 1.0:
+        raise GreencodeError(f"{where}{kind} threshold must be in [0, 1] (higher = stricter = deeper), got {value}")
+    return float(value)
+
+
+def split_policy(text: str) -> tuple[str, str]:
+    """The one policy grammar: "agent:0.9" -> ("agent", "0.9"), checking the form and any threshold.
+    Layers and agent files need the model: parse_policy checks those."""
+    kind, _, arg = text.strip().partition(":")
+    if kind not in POLICY_KINDS or (kind in NO_ARGUMENT) == bool(arg):
+        raise GreencodeError(f"unknown policy {text!r}; forms: {POLICY_FORMS}")
+    if kind == "fixed":
+        if not arg.strip().lstrip("-").isdigit():
+            raise GreencodeError(f"policy '{text}': N must be a whole exit layer; forms: {POLICY_FORMS}")
+    elif arg:
+        check_threshold(kind, _number(arg, kind), f"policy '{text}'")
+    return kind, arg
 
 
 class ExitPolicy(Protocol):
@@ -67,25 +97,21 @@ class Fixed:
         return self
 
 
-def _check_unit(kind: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise GreencodeError(f"{kind} threshold must be in [0, 1], got {value}")
-    return float(value)
-
-
 @dataclass(frozen=True)
 class Confidence:
     threshold: float
     needs_logits: bool = True
 
     def __post_init__(self):
-        _check_unit("confidence", self.threshold)
+        check_threshold("confidence", self.threshold)
 
     @property
     def name(self) -> str:
         return f"confidence:{self.threshold:g}"
 
     def decide(self, layer, exit_index, hidden, logits):
+        import torch
+
         confidence = float(torch.softmax(logits.float(), dim=-1).max())
         return confidence >= self.threshold, confidence
 
@@ -99,14 +125,15 @@ class Entropy:
     needs_logits: bool = True
 
     def __post_init__(self):
-        if self.threshold < 0:
-            raise GreencodeError(f"entropy threshold must be >= 0 nats, got {self.threshold}")
+        check_threshold("entropy", self.threshold)
 
     @property
     def name(self) -> str:
         return f"entropy:{self.threshold:g}"
 
     def decide(self, layer, exit_index, hidden, logits):
+        import torch
+
         logp = torch.log_softmax(logits.float(), dim=-1)
         entropy = float(-(logp.exp() * logp).sum())
         return entropy <= self.threshold, entropy
@@ -124,13 +151,15 @@ class Agent:
     needs_logits: bool = False
 
     def __post_init__(self):
-        _check_unit("agent", self.threshold)
+        check_threshold("agent", self.threshold)
 
     @property
     def name(self) -> str:
         return f"agent:{self.threshold:g}"
 
     def decide(self, layer, exit_index, hidden, logits):
+        from greencode.agent import agent_observation
+
         position = exit_index if self.agent.position_feature else None
         p_exit = float(self.agent.prob_exit(agent_observation(self.adapter, hidden, position, self.n_exits)))
         return p_exit >= self.threshold, p_exit
@@ -146,29 +175,24 @@ def _number(text: str, kind: str) -> float:
         raise GreencodeError(f"policy '{kind}:{text}': '{text}' is not a number; forms: {POLICY_FORMS}") from None
 
 
-def parse_policy(text: str, exit_points: list[int], load_agent: Callable[[], ExitAgent] | None = None,
+def parse_policy(text: str, exit_points: list[int], load_agent: Callable[[], "ExitAgent"] | None = None,
                  adapter=None) -> ExitPolicy:
-    """Build a policy from its string form; `load_agent` is called only for agent:T."""
-    kind, _, arg = text.strip().partition(":")
-    if kind == "full" and not arg:
+    """Build a policy from its string form (split_policy's grammar) for a model's exit points; `load_agent`
+    is called only for agent:T."""
+    kind, arg = split_policy(text)
+    if kind == "full":
         return Full()
-    if kind == "oracle" and not arg:
+    if kind == "oracle":
         return Oracle()
-    if kind == "fixed" and arg:
-        try:
-            layer = int(arg)
-        except ValueError:
-            raise GreencodeError(f"policy '{text}': N must be a whole exit layer, one of {exit_points}") from None
+    if kind == "fixed":
+        layer = int(arg)
         if layer not in exit_points:
             raise GreencodeError(f"policy '{text}': layer {layer} is not an exit point; choose one of {exit_points}")
         return Fixed(layer)
-    if kind == "confidence" and arg:
-        return Confidence(_number(arg, kind))
-    if kind == "entropy" and arg:
-        return Entropy(_number(arg, kind))
-    if kind == "agent" and arg:
-        threshold = _check_unit("agent", _number(arg, kind))
-        if load_agent is None:
-            raise GreencodeError(f"policy '{text}' needs an agent file: pass --agent PATH or set [agent].path")
-        return Agent(load_agent(), threshold, adapter, len(exit_points))
-    raise GreencodeError(f"unknown policy {text!r}; forms: {POLICY_FORMS}")
+    if kind == "confidence":
+        return Confidence(float(arg))
+    if kind == "entropy":
+        return Entropy(float(arg))
+    if load_agent is None:
+        raise GreencodeError(f"policy '{text}' needs an agent file: pass --agent PATH or set [agent].path")
+    return Agent(load_agent(), float(arg), adapter, len(exit_points))

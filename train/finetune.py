@@ -1,5 +1,9 @@
 """LITE fine-tuning (paper III-D): teach the intermediate layers to speak through the one LM head.
 
+Targets ([finetune].targets): "distill" (default) trains every exit on the frozen teacher's final-layer
+distribution (KL; train/teacher.py), with a term keeping the model's own final layer on it; "labels" is
+eq. 1 as the paper writes it (next-token cross-entropy at every exit and the final layer).
+
 `run_finetune(config, ...)` loads [model].spec, packs the train split of [data].corpus into
 [finetune].seq_len chunks, measures exit agreement on the validation split, trains with `LiteTrainer`
 (the HF Trainer, so `accelerate launch` / `torchrun` run it unchanged with DDP), measures again and
@@ -12,6 +16,7 @@ last) and OUTPUT/run.json what was measured before training, so a resumed run re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,14 +31,15 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
-from train.lite_loss import lite_loss, measure_exits, sample_positions
+from train.lite_loss import distill_loss, lite_loss, measure_languages, sample_positions
+from train.lite_report import layer_keys, measured_keys
 
 GREENCODE_JSON = "greencode.json"
 RUN_JSON = "run.json"  # measured before training; read back on --resume
 CHECKPOINTS = "checkpoints"
 LORA_ADAPTER = "lora-adapter"
 # What must match between a run and the one it resumes.
-RESUME_KEYS = ("base_model", "exit_points", "weights", "lora", "seq_len")
+RESUME_KEYS = ("base_model", "exit_points", "weights", "lora", "seq_len", "targets", "keep_final", "teacher")
 
 
 @dataclass
@@ -42,17 +48,22 @@ class LiteArguments:
 
     weights: dict[int, float]  # {exit layer: w} over the exit points and the final layer
     exit_position_fraction: float = 1.0  # share of positions whose exit losses count
+    targets: str = "labels"  # labels (eq. 1) | distill (KL to the teacher's final layer)
+    keep_final: float = 0.0  # distill: extra weight on the final layer's KL to the teacher
+    shortlist: torch.Tensor | None = None  # distill: token ids the exits decode over; None = all
 
 
 class LiteTrainer(Trainer):
-    """Trainer whose loss is eq. 1: the weighted mean of the CEs at every exit point and the final layer."""
+    """Trainer whose loss is eq. 1 (the weighted mean of the CEs at every exit point and the final layer)
+    or, with targets = distill, the same weighted mean of KLs to the teacher plus keep_final x KL_L."""
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean: the Trainer divides by GA
 
-    def __init__(self, *args, adapter, lite: LiteArguments, **kwargs):
+    def __init__(self, *args, adapter, lite: LiteArguments, teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.adapter = adapter
         self.lite = lite
+        self.teacher = teacher
         self._exit_loss_sums: dict[int, float] = {}
         self._exit_loss_batches = 0
 
@@ -61,11 +72,19 @@ class LiteTrainer(Trainer):
         labels = inputs.get("labels", input_ids)
         outputs = model(input_ids=input_ids, attention_mask=inputs.get("attention_mask"),
                         output_hidden_states=True)
-        # On CPU the head dominates: exit losses may use a random share of the positions.
-        positions = (sample_positions(input_ids.shape[1] - 1, self.lite.exit_position_fraction,
+        distill = self.lite.targets == "distill"
+        # On CPU the head dominates: exit losses may use a random share of the positions (distillation
+        # has a target at every position, labels at all but the last).
+        positions = (sample_positions(input_ids.shape[1] - (0 if distill else 1), self.lite.exit_position_fraction,
                                       device=input_ids.device) if model.training else None)
-        loss, per_layer = lite_loss(self.adapter, outputs.hidden_states, outputs.logits, labels,
-                                    self.lite.weights, positions)
+        if distill:
+            teacher_logits = self.teacher.logits(input_ids, inputs.get("chunk"))  # no grad
+            shortlist = None if self.lite.shortlist is None else self.lite.shortlist.to(input_ids.device)
+            loss, per_layer = distill_loss(self.adapter, outputs.hidden_states, outputs.logits, teacher_logits,
+                                           self.lite.weights, self.lite.keep_final, positions, shortlist)
+        else:
+            loss, per_layer = lite_loss(self.adapter, outputs.hidden_states, outputs.logits, labels,
+                                        self.lite.weights, positions)
         if model.training:
             for layer, value in per_layer.items():
                 self._exit_loss_sums[layer] = self._exit_loss_sums.get(layer, 0.0) + value.item()
@@ -158,10 +177,6 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def _layer_keys(values: dict) -> dict[str, float]:
-    return {str(layer): round(float(v), 4) for layer, v in values.items()}
-
-
 def bf16_enabled(setting: str) -> bool:
     """auto: where the accelerator has it (CUDA with bf16). On CPU autocast is opt-in ("on")."""
     if setting == "on":
@@ -180,29 +195,78 @@ def _lora_wrap(model, rank: int, alpha: int):
     return get_peft_model(model, config)
 
 
-def prepare_data(config, tokenizer):
-    """(train chunks Dataset, validation chunks tensor (N, T)) from [data] and [finetune]."""
-    from greencode.data import load_files, pack, split_files, to_dataset
+def _corpus_splits(data_config):
+    """(train files, validation files, skipped count); the embedded stdlib corpus also takes a JDK's
+    src.zip where one is installed, as `greencode train default` does, so Java is learned and measured."""
+    from greencode.data import load_files, split_files
+    from train.calibration import jdk_src_zips
+
+    files = load_files(data_config)
+    train_files, validation_files, _ = split_files(files, data_config)
+    java = jdk_src_zips()[0] if data_config.corpus == "stdlib" and data_config.language == "auto" else None
+    if java is not None:
+        java_config = dataclasses.replace(data_config, corpus=str(java), language="java")
+        java_train, java_validation, _ = split_files(load_files(java_config), java_config)
+        train_files, validation_files = train_files + java_train, validation_files + java_validation
+    return train_files, validation_files, files.skipped_count
+
+
+def prepare_data(config, tokenizer, chunks_per_step: int = 1):
+    """(train chunks Dataset, {language: validation chunks (N, T)}, skipped count) from [data] and [finetune]."""
+    from greencode.data import pack, to_dataset
 
     seq_len = config.finetune.seq_len
-    files = load_files(config.data)
-    train_files, validation_files, _ = split_files(files, config.data)
+    train_files, validation_files, skipped = _corpus_splits(config.data)
     if not train_files or not validation_files:
         raise GreencodeError(f"data.corpus: {config.data.corpus} gives {len(train_files)} train and "
                              f"{len(validation_files)} validation files; both need at least one "
                              "(use a larger corpus or change data.validation_fraction)")
     train = pack(to_dataset(train_files), tokenizer, seq_len)
-    validation = pack(to_dataset(validation_files), tokenizer, seq_len)
-    if len(train) == 0 or len(validation) == 0:
+    languages = sorted({file.language for file in validation_files})
+    validation = {}
+    for language in languages:  # held-out tokens of each language, measured apart
+        packed = pack(to_dataset([f for f in validation_files if f.language == language]), tokenizer, seq_len)
+        wanted = min(len(packed), math.ceil(config.finetune.validation_tokens / len(languages) / seq_len))
+        if wanted:
+            validation[language] = torch.tensor(packed.select(range(wanted))["input_ids"], dtype=torch.long)
+    if len(train) == 0 or not validation:
         raise GreencodeError(f"data.corpus: {config.data.corpus} has fewer than finetune.seq_len = {seq_len} "
                              "tokens in its train or validation split; lower seq_len or add files")
-    wanted = min(len(validation), math.ceil(config.finetune.validation_tokens / seq_len))
-    chunks = torch.tensor(validation.select(range(wanted))["input_ids"], dtype=torch.long)
-    return train, chunks, files.skipped_count
+    if len(train) < chunks_per_step:
+        raise GreencodeError(f"data.corpus: {config.data.corpus} gives {len(train)} train chunks of {seq_len} tokens; "
+                             f"one optimiser step needs {chunks_per_step} (batch_size x grad_accum x processes); "
+                             "add files or lower finetune.batch_size, grad_accum or seq_len")
+    return train, validation, skipped
 
 
 def _collate(rows: list[dict]) -> dict:
-    return {"input_ids": torch.tensor([row["input_ids"] for row in rows], dtype=torch.long)}
+    batch = {"input_ids": torch.tensor([row["input_ids"] for row in rows], dtype=torch.long)}
+    if "chunk" in rows[0]:  # which cached teacher states belong to these rows
+        batch["chunk"] = torch.tensor([row["chunk"] for row in rows], dtype=torch.long)
+    return batch
+
+
+def exit_shortlist(config, loaded) -> torch.Tensor | None:
+    """The token ids the exits decode over in the distillation loss and in agreement, as the engine will:
+    [exits].shortlist of the model's own shortlist. A model without one (default-base) takes the shipped
+    default's when it has the same tokenizer (a shortlist belongs to a tokenizer and a corpus, not weights)."""
+    from greencode.engine import resolve_shortlist
+    from greencode.models import ASSETS, shipped_adaptation
+    from greencode.shortlist import load_shortlist
+
+    own = loaded.info.get("shortlist")
+    if own is None and config.exits.shortlist != 0:
+        manifest = shipped_adaptation()
+        if manifest.get("shortlist"):
+            try:
+                own = load_shortlist(ASSETS / manifest["shortlist"], loaded.tokenizer)
+            except GreencodeError:  # another tokenizer: exits decode over the whole vocabulary
+                own = None
+    return resolve_shortlist(dataclasses.replace(loaded, info={**loaded.info, "shortlist": own}),
+                             config.exits.shortlist)
+
+
+
 
 
 def _save_final(model, tokenizer, output: Path, info: dict, staging: Path) -> None:
@@ -224,21 +288,35 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     {"interrupted": True, "checkpoint": ...})."""
     from greencode.exits import lite_weights
     from greencode.models import load_model
-    from greencode.info import resolve_exit_points
+    from greencode.exits import resolve_exit_points
+
+    from train.lite_schedule import ProgressLine, step_size
+    from train.teacher import attach_cache, load_teacher
 
     ft = config.finetune
     output = Path(output or ft.output).expanduser()
+    use_cuda = torch.cuda.is_available() and config.model.device != "cpu"
+    size = step_size(ft, use_cuda, max_steps)
     if _is_main_process():
         check_output(output, resume, overwrite)
+    for note in size.notes:
+        echo(note)
     loaded = load_model(config.model.spec, "float32", "cpu", config.model.cache_dir)  # the Trainer places it
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
     weights = lite_weights(loaded.num_layers, ft.weights, points)
-    train_data, validation_chunks, skipped = prepare_data(config, loaded.tokenizer)
-    echo(f"data: {config.data.corpus}: {len(train_data)} train chunks of {ft.seq_len} tokens, "
-         f"{validation_chunks.numel()} validation tokens, {skipped} files skipped as not UTF-8")
+    distill = ft.targets == "distill"
+    teacher = load_teacher(config, loaded) if distill else None  # before any LoRA wrap changes the model
+    chunks_per_step = size.batch_size * size.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+    train_data, validation, skipped = prepare_data(config, loaded.tokenizer, chunks_per_step)
+    echo(f"data: {config.data.corpus}: {len(train_data)} train chunks of {ft.seq_len} tokens, validation tokens "
+         f"{', '.join(f'{lang} {chunks.numel()}' for lang, chunks in validation.items())}, "
+         f"{skipped} files skipped as not UTF-8")
+    shortlist = exit_shortlist(config, loaded) if distill else None
     run = {"base_model": loaded.info.get("base_model", loaded.spec), "exit_points": points,
-           "weights": _layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
-           "seq_len": ft.seq_len}
+           "weights": layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
+           "seq_len": ft.seq_len, "targets": ft.targets, "keep_final": ft.keep_final if distill else None,
+           "teacher": teacher.name if distill else None,
+           "shortlist": None if shortlist is None else len(shortlist)}
     if resume:
         before = json.loads((output / RUN_JSON).read_text())
         changed = [k for k in RESUME_KEYS if before.get(k) != json.loads(json.dumps(run[k]))]
@@ -251,25 +329,32 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     if ft.lora:
         model = _lora_wrap(model, ft.lora_rank, ft.lora_alpha)
     model.train()
-    use_cuda = torch.cuda.is_available() and config.model.device != "cpu"
+    if distill and ft.teacher_cache:
+        train_data = attach_cache(teacher, train_data, ft.teacher_cache, chunks_per_step, size.max_steps, ft.seed,
+                                  echo)
     args = TrainingArguments(
-        output_dir=str(output / CHECKPOINTS), per_device_train_batch_size=ft.batch_size,
-        gradient_accumulation_steps=ft.grad_accum, learning_rate=ft.learning_rate, num_train_epochs=ft.epochs,
-        max_steps=ft.max_steps if max_steps is None else max_steps, logging_steps=ft.logging_steps,
+        output_dir=str(output / CHECKPOINTS), per_device_train_batch_size=size.batch_size,
+        gradient_accumulation_steps=size.grad_accum, learning_rate=ft.learning_rate, num_train_epochs=ft.epochs,
+        max_steps=size.max_steps, logging_steps=ft.logging_steps,
         save_strategy="steps", save_steps=ft.save_steps, save_total_limit=1, bf16=bf16_enabled(ft.bf16),
         seed=ft.seed, report_to="none", remove_unused_columns=False, use_cpu=not use_cuda,
         dataloader_num_workers=0, disable_tqdm=False,
         ddp_find_unused_parameters=False)  # every parameter takes part in eq. 1
     interrupt = CheckpointOnInterrupt()
+    progress = ProgressLine(size.batch_size * ft.seq_len * args.world_size, echo=echo)
     trainer = LiteTrainer(model=model, args=args, train_dataset=train_data, data_collator=_collate,
-                          processing_class=loaded.tokenizer, callbacks=[interrupt, *callbacks],
-                          adapter=loaded.adapter,
-                          lite=LiteArguments(weights=weights, exit_position_fraction=ft.exit_position_fraction))
+                          processing_class=loaded.tokenizer, callbacks=[interrupt, progress, *callbacks],
+                          adapter=loaded.adapter, teacher=teacher,
+                          lite=LiteArguments(weights=weights, exit_position_fraction=ft.exit_position_fraction,
+                                             targets=ft.targets, keep_final=ft.keep_final, shortlist=shortlist))
+    # Agreement is with the teacher's final layer when distilling (before training, with a teacher of
+    # its own start, that is the model's own final layer).
+    reference = teacher.logits if distill else None
     if not resume and _is_main_process():
-        echo("measuring exit agreement before training ...")
-        measured = measure_exits(trainer.model, loaded.adapter, validation_chunks, points)
-        before = {**run, "agreement_before": _layer_keys(measured["agreement"]),
-                  "validation_loss_before": _layer_keys(measured["loss"])}
+        echo(f"measuring exit agreement before training ({sum(c.numel() for c in validation.values())} tokens) ...")
+        measured = measure_languages(trainer.model, loaded.adapter, validation, points,
+                                     reference if ft.teacher else None, shortlist)
+        before = {**run, **measured_keys("before", measured)}
         output.mkdir(parents=True, exist_ok=True)
         _write_json(output / RUN_JSON, before)
 
@@ -277,7 +362,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     trainer.add_callback(clock)
     trainer.train(resume_from_checkpoint=True if resume else None)
     state = trainer.state
-    tokens_per_step = ft.batch_size * ft.grad_accum * ft.seq_len * args.world_size
+    tokens_per_step = size.batch_size * size.grad_accum * ft.seq_len * args.world_size
     if interrupt.requested:
         return {"interrupted": True, "steps": state.global_step, "checkpoint": str(_last_checkpoint(output))}
     if not trainer.is_world_process_zero():
@@ -290,11 +375,12 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
         final.save_pretrained(staging / LORA_ADAPTER)  # the un-merged adapter, before merging changes it
         final = final.merge_and_unload()
     echo("measuring exit agreement after training ...")
-    measured = measure_exits(final, loaded.adapter, validation_chunks, points)
+    measured = measure_languages(final, loaded.adapter, validation, points, reference, shortlist)
     info = {**before, "steps": state.global_step, "tokens_trained": state.global_step * tokens_per_step,
-            "agreement_after": _layer_keys(measured["agreement"]), "validation_loss": _layer_keys(measured["loss"]),
+            **measured_keys("after", measured), "agreement_reference": "teacher final layer" if distill else "own final layer",
             "throughput_tokens_per_s": round(clock.steps * tokens_per_step / max(clock.seconds, 1e-9), 2),
-            "corpus": config.data.corpus, "validation_tokens": int(validation_chunks.numel()),
+            "corpus": config.data.corpus, "validation_tokens": measured["tokens"],
+            "batch_size": size.batch_size, "grad_accum": size.grad_accum,
             "learning_rate": ft.learning_rate, "exit_position_fraction": ft.exit_position_fraction,
             "bf16": args.bf16, "world_size": args.world_size, "train_seconds": round(clock.seconds, 1)}
     _save_final(final, loaded.tokenizer, output, info, staging)

@@ -1,4 +1,5 @@
-"""The LITE loss (paper eq. 1) and the exit-agreement measurement, as plain torch functions.
+"""The LITE losses (paper eq. 1 on labels; self-distillation to a frozen teacher) and the
+exit-agreement measurement, as plain torch functions.
 
 A causal LM run with output_hidden_states=True gives L+1 states: [0] the embeddings, [e] the raw
 output of layer e for e < L, and [L] the final layer's output *after* the final norm (what the head
@@ -23,6 +24,47 @@ def sample_positions(length: int, fraction: float, generator: torch.Generator | 
         return None
     count = max(1, math.ceil(fraction * length))
     return torch.randperm(length, generator=generator, device=device)[:count].sort().values
+
+
+def head_logits(adapter, hidden: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Final norm + the shared LM head, over the whole vocabulary or only `token_ids` (a shortlist)."""
+    if token_ids is None:
+        return adapter.logits(hidden)
+    head = adapter.model.get_output_embeddings()
+    bias = None if getattr(head, "bias", None) is None else head.bias[token_ids]
+    return F.linear(adapter.final_norm(hidden), head.weight[token_ids], bias)  # (..., K)
+
+
+def _kl(teacher_log_probs: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of KL(teacher || student); both (..., V)."""
+    student_log_probs = F.log_softmax(student_logits.float(), -1)
+    return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1).mean()
+
+
+def distill_loss(adapter, hidden_states, final_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                 weights: dict[int, float], keep_final: float, positions: torch.Tensor | None = None,
+                 shortlist: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Self-distillation: every exit learns the frozen teacher's final-layer distribution.
+
+    teacher_logits (B, T, V): the teacher's final layer at every position (no next-token shift: the
+    targets are distributions, so every position counts). Exit point e: KL(teacher || exit e), over the
+    shortlist when one is given (both distributions renormalised over it, as decoding will see them),
+    at `positions` only. The final layer: KL(teacher || own final layer) over the whole vocabulary.
+    total = sum_l w_l KL_l / sum_l w_l + keep_final * KL_L. Returns it and the KL per layer.
+    """
+    num_layers = len(hidden_states) - 1
+    losses = {num_layers: _kl(F.log_softmax(teacher_logits.float(), -1), final_logits)}
+    picked = teacher_logits if positions is None else teacher_logits[:, positions]
+    if shortlist is not None:
+        picked = picked[..., shortlist]
+    teacher_at_exits = F.log_softmax(picked.float(), -1)  # (B, P, K)
+    for layer in weights:
+        if layer == num_layers:
+            continue
+        hidden = hidden_states[layer] if positions is None else hidden_states[layer][:, positions]
+        losses[layer] = _kl(teacher_at_exits, head_logits(adapter, hidden, shortlist))
+    total = sum(weights[layer] * losses[layer] for layer in weights) / sum(weights.values())
+    return total + keep_final * losses[num_layers], losses
 
 
 def lite_loss(adapter, hidden_states, final_logits: torch.Tensor, labels: torch.Tensor,
@@ -52,14 +94,20 @@ def lite_loss(adapter, hidden_states, final_logits: torch.Tensor, labels: torch.
 
 
 @torch.no_grad()
-def measure_exits(model, adapter, chunks: torch.Tensor, exit_points: list[int], batch_size: int = 4
-                  ) -> dict[str, dict[int, float]]:
-    """On held-out chunks (N, T): per exit point, the share of positions whose top-1 equals the final
-    layer's top-1 ("agreement"), and the next-token cross-entropy at every exit point and at L."""
+def measure_exits(model, adapter, chunks: torch.Tensor, exit_points: list[int], batch_size: int = 4,
+                  reference=None, shortlist: torch.Tensor | None = None) -> dict:
+    """On held-out chunks (N, T): per exit point, the share of positions whose top-1 equals the
+    reference's top-1 ("agreement"), and the next-token cross-entropy at every exit point and at L.
+
+    reference: ids (B, T) -> final-layer logits (B, T, V) of another model (the distillation teacher);
+    None = the model's own final layer. With a reference, "final_agreement" is the share of positions
+    where the model's own final layer agrees with it. shortlist: exits take their top-1 over it.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     agree = {e: 0 for e in exit_points}
+    final_agree = 0
     loss_sum: dict[int, float] = {}
     counted = 0
     for start in range(0, len(chunks), batch_size):
@@ -68,13 +116,17 @@ def measure_exits(model, adapter, chunks: torch.Tensor, exit_points: list[int], 
         num_layers = len(out.hidden_states) - 1
         targets = ids[:, 1:].flatten()
         final = out.logits[:, :-1].float()
-        final_top1 = final.argmax(-1)
-        counted += final_top1.numel()
+        wanted_top1 = final.argmax(-1) if reference is None else reference(ids)[:, :-1].argmax(-1)
+        final_agree += (final.argmax(-1) == wanted_top1).sum().item()
+        counted += wanted_top1.numel()
         loss_sum[num_layers] = loss_sum.get(num_layers, 0.0) + F.cross_entropy(
             final.flatten(0, 1), targets, reduction="sum").item()
         for e in exit_points:
-            logits = adapter.logits(out.hidden_states[e][:, :-1]).float()
-            agree[e] += (logits.argmax(-1) == final_top1).sum().item()
+            hidden = out.hidden_states[e][:, :-1]
+            logits = adapter.logits(hidden).float()
+            top1 = logits.argmax(-1) if shortlist is None else shortlist.to(device)[
+                head_logits(adapter, hidden, shortlist.to(device)).argmax(-1)]
+            agree[e] += (top1 == wanted_top1).sum().item()
             loss_sum[e] = loss_sum.get(e, 0.0) + F.cross_entropy(logits.flatten(0, 1), targets,
                                                                  reduction="sum").item()
             del logits
@@ -82,4 +134,23 @@ def measure_exits(model, adapter, chunks: torch.Tensor, exit_points: list[int], 
     return {
         "agreement": {e: agree[e] / counted for e in exit_points},
         "loss": {layer: loss_sum[layer] / counted for layer in sorted(loss_sum)},
+        "final_agreement": final_agree / counted,
+        "tokens": counted,
     }
+
+
+def measure_languages(model, adapter, validation: dict[str, torch.Tensor], exit_points: list[int],
+                      reference=None, shortlist: torch.Tensor | None = None) -> dict:
+    """measure_exits on each language's held-out chunks, and their token-weighted means."""
+    per = {language: measure_exits(model, adapter, chunks, exit_points, reference=reference, shortlist=shortlist)
+           for language, chunks in validation.items()}
+    total = sum(m["tokens"] for m in per.values())
+
+    def mean(values) -> float:
+        return sum(value * m["tokens"] for value, m in zip(values, per.values())) / total
+
+    first = next(iter(per.values()))
+    return {"agreement": {e: mean(m["agreement"][e] for m in per.values()) for e in exit_points},
+            "loss": {layer: mean(m["loss"][layer] for m in per.values()) for layer in first["loss"]},
+            "final_agreement": mean(m["final_agreement"] for m in per.values()), "tokens": total,
+            "by_language": per}

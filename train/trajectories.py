@@ -200,11 +200,13 @@ def build_cache(loaded, exit_points: list[int], files: list, samples: int, token
     `files` are greencode.data.CodeFile; `progress(done, total)` is called after each sample. Files are
     drawn without replacement while they last (then again, with fresh cuts).
     """
-    from greencode.engine import EarlyExitEngine
+    from greencode.config import Config
+    from greencode.runtime import engine_from_config
 
     if not files:
         raise GreencodeError("no files to build trajectories from; check [data].corpus")
-    engine = EarlyExitEngine(loaded, policy="full", exit_points=exit_points, max_context_tokens=MAX_CONTEXT_TOKENS)
+    engine = engine_from_config(Config(), loaded, agent_path="", exit_points=exit_points,
+                                max_context_tokens=MAX_CONTEXT_TOKENS)
     rng = np.random.default_rng(seed)
     rounds = -(-samples // len(files)) + 1
     candidates = np.concatenate([rng.permutation(len(files)) for _ in range(rounds)])

@@ -3,6 +3,7 @@ live joules and a threshold knob. The engine runs in thread workers; tokens come
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from textual.worker import get_current_worker
 
 from greencode.errors import GreencodeError
 from greencode.events import CompletionSummary, TokenEvent
+from greencode.prefix_cache import text_window
+from greencode.runtime import policy_or_fallback
 from tui.editor import CodeEditor
 from tui.engines import EngineFactory, describe_engine
 from tui.ghost import drop_chars, ghost_pieces
@@ -25,9 +28,9 @@ from tui.messages import (CompareSideFinished, CompareTokenGenerated, Completion
                           GhostAccepted, GhostDismissed, ModelLoaded, ModelLoadFailed, ThresholdRequested,
                           TokenGenerated)
 from tui.panel import CompletionView, SidePanel, snap
-from tui.screens import CompareScreen, ConfirmQuitScreen, HelpScreen
+from tui.screens import CompareScreen, ConfirmQuitScreen, FileChangedScreen, HelpScreen
 from tui.settings import POLICY_CYCLE, THRESHOLD_POLICIES, THRESHOLD_STEP, TuiSettings, policy_string
-from greencode.source import SourceFile, save_text
+from greencode.source import FileChangedOnDisk, SourceFile, open_source, save_text
 from tui.stats import CompletionStats, SessionStats
 
 
@@ -172,24 +175,26 @@ class GreencodeApp(LensActions, App[None]):
     def policy(self) -> str:
         return policy_string(self.policy_kind, self.threshold, self.policy_arg)
 
-    def _apply_policy(self, kind: str, announce: bool = True) -> bool:
-        """Switch the engine to `kind`; agent falls back to confidence when no agent can be loaded."""
+    def _apply_policy(self, kind: str, announce: bool = True) -> None:
+        """Switch to `kind` (checked on the engine); agent falls back to confidence when the model has no
+        agent (greencode.runtime's rule and note) or its agent does not load."""
         wanted = policy_string(kind, self.threshold, self.policy_arg)
-        try:
-            if self.engine is not None:
-                self.engine.set_policy(wanted)
-        except GreencodeError as exc:
-            if kind == "agent":
-                self.agent_unavailable = str(exc)
-                if announce:
-                    self.notify(f"agent unavailable: {exc}", severity="warning", timeout=8)
-                self.policy_arg = ""
-                return self._apply_policy("confidence", announce)
-            self.notify(f"policy {wanted}: {exc}; using confidence:{self.threshold:g}", severity="error")
-            return self._apply_policy("confidence", announce)
+        note = None
+        if self.engine is not None:
+            try:
+                note = policy_or_fallback(self.engine, wanted)[1]
+            except GreencodeError as exc:
+                if kind != "agent":
+                    self.notify(f"policy {wanted}: {exc}; using confidence:{self.threshold:g}", severity="error")
+                    return self._apply_policy("confidence", announce)
+                note = f"agent unavailable: {exc}; using confidence:{self.threshold:g}"
+        if note:
+            self.agent_unavailable = note
+            if announce:
+                self.notify(note, severity="warning", timeout=8)
+            kind, self.policy_arg = "confidence", ""
         self.policy_kind = kind
         self._update_policy()
-        return True
 
     def action_cycle_policy(self) -> None:
         if isinstance(self.screen, CompareScreen):
@@ -208,12 +213,13 @@ class GreencodeApp(LensActions, App[None]):
             self.action_threshold(message.steps)
 
     def set_threshold(self, value: float) -> None:
-        """The knob: the next token uses the new value (the engine swaps its policy between tokens)."""
+        """The knob: the app owns the threshold; the completion streaming now uses it from its next token."""
         if isinstance(self.screen, CompareScreen):
             return
         self.threshold = value
-        if self.engine is not None and self.policy_kind in THRESHOLD_POLICIES:
-            self.engine.set_threshold(value)
+        stream = self._stream
+        if stream is not None and self.policy_kind in THRESHOLD_POLICIES:
+            stream.set_threshold(value)
         self._update_policy()
 
     def action_toggle_mode(self) -> None:
@@ -227,7 +233,7 @@ class GreencodeApp(LensActions, App[None]):
         row, column = editor.cursor_location
         first_row = max(0, row - 400)  # the engine keeps the tokens nearest the cursor anyway
         text = editor.get_text_range((first_row, 0), (row, column))
-        return text[-self.settings.max_context_chars:]
+        return text_window(text, self.settings.max_context_chars)  # a stable start: the prefix cache can serve it
 
     def action_complete(self) -> None:
         self.start_completion(explicit=True)
@@ -257,8 +263,8 @@ class GreencodeApp(LensActions, App[None]):
 
     def _options(self, line_mode: bool) -> dict:
         tokens = self.settings.line_tokens if line_mode else self.settings.block_tokens
-        return {"max_new_tokens": tokens, "stop_at_eol": line_mode, "temperature": self.settings.temperature,
-                "top_p": self.settings.top_p}
+        return {"policy": self.policy, "max_new_tokens": tokens, "stop_at_eol": line_mode,
+                "temperature": self.settings.temperature, "top_p": self.settings.top_p}
 
     def _stream_tokens(self, prompt: str, options: dict, post_event) -> CompletionSummary:
         """In a worker thread: iterate the engine's stream, post each token, stop early when cancelled."""
@@ -418,17 +424,16 @@ class GreencodeApp(LensActions, App[None]):
                 for side, policy in (("early", early), ("full", "full")):
                     if get_current_worker().is_cancelled:
                         return
-                    self.engine.set_policy(policy)
                     events = []
-                    summary = self._stream_tokens(prompt, options, lambda e, side=side, kept=events: (
-                        kept.append(e), self.post_message(CompareTokenGenerated(run_id, side, e))))
+                    summary = self._stream_tokens(prompt, dict(options, policy=policy),
+                                                  lambda e, side=side, kept=events: (
+                                                      kept.append(e),
+                                                      self.post_message(CompareTokenGenerated(run_id, side, e))))
                     self.post_message(CompareSideFinished(run_id, side, summary))
                 if not get_current_worker().is_cancelled:
                     self.mark_oracle(run_id, prompt, options, events)
             except Exception as exc:
                 self._failed(run_id, exc)
-            finally:
-                self.engine.set_policy(self.policy)  # back to what the panel shows
 
     @while_running
     def on_compare_token_generated(self, message: CompareTokenGenerated) -> None:
@@ -463,9 +468,13 @@ class GreencodeApp(LensActions, App[None]):
 
     # -- files -----------------------------------------------------------------------------------
 
-    def action_save(self) -> bool:
+    def action_save(self, overwrite_changes: bool = False) -> bool:
         try:
-            self.source = save_text(self.source, self.editor.text)
+            self.source = save_text(self.source, self.editor.text, overwrite_changes)
+        except FileChangedOnDisk as exc:  # another program wrote the file: ask before anything is lost
+            if not isinstance(self.screen, FileChangedScreen):
+                self.push_screen(FileChangedScreen(str(exc)), self._resolve_file_change)
+            return False
         except GreencodeError as exc:
             self.notify(str(exc), title="not saved", severity="error", timeout=12)
             return False
@@ -473,6 +482,24 @@ class GreencodeApp(LensActions, App[None]):
         self._update_title()
         self.notify(f"saved {self.source.path}", timeout=3)
         return True
+
+    def _resolve_file_change(self, choice: str | None) -> None:
+        if choice == "overwrite":
+            self.action_save(overwrite_changes=True)
+        elif choice == "reload":
+            try:
+                fresh = open_source(self.source.path)
+            except GreencodeError as exc:
+                self.notify(str(exc), title="not reloaded", severity="error", timeout=12)
+                return
+            self.source = dataclasses.replace(fresh, shown=self.source.shown)
+            with self.editor.prevent(TextArea.Changed):
+                self.editor.load_text(fresh.text)
+            self.dirty = False
+            self._update_title()
+            self.notify(f"reloaded {self.source.path} from disk", timeout=3)
+        else:
+            self.notify("not saved: the file on disk was left as the other program wrote it", timeout=6)
 
     async def action_quit(self) -> None:
         if not self.dirty:

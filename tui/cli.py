@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from greencode.errors import GreencodeError
+from greencode.policies import POLICY_FORMS
 
 
 def tui(ctx: typer.Context,
@@ -15,9 +16,8 @@ def tui(ctx: typer.Context,
         model: Optional[str] = typer.Option(None, "--model", help="Model spec (default: tui.model, else model.spec)."),
         agent: Optional[str] = typer.Option(None, "--agent", help="Exit agent .safetensors for agent:T "
                                             "(default: tui.agent, else agent.path, else the model's own)."),
-        policy: Optional[str] = typer.Option(None, "--policy", help="Starting policy: full | fixed:N | "
-                                             "confidence:P | entropy:H | agent:T (default: tui.policy, "
-                                             "else engine.policy)."),
+        policy: Optional[str] = typer.Option(None, "--policy", help=f"Starting policy: {POLICY_FORMS} "
+                                             "(default: tui.policy, else engine.policy)."),
         threshold: Optional[float] = typer.Option(None, "--threshold", help="Starting T (or P) in [0, 1]; "
                                                   "the knob changes it live."),
         create: bool = typer.Option(False, "--create", help="Start FILE empty when it does not exist "

@@ -15,20 +15,10 @@ def real_engine_factory(settings: TuiSettings) -> EngineFactory:
     """Load the model and build an EarlyExitEngine (called in the app's loading worker, off the UI)."""
 
     def build():
-        from greencode.energy import EnergyMeter
-        from greencode.engine import EarlyExitEngine
-        from greencode.models import load_model
-        from greencode.info import resolve_exit_points
-        from greencode.prefix_cache import prefix_cache_for
+        from greencode.runtime import engine_from_config
 
-        config = settings.config
-        loaded = load_model(settings.model_spec, config.model.dtype, config.model.device, config.model.cache_dir)
-        points = resolve_exit_points(config, loaded.num_layers, loaded.info)
-        # Built on `full`; the app then sets the requested policy, so a missing agent is a note, not a failure.
-        return EarlyExitEngine(loaded, "full", EnergyMeter(config.energy), points,
-                               config.engine.max_context_tokens, settings.agent_path or None,
-                               prefix_cache=prefix_cache_for(config.engine),  # idle completions reuse the file's prefix
-                               token_healing=config.engine.token_healing, shortlist=config.exits.shortlist)
+        return engine_from_config(settings.config, settings.model_spec, agent_path=settings.agent_path,
+                                  typed_text=True, shared_prefixes=True)  # idle completions reuse the file's prefix
 
     return build
 

@@ -149,8 +149,7 @@ class LensActions:
         engine = self.engine
 
         def stream_with(policy, prefilled):
-            engine.set_policy(policy)
-            return engine.stream(prompt, prefilled=prefilled, **options)
+            return engine.stream(prompt, prefilled=prefilled, **dict(options, policy=policy))
 
         with self._engine_lock:
             error = ""
@@ -160,8 +159,6 @@ class LensActions:
             except Exception as exc:  # shown in the sweep's status line; a bug is logged too
                 self.log.error(exc)
                 error = str(exc)
-            finally:
-                engine.set_policy(self.policy)  # back to what the panel shows
             self.post_message(SweepFinished(run_id, error))
 
     def _current_sweep(self, run_id: int) -> SweepScreen | None:
@@ -192,8 +189,7 @@ class LensActions:
         from tui.oracle_marks import modelled_joules, oracle_layers
 
         engine = self.engine
-        engine.set_policy("full")
-        recorded = list(engine.stream(prompt, record=True, **options))
+        recorded = list(engine.stream(prompt, record=True, **dict(options, policy="full")))
         layers = oracle_layers(recorded, engine.exit_points, engine.num_layers)
         joules = modelled_joules(full_events, layers, engine.cost)
         self.post_message(OracleMarked(run_id, [e.text for e in recorded], layers, joules))

@@ -208,12 +208,9 @@ class SidePanel(VerticalScroll):
         lines = [f"{policy:<24}F3 switch", knob, f"{mode} mode: up to {tokens} tokens   F2",
                  "threshold: F8 - / F9 +, or click"]
         self.query_one("#policy-status", Static).update(Text("\n".join(lines)))
-        reason = agent_unavailable
-        if "needs an agent file" in reason:  # the usual case, said short (the toast at start has it in full)
-            reason = "no agent file: pass --agent PATH or train one (greencode train agent)"
         note = self.query_one("#agent-note", Static)
-        note.update(Text(f"agent unavailable: {reason}" if reason else ""))
-        note.display = bool(reason)
+        note.update(Text(agent_unavailable))  # the same line `complete` and `serve` print
+        note.display = bool(agent_unavailable)
         self.query_one(ThresholdKnob).show(threshold, knob_active)
 
     def show_figures(self, stats: CompletionStats | None, session: SessionStats) -> None:

@@ -88,6 +88,37 @@ class ConfirmQuitScreen(ModalScreen[str]):
         self.dismiss(choice)
 
 
+class FileChangedScreen(ModalScreen[str]):
+    """The file changed on disk since it was opened: returns "overwrite", "reload" or "cancel"."""
+
+    BINDINGS = [
+        Binding("escape", "choose('cancel')", "Cancel", id="changed_cancel"),
+        Binding("c", "choose('cancel')", "Cancel", show=False),
+        Binding("o", "choose('overwrite')", "Overwrite", id="changed_overwrite"),
+        Binding("r", "choose('reload')", "Reload from disk", id="changed_reload"),
+    ]
+
+    def __init__(self, what_happened: str) -> None:
+        super().__init__()
+        self.what_happened = what_happened
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="changed-box"):
+            yield Label(f"{self.what_happened}.", id="changed-question")
+            yield Label("Overwrite it with your text, reload it (your edits are dropped), or cancel?",
+                        id="changed-hint")
+            with Horizontal(id="changed-buttons"):
+                yield Button("Overwrite (o)", id="overwrite", variant="error")
+                yield Button("Reload (r)", id="reload", variant="primary")
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id)
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)
+
+
 class CompareScreen(ModalScreen[None]):
     """Two completions of the same prompt: the early-exit policy's and the full model's, with their joules."""
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from greencode.config import Config
-from greencode.errors import GreencodeError
+from greencode.policies import THRESHOLD_KINDS, check_threshold, split_policy
 
 # The policies the switch key cycles through, in order; the knob sets the threshold of those that have one.
 POLICY_CYCLE = ("agent", "full", "confidence")
-THRESHOLD_POLICIES = ("agent", "confidence")
-POLICY_KINDS = ("full", "fixed", "confidence", "entropy", "agent")
+THRESHOLD_POLICIES = THRESHOLD_KINDS
 THRESHOLD_STEP = 0.02
 
 
@@ -19,7 +18,7 @@ class TuiSettings:
     config: Config = field(default_factory=Config)
     model_spec: str = "default"
     agent_path: str = ""  # "" = the agent shipped with the model, if any
-    policy_kind: str = "agent"  # one of POLICY_KINDS
+    policy_kind: str = "agent"  # one of greencode.policies.POLICY_KINDS
     policy_arg: str = ""  # fixed:N's layer, entropy:H's nats (the knob covers agent/confidence)
     threshold: float = 0.9  # T of agent:T, P of confidence:P
     idle_ms: int = 700  # complete after this idle pause; 0 = only on the explicit key
@@ -29,25 +28,6 @@ class TuiSettings:
     temperature: float = 0.0
     top_p: float = 1.0
     max_context_chars: int = 16_000  # text before the cursor sent as the prompt (the engine keeps its tokens nearest)
-
-
-def split_policy(text: str) -> tuple[str, str]:
-    """"agent:0.9" -> ("agent", "0.9"); checks the form (the engine checks layers and agent files)."""
-    kind, _, arg = text.strip().partition(":")
-    if kind not in POLICY_KINDS or (kind == "full") == bool(arg):
-        raise GreencodeError(f"unknown policy {text!r}; forms: full | fixed:N | confidence:P | entropy:H | agent:T")
-    if arg:
-        try:
-            float(arg)
-        except ValueError:
-            raise GreencodeError(f"policy {text!r}: {arg!r} is not a number") from None
-    return kind, arg
-
-
-def check_threshold(value: float, where: str = "--threshold") -> float:
-    if not 0.0 <= value <= 1.0:
-        raise GreencodeError(f"{where} must be in [0, 1] (higher = stricter = deeper), got {value}")
-    return round(float(value), 4)
 
 
 def policy_string(kind: str, threshold: float, arg: str = "") -> str:
@@ -63,9 +43,9 @@ def settings_from_config(config: Config, threshold: float | None = None) -> TuiS
     """[tui] keys fall back to [model], [agent] and [engine]; --threshold replaces the policy's T."""
     kind, arg = split_policy(config.tui.policy or config.engine.policy)
     if threshold is not None:
-        value = check_threshold(threshold)
+        value = round(check_threshold("agent", threshold, "--threshold"), 4)  # the knob: [0, 1]
     elif kind in THRESHOLD_POLICIES:
-        value = check_threshold(float(arg), f"policy {kind}:{arg}: the threshold")
+        value = round(float(arg), 4)  # split_policy checked its range
     else:
         value = config.agent.threshold
     return TuiSettings(

@@ -31,18 +31,13 @@ def command(ctx: typer.Context,
 
     from greencode.eval.bench import agent_decision_cost, bench_prompts, load_times, run_bench, untrained_agent_cost
     from greencode.cli import load_context_config
-    from greencode.energy import EnergyMeter
-    from greencode.engine import EarlyExitEngine
     from greencode.errors import GreencodeError
-    from greencode.models import load_model
-    from greencode.info import resolve_exit_points
+    from greencode.runtime import engine_from_config
 
     config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent})
     console = Console(stderr=True)
-    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
-    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
-    engine = EarlyExitEngine(loaded, "full", EnergyMeter(config.energy), points, agent_path=config.agent.path or None,
-                             shortlist=config.exits.shortlist)
+    engine = engine_from_config(config)
+    loaded, points = engine.loaded, engine.exit_points
     names = [p.strip() for p in policies.split(",") if p.strip()]
     notes = []
     agent_names = [n for n in names if n.startswith("agent:")]
@@ -63,7 +58,7 @@ def command(ctx: typer.Context,
     if full_rows:  # the agent's decision against one full-depth token
         timing_agent = agent_names[0] if agent_names and agent_names[0] in names else None
         if timing_agent is None:
-            cost = untrained_agent_cost(loaded, points, list(config.agent.net_arch))
+            cost = untrained_agent_cost(engine, list(config.agent.net_arch))
             notes.append("agent decision timed with an untrained MLP of the configured shape "
                          f"{list(config.agent.net_arch)} (same cost as a trained one)")
         else:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from greencode.policies import POLICY_FORMS
+
 
 def prompt_at(text: str, at: str | None) -> str:
     """The text before LINE:COL (1-based; COL may be past the line's end), or all of it."""
@@ -29,8 +31,8 @@ def prompt_at(text: str, at: str | None) -> str:
 def command(ctx: typer.Context,
             file: str = typer.Argument(..., help="Code file to complete."),
             at: Optional[str] = typer.Option(None, help="LINE:COL (1-based) of the cursor; default: end of file."),
-            policy: Optional[str] = typer.Option(None, help="full | fixed:N | confidence:P | entropy:H | agent:T "
-                                                 "(default: [engine].policy)."),
+            policy: Optional[str] = typer.Option(None, help=f"{POLICY_FORMS} (default: [engine].policy; agent:T "
+                                                 "falls back to confidence:T on a model without an agent)."),
             threshold: Optional[float] = typer.Option(None, help="T for agent:T / P for confidence:P."),
             max_new_tokens: Optional[int] = typer.Option(None, help="Tokens to generate (default [engine])."),
             line: bool = typer.Option(False, "--line", help="Stop at the end of the line."),
@@ -42,11 +44,8 @@ def command(ctx: typer.Context,
 
     from greencode.bands import band_colour
     from greencode.cli import load_context_config
-    from greencode.energy import EnergyMeter
-    from greencode.engine import EarlyExitEngine
     from greencode.errors import GreencodeError
-    from greencode.models import load_model
-    from greencode.info import resolve_exit_points
+    from greencode.runtime import engine_from_config, policy_or_fallback
     from greencode.source import open_source
 
     config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent, "engine.policy": policy,
@@ -55,15 +54,12 @@ def command(ctx: typer.Context,
     prompt = prompt_at(source.text, at)
     if not prompt.strip():
         raise GreencodeError(f"{file}: nothing before the cursor to complete from")
-    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
-    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
-    engine = EarlyExitEngine(loaded, config.engine.policy, EnergyMeter(config.energy), points,
-                             config.engine.max_context_tokens, config.agent.path or None,
-                             token_healing=config.engine.token_healing, shortlist=config.exits.shortlist)
-    if threshold is not None:
-        engine.set_threshold(threshold)
+    engine = engine_from_config(config, typed_text=True)
+    chosen, note = policy_or_fallback(engine, config.engine.policy, threshold)
     console = Console(highlight=False)
-    completion = engine.stream(prompt, config.engine.max_new_tokens, stop_at_eol=line,
+    if note:
+        Console(stderr=True, highlight=False).print(f"note: {note}", markup=False)
+    completion = engine.stream(prompt, chosen, config.engine.max_new_tokens, stop_at_eol=line,
                                temperature=config.engine.temperature, top_p=config.engine.top_p,
                                seed=config.engine.seed)
     for event in completion:
@@ -72,7 +68,7 @@ def command(ctx: typer.Context,
     console.print()
     dropped = f", {summary.dropped_prompt_tokens} context tokens dropped" if summary.dropped_prompt_tokens else ""
     console.print(
-        f"[dim]{engine.policy.name}: {summary.tokens} tokens, {summary.tokens_per_s:.1f} tok/s, mean exit layer "
-        f"{summary.mean_exit_layer:.1f}/{loaded.num_layers}, {summary.layers_skipped_frac:.0%} layers skipped, "
+        f"[dim]{chosen.name}: {summary.tokens} tokens, {summary.tokens_per_s:.1f} tok/s, mean exit layer "
+        f"{summary.mean_exit_layer:.1f}/{engine.num_layers}, {summary.layers_skipped_frac:.0%} layers skipped, "
         f"{summary.joules:.2f} J ({summary.energy_source}), {summary.joules_saved:.2f} J saved vs full depth"
         f"{dropped}[/dim]")

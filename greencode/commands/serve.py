@@ -1,4 +1,5 @@
-"""`greencode serve`: the editor endpoint (llm-vscode / llm-ls, TGI and HF Inference API routes)."""
+"""`greencode serve`: the editor endpoint (llm-vscode / llm-ls, TGI and HF Inference API routes; OpenAI and
+Ollama routes for Continue, Twinny and llm-ls's openai/ollama backends)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,7 @@ from typing import Optional
 
 import typer
 
-
-def build_engine(config, policy: str, threshold: Optional[float]):
-    """Load [model].spec and wrap it in an EarlyExitEngine with the given default policy."""
-    from greencode.energy import EnergyMeter
-    from greencode.engine import EarlyExitEngine
-    from greencode.models import load_model
-    from greencode.info import resolve_exit_points
-    from greencode.prefix_cache import prefix_cache_for
-
-    loaded = load_model(config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
-    engine = EarlyExitEngine(loaded, "full", meter=EnergyMeter(config.energy),
-                             exit_points=resolve_exit_points(config, loaded.num_layers, loaded.info),
-                             max_context_tokens=config.engine.max_context_tokens,
-                             agent_path=config.agent.path or None, prefix_cache=prefix_cache_for(config.engine),
-                             token_healing=config.engine.token_healing, shortlist=config.exits.shortlist)
-    default = engine.make_policy(policy)
-    engine.set_policy(default.with_threshold(threshold) if threshold is not None else default)
-    return engine
+from greencode.policies import POLICY_FORMS
 
 
 def refuse_open_host(serve) -> None:
@@ -42,8 +26,9 @@ def command(ctx: typer.Context,
             port: Optional[int] = typer.Option(None, help="TCP port (default [serve].port, 8080)."),
             model: Optional[str] = typer.Option(None, help="Model spec (default [model].spec)."),
             agent: Optional[str] = typer.Option(None, help="Exit agent .safetensors (default [agent].path)."),
-            policy: Optional[str] = typer.Option(None, help="Default exit policy: full | fixed:N | confidence:P | "
-                                                 "entropy:H | agent:T (default [engine].policy)."),
+            policy: Optional[str] = typer.Option(None, help=f"Default exit policy: {POLICY_FORMS} (default "
+                                                 "[engine].policy; agent:T falls back to confidence:T on a model "
+                                                 "without an agent)."),
             threshold: Optional[float] = typer.Option(None, help="Threshold of the default policy (T, P or H)."),
             token: Optional[str] = typer.Option(None, help="Require 'Authorization: Bearer TOKEN' "
                                                 "(default [serve].token)."),
@@ -54,7 +39,8 @@ def command(ctx: typer.Context,
                 None, "--allow-unauthenticated", help="Serve a non-loopback --host without --token (default "
                 "[serve].allow_unauthenticated; anyone who can reach the address may use the model)."),
             ) -> None:
-    """Serve completions over HTTP for llm-vscode (TGI backend: POST /generate, /generate_stream)."""
+    """Serve completions over HTTP: TGI (POST /generate, /generate_stream) for llm-vscode, OpenAI (POST
+    /v1/completions) and Ollama (POST /api/generate) for Continue, Twinny and llm-ls; fill-in-the-middle on all."""
     from greencode.cli import load_context_config
     from greencode.errors import GreencodeError
 
@@ -66,6 +52,7 @@ def command(ctx: typer.Context,
                                          "serve.threads": threads,
                                          "serve.allow_unauthenticated": allow_unauthenticated})
     refuse_open_host(config.serve)
+    from greencode.runtime import engine_from_config, policy_or_fallback
     from greencode.serve.app import build_app, listen_socket, run_server
 
     sock = listen_socket(config.serve.host, config.serve.port)
@@ -73,10 +60,14 @@ def command(ctx: typer.Context,
         import torch
 
         torch.set_num_threads(config.serve.threads)
-    engine = build_engine(config, config.engine.policy, threshold)
-    app = build_app(engine, config)
+    engine = engine_from_config(config, typed_text=True, shared_prefixes=True)
+    default_policy, note = policy_or_fallback(engine, config.engine.policy, threshold)
+    if note:
+        typer.echo(f"note: {note}", err=True)
+    app = build_app(engine, config, default_policy)
     serve = config.serve
     typer.echo(f"greencode serve: {engine.loaded.name}, {engine.num_layers} layers, exits {engine.exit_points}, "
-               f"policy {engine.policy.name}, energy {engine.meter.source}, "
-               f"auth {'on' if serve.token else 'off'} -> http://{serve.host}:{serve.port}/generate", err=True)
+               f"policy {default_policy.name}, energy {engine.meter.source}, "
+               f"auth {'on' if serve.token else 'off'} -> http://{serve.host}:{serve.port}/generate, /v1/completions, "
+               f"/api/generate", err=True)
     run_server(app, sock, log_level=log_level)

@@ -89,13 +89,14 @@ def _hf_generate(loaded, ids: list[int], new_tokens: int) -> tuple[list[int], fl
     return out[0, len(ids):].tolist(), total, max(1e-9, total - first)
 
 
-def agent_decision_cost(engine, policy_name: str, repeats: int = 300) -> dict:
-    """Seconds per agent decision on a real hidden state, against one full-depth token."""
+def agent_decision_cost(engine, policy, repeats: int = 300) -> dict:
+    """Seconds per agent decision (`policy`: agent:T, as an ExitPolicy or its string form) on a real-sized
+    hidden state, against one full-depth token."""
     from greencode.policies import Agent
 
-    policy = engine.make_policy(policy_name)
+    policy = engine.make_policy(policy)
     if not isinstance(policy, Agent):
-        raise GreencodeError(f"{policy_name} is not an agent policy")
+        raise GreencodeError(f"{policy.name} is not an agent policy")
     hidden = torch.randn(1, 1, engine.adapter.hidden_size, device=engine.device)
     with torch.inference_mode():
         for _ in range(20):
@@ -106,17 +107,18 @@ def agent_decision_cost(engine, policy_name: str, repeats: int = 300) -> dict:
     return {"decision_seconds": (time.perf_counter() - started) / repeats, "agent": policy.agent.path}
 
 
-def untrained_agent_cost(loaded, exit_points: list[int], net_arch: list[int]) -> dict:
+def untrained_agent_cost(engine, net_arch: list[int]) -> dict:
     """agent_decision_cost of an untrained agent of the configured shape (it costs what a trained one does),
     written to a scratch directory that is removed afterwards."""
-    from greencode.agent import build_mlp, save_agent
-    from greencode.engine import EarlyExitEngine
+    from greencode.agent import ExitAgent, build_mlp, save_agent
+    from greencode.policies import Agent
 
+    hidden, points = engine.adapter.hidden_size, engine.exit_points
     with tempfile.TemporaryDirectory() as scratch:
-        path = save_agent(f"{scratch}/agent.safetensors", build_mlp(loaded.hidden_size, net_arch).state_dict(),
-                          net_arch, "tanh", loaded.hidden_size, exit_points, f"untrained, for timing ({loaded.name})")
-        engine = EarlyExitEngine(loaded, "full", exit_points=exit_points, agent_path=str(path))
-        return agent_decision_cost(engine, "agent:0.9")
+        path = save_agent(f"{scratch}/agent.safetensors", build_mlp(hidden, net_arch).state_dict(), net_arch,
+                          "tanh", hidden, points, f"untrained, for timing ({engine.loaded.name})")
+        agent = ExitAgent.load(str(path), hidden, points)
+        return agent_decision_cost(engine, Agent(agent, 0.9, engine.adapter, len(points)))
 
 
 SCORES_OFF = " (scores off)"  # a row's suffix: the same policy with TokenEvent.exit_scores not recorded
@@ -142,8 +144,8 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
                 hf_decode["tokens"] += len(tokens)
                 totals[name].token_ids.append(tokens)
             return
-        engine.set_policy(built[name])
-        summary = engine.complete(ids, max_new_tokens=max_new_tokens, record_scores=not name.endswith(SCORES_OFF))
+        summary = engine.complete(ids, built[name], max_new_tokens=max_new_tokens,
+                                  record_scores=not name.endswith(SCORES_OFF))
         if record:
             totals[name].add(summary)
 

@@ -70,18 +70,18 @@ def find_agent(config, loaded, explicit: str | None) -> tuple[str | None, str | 
 
 def build_contestants(config, loaded, base, meter, agent: tuple[str | None, str | None, bool],
                       thresholds: list[float]) -> tuple[list[Contestant], list[str]]:
-    from greencode.engine import EarlyExitEngine
-    from greencode.info import resolve_exit_points
+    from greencode.runtime import engine_from_config
 
     agent_path, agent_missing, agent_named = agent
     notes: list[str] = []
-    points = resolve_exit_points(config, loaded.num_layers, loaded.info)
-    engine = EarlyExitEngine(loaded, "full", meter, points, config.eval.max_context_tokens, agent_path,
-                             shortlist=config.exits.shortlist)
+    engine = engine_from_config(config, loaded, agent_path=agent_path or "", meter=meter,
+                                max_context_tokens=config.eval.max_context_tokens)
+    points = engine.exit_points
     stamp = file_stamp(loaded.spec)
     contestants: list[Contestant] = []
     if base is not None:
-        base_engine = EarlyExitEngine(base, "full", meter, points, config.eval.max_context_tokens)
+        base_engine = engine_from_config(config, base, agent_path="", exit_points=points, meter=meter,
+                                         max_context_tokens=config.eval.max_context_tokens, shortlist=-1)
         contestants.append(Contestant("base", "base (full)", base_engine, base_engine.make_policy("full"),
                                       f"base|{base.spec}|{file_stamp(base.spec)}|full", base.name))
     names = list(config.eval.policies) + [f"agent:{t:g}" for t in thresholds]
@@ -122,13 +122,12 @@ def _complete(contestant: Contestant, sample: EvalSample, config, line_protocol:
     contestants of one engine: the prompt runs through the layers once, every policy decodes from a copy
     of its cache, and each is charged the same prefill seconds and joules."""
     engine = contestant.engine
-    engine.set_policy(contestant.policy)
     prefilled = None
     if prefills is not None:
         if id(engine) not in prefills:
             prefills[id(engine)] = engine.prefill(sample.context_ids, config.eval.max_new_tokens)
         prefilled = prefills[id(engine)]
-    summary = engine.complete(sample.context_ids, max_new_tokens=config.eval.max_new_tokens,
+    summary = engine.complete(sample.context_ids, contestant.policy, max_new_tokens=config.eval.max_new_tokens,
                               stop_at_eol=line_protocol, prefilled=prefilled)
     return {
         "key": sample.key, "identity": contestant.identity, "policy": contestant.name,
@@ -184,7 +183,7 @@ def policy_row(contestant: Contestant, records: list[dict], samples: list[EvalSa
         "tokens_per_completion": statistics.fmean(r["tokens"] for r in records),
         "quality_notes": quality.get("notes", []),
     }
-    asked = contestant.policy.name != "full" and decode_tokens
+    asked = contestant.policy.name not in ("full", "oracle") and decode_tokens  # the oracle asks no one
     row["exit_decisions_per_token"] = (sum(_exit_decisions(r["exit_layers"], engine.exit_points, L) for r in records)
                                        / decode_tokens if asked else 0.0)
     modelled = [r.get("modelled_units") for r in records]  # absent in completions stored before the cost model
@@ -220,7 +219,8 @@ def _agent_overheads(rows: list[dict], contestants: list[Contestant]) -> None:
         if not row["policy"].startswith("agent:"):
             continue
         if cost is None:
-            cost = agent_decision_cost(by_name[row["policy"]].engine, row["policy"])["decision_seconds"]
+            contestant = by_name[row["policy"]]
+            cost = agent_decision_cost(contestant.engine, contestant.policy)["decision_seconds"]
         row["agent_decision_seconds"] = cost
         per_token = 1 / row["tokens_per_s"] if row["tokens_per_s"] else 0.0
         row["agent_overhead_frac"] = row["exit_decisions_per_token"] * cost / per_token if per_token else None
@@ -262,12 +262,6 @@ def _calibration(config) -> dict | None:
     return calibration_of(shipped_adaptation(), config.data) if config.model.spec == "default" else None
 
 
-def _load(config, spec: str):
-    from greencode.models import load_model
-
-    return load_model(spec, config.model.dtype, config.model.device, config.model.cache_dir)
-
-
 def run_eval(config, out: str | Path | None = None, agent: str | None = None, restart: bool = False,
              progress: bool = True, echo=print) -> dict:
     """Run the evaluation `config` describes; write results.json, results.md and plots into `out`."""
@@ -275,14 +269,15 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
 
     from greencode.energy import EnergyMeter
     from greencode.eval.plots import write_plots
+    from greencode.runtime import load_from_config
     from greencode.eval.report import write_results
 
     out = Path(out or config.eval.out)
     started = time.perf_counter()
     corpus = read_corpus(config, _calibration(config))
-    loaded = _load(config, config.model.spec)
+    loaded = load_from_config(config)
     base_spec = loaded.info.get("base_model")
-    base = _load(config, base_spec) if base_spec else None
+    base = load_from_config(config, base_spec) if base_spec else None
     sample_set = load_samples(config, loaded.tokenizer, corpus)
     notes = list(sample_set.notes)
     meter = EnergyMeter(config.energy)

@@ -92,8 +92,10 @@ def _fim_plan(state: ServerState, request: GenerateRequest):
 
 def _job_for(state: ServerState, request: GenerateRequest) -> GenerationJob:
     serve, defaults = state.config.serve, state.config.engine
-    if len(request.inputs) > serve.max_input_chars:
-        raise ServeError(413, f"inputs has {len(request.inputs)} characters; the limit is {serve.max_input_chars}",
+    chars = len(request.inputs) + len(request.suffix or "")
+    if chars > serve.max_input_chars:
+        what = "inputs" if request.suffix is None else "the prompt and suffix together"
+        raise ServeError(413, f"{what} has {chars} characters; the limit is {serve.max_input_chars}",
                          "payload_too_large")
     params = request.parameters
     temperature = defaults.temperature if params.temperature is None else params.temperature
@@ -181,6 +183,7 @@ def _details(state: ServerState, job: GenerationJob, summary, events: list, para
         "policy": job.policy.name,  # the first token comes from the prefill, at full depth
         "prompt_tokens": summary.prompt_tokens,
         "dropped_prompt_tokens": summary.dropped_prompt_tokens,
+        "reused_prompt_tokens": summary.reused_prompt_tokens,  # their prefill came from the prefix cache
         "prefill_seconds": summary.prefill_seconds,
         "seconds": summary.seconds,
         "ignored_parameters": params.ignored,
@@ -321,11 +324,14 @@ async def stream_events(state: ServerState, job: GenerationJob, body: GenerateRe
             state.queue.cancel(job)
 
 
-def build_app(engine, config: Config):
-    """The ASGI app around one engine; its default policy is the engine's policy now."""
-    queue = GenerationQueue(engine, engine.policy, config.serve.queue_limit)
+def build_app(engine, config: Config, default_policy=None):
+    """The ASGI app around one engine. `default_policy` (an ExitPolicy or its string form; default
+    [engine].policy, agent:T falling back as greencode.runtime says) serves requests that name none."""
     from greencode.fim import model_fim_form
+    from greencode.runtime import policy_or_fallback
 
+    default_policy, _ = policy_or_fallback(engine, default_policy or config.engine.policy)
+    queue = GenerationQueue(engine, default_policy, config.serve.queue_limit)
     state = ServerState(engine, config, queue, time.time(), frozenset(engine.loaded.tokenizer.all_special_ids),
                         model_fim_form(engine.loaded.tokenizer))
 

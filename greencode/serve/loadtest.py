@@ -11,6 +11,7 @@ request, every 25 requests, and at the end (growth over the second half shows wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -74,8 +75,46 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
 
 
+@contextlib.contextmanager
+def serve_process(command: list[str], url: str, deadline: float):
+    """Run `greencode serve` as a child process until it answers /health; stop it (SIGINT) on the way out."""
+    import httpx
+
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise GreencodeError(f"the server did not start: {log.read().strip()[-500:] or 'timed out'}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.5)
+            yield server
+        finally:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def serve_command(port: int, model: str, policy: str, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "greencode.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--model", model, "--policy", policy, "--log-level", "warning", *extra]
+
+
+ROUTES = {  # route -> (path, body for a prompt, where the answer keeps greencode's details)
+    "generate": ("/generate", lambda prompt, n: {"inputs": prompt, "parameters": {"max_new_tokens": n}}, "details"),
+    "openai": ("/v1/completions", lambda prompt, n: {"model": "greencode", "prompt": prompt, "max_tokens": n},
+               "greencode"),
+}
+
+
 async def _load(url: str, prompts: list[str], requests: int, concurrency: int, max_new_tokens: int,
-                deadline: float, pid: int, rss_samples: list) -> tuple[list[dict], float]:
+                deadline: float, pid: int, rss_samples: list, route: str = "generate") -> tuple[list[dict], float]:
     import httpx
 
     results: list[dict] = []
@@ -87,13 +126,14 @@ async def _load(url: str, prompts: list[str], requests: int, concurrency: int, m
         while issued < requests and time.monotonic() < deadline:
             index = issued
             issued += 1
-            body = {"inputs": prompts[index % len(prompts)], "parameters": {"max_new_tokens": max_new_tokens}}
+            path, make_body, details_key = ROUTES[route]
+            body = make_body(prompts[index % len(prompts)], max_new_tokens)
             started = time.perf_counter()
             try:
-                response = await client_session.post(f"{url}/generate", json=body,
+                response = await client_session.post(f"{url}{path}", json=body,
                                                      timeout=max(1.0, deadline - time.monotonic()))
                 ok = response.status_code == 200
-                details = response.json()["details"] if ok else {}
+                details = response.json()[details_key] if ok else {}
                 error = None if ok else f"{response.status_code}: {response.text[:200]}"
             except Exception as exc:  # a timeout or a dropped connection is an error of the run, not of the bench
                 ok, details, error = False, {}, f"{type(exc).__name__}: {exc}"
@@ -110,7 +150,7 @@ async def _load(url: str, prompts: list[str], requests: int, concurrency: int, m
 
 
 def run_bench(model: str, policy: str, requests: int, concurrency: int, max_new_tokens: int, time_limit_s: float,
-              config, extra_server_args: list[str] | None = None) -> dict:
+              config, extra_server_args: list[str] | None = None, route: str = "generate") -> dict:
     import httpx
 
     if not 1 <= requests <= MAX_REQUESTS or not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -120,43 +160,26 @@ def run_bench(model: str, policy: str, requests: int, concurrency: int, max_new_
     prompts = editor_prompts(config.data, config.eval.context_fraction, min(requests, 100))
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "greencode.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--model", model, "--policy", policy, "--log-level", "warning",
-               "--serve.queue_limit", str(concurrency), "--serve.max_new_tokens_cap", str(max_new_tokens),
-               *(extra_server_args or [])]
+    command = serve_command(port, model, policy, ["--serve.queue_limit", str(concurrency),
+                                                  "--serve.max_new_tokens_cap", str(max_new_tokens),
+                                                  *(extra_server_args or [])])
     deadline = time.monotonic() + time_limit_s
-    with tempfile.TemporaryFile("w+") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            while True:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise GreencodeError(f"the server did not start: {log.read().strip()[-500:] or 'timed out'}")
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.5)
-            info = httpx.get(f"{url}/info").json()
-            rss_started = rss_mb(server.pid)
-            warm = httpx.post(f"{url}/generate", json={"inputs": prompts[0]},
-                              timeout=max(1.0, deadline - time.monotonic()))
-            if warm.status_code != 200:
-                raise GreencodeError(f"the warm-up request failed: {warm.status_code} {warm.text[:200]}")
-            rss_warm = rss_mb(server.pid)
-            rss_samples: list = []
-            results, wall = asyncio.run(_load(url, prompts, requests, concurrency, max_new_tokens, deadline,
-                                              server.pid, rss_samples))
-            rss_end = rss_mb(server.pid)
-            queue = httpx.get(f"{url}/health").json()["queue"]
-        finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-    return _report(info, results, wall, requests, concurrency, max_new_tokens, rss_started, rss_warm, rss_samples,
-                   rss_end, queue, command)
+    with serve_process(command, url, deadline) as server:
+        info = httpx.get(f"{url}/info").json()
+        rss_started = rss_mb(server.pid)
+        warm = httpx.post(f"{url}/generate", json={"inputs": prompts[0]},
+                          timeout=max(1.0, deadline - time.monotonic()))
+        if warm.status_code != 200:
+            raise GreencodeError(f"the warm-up request failed: {warm.status_code} {warm.text[:200]}")
+        rss_warm = rss_mb(server.pid)
+        rss_samples: list = []
+        results, wall = asyncio.run(_load(url, prompts, requests, concurrency, max_new_tokens, deadline,
+                                          server.pid, rss_samples, route))
+        rss_end = rss_mb(server.pid)
+        queue = httpx.get(f"{url}/health").json()["queue"]
+    report = _report(info, results, wall, requests, concurrency, max_new_tokens, rss_started, rss_warm, rss_samples,
+                     rss_end, queue, command)
+    return {**report, "route": ROUTES[route][0]}
 
 
 def _report(info, results, wall, requests, concurrency, max_new_tokens, rss_started, rss_warm, rss_samples, rss_end,
@@ -190,7 +213,7 @@ def _print(report: dict) -> None:
     fmt = lambda v: f"{v:.0f}" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
     typer.echo(f"model {report['model']} | policy {report['policy']} | energy {report['energy_source']} | "
                f"{report['device']}, {report['cpu_threads']} CPU threads")
-    typer.echo(f"{report['ok']}/{report['requests_planned']} ok, {report['errors']} errors, "
+    typer.echo(f"{report['ok']}/{report['requests_planned']} ok to {report['route']}, {report['errors']} errors, "
                f"{report['concurrency']} concurrent clients, {report['max_new_tokens']} new tokens each, "
                f"wall {report['wall_s']} s")
     typer.echo(f"latency p50 {lat['p50']} s, p90 {lat['p90']} s, p99 {lat['p99']} s, max {lat['max']} s")
@@ -208,6 +231,7 @@ def main(model: str = typer.Option("default", help="Model spec the server loads.
          requests: int = typer.Option(200, help=f"Requests to send (1..{MAX_REQUESTS})."),
          concurrency: int = typer.Option(20, help=f"Concurrent clients (1..{MAX_CONCURRENCY})."),
          max_new_tokens: int = typer.Option(15, help="New tokens per request."),
+         route: str = typer.Option("generate", help="generate (TGI /generate) | openai (/v1/completions)."),
          time_limit: float = typer.Option(1800, help=f"Stop sending after this many seconds (<= {MAX_TIME_LIMIT_S})."),
          server_threads: int = typer.Option(0, help="The server's torch CPU threads (0 = its default; "
                                             "1 is fastest on a shared CPU)."),
@@ -216,8 +240,10 @@ def main(model: str = typer.Option("default", help="Model spec the server loads.
     """Benchmark a `greencode serve` process under concurrent load (loopback only)."""
     from greencode.config import load_config
 
+    if route not in ROUTES:
+        raise GreencodeError(f"--route {route!r} is not one of: {', '.join(ROUTES)}")
     report = run_bench(model, policy, requests, concurrency, max_new_tokens, time_limit, load_config(config_path),
-                       ["--threads", str(server_threads)] if server_threads else None)
+                       ["--threads", str(server_threads)] if server_threads else None, route)
     _print(report)
     if json_out:
         target = Path(json_out)

@@ -137,8 +137,7 @@ class GenerationQueue:
     def _run(self, job: GenerationJob) -> None:
         engine = self.engine
         try:
-            engine.set_policy(job.policy)  # generation is serialised here, so the swap is this request's alone
-            completion = engine.stream(job.prompt, **job.options)
+            completion = engine.stream(job.prompt, job.policy, **job.options)
             with self._lock:
                 job.completion = completion
                 if job.cancelled.is_set():
@@ -163,5 +162,3 @@ class GenerationQueue:
             with self._lock:
                 self.stats.failed += 1
             job.deliver("error", (500, f"generation failed: {type(exc).__name__}"))
-        finally:
-            engine.set_policy(self.default_policy)

@@ -11,7 +11,9 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_STOP_SEQUENCES = 8
+from greencode.policies import POLICY_FORMS
+
+MAX_STOP_SEQUENCES = 32  # editors send their templates' stop lists (Continue's Qwen template: 9 strings)
 MAX_STOP_CHARS = 256
 MAX_POLICY_CHARS = 64
 MIN_TEMPERATURE = 1e-3
@@ -23,8 +25,8 @@ class GreencodeParameters(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     policy: Optional[str] = Field(None, min_length=1, max_length=MAX_POLICY_CHARS,
-                                  description="full | fixed:N | confidence:P | entropy:H | agent:T")
-    threshold: Optional[float] = Field(None, ge=0.0, allow_inf_nan=False,
+                                  description=POLICY_FORMS)
+    threshold: Optional[float] = Field(None, allow_inf_nan=False,  # its range is the policy's (greencode.policies)
                                        description="the policy's threshold (T, P or H) for this request")
 
 

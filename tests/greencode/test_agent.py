@@ -30,15 +30,14 @@ def test_agent_round_trip_and_probabilities(tmp_path):
 def test_agent_policy_in_the_engine(tmp_path, tiny_llama):
     exits = [4, 6, 10]
     eager = _write_agent(tmp_path / "eager.safetensors", 64, exits, exit_bias=5.0)
-    engine = EarlyExitEngine(tiny_llama, "agent:0.9", agent_path=str(eager))
-    summary = engine.complete(PROMPT, max_new_tokens=4)
+    engine = EarlyExitEngine(tiny_llama, agent_path=str(eager))
+    summary = engine.complete(PROMPT, "agent:0.9", max_new_tokens=4)
     assert summary.exit_layers[1:] == [4, 4, 4]
     assert all(e.score > 0.99 and e.policy == "agent:0.9" for e in summary.events[1:])
     shy = _write_agent(tmp_path / "shy.safetensors", 64, exits, exit_bias=-5.0)
-    engine = EarlyExitEngine(tiny_llama, "agent:0.9", agent_path=str(shy))
-    assert engine.complete(PROMPT, max_new_tokens=4).exit_layers == [12] * 4
-    engine.set_threshold(0.0)  # T = 0: any P(exit) is enough
-    assert engine.complete(PROMPT, max_new_tokens=3).exit_layers[1:] == [4, 4]
+    engine = EarlyExitEngine(tiny_llama, agent_path=str(shy))
+    assert engine.complete(PROMPT, "agent:0.9", max_new_tokens=4).exit_layers == [12] * 4
+    assert engine.complete(PROMPT, "agent:0", max_new_tokens=3).exit_layers[1:] == [4, 4]
 
 
 def test_observation_is_the_final_normed_state(tiny_llama):

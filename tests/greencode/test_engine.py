@@ -17,7 +17,7 @@ def _hf_greedy(loaded, prompt, n):
 
 
 def test_full_depth_equals_hf_generate(tiny_model):
-    engine = EarlyExitEngine(tiny_model, "full")
+    engine = EarlyExitEngine(tiny_model)
     summary = engine.complete(PROMPT, max_new_tokens=16)
     assert [e.token_id for e in summary.events] == _hf_greedy(tiny_model, PROMPT, 16)
     assert all(e.exit_layer == tiny_model.num_layers for e in summary.events)
@@ -81,8 +81,8 @@ def test_state_propagation_matches_a_slow_reference(tiny_model, monkeypatch):
         return real_sample(logits, *args)
 
     monkeypatch.setattr(engine_module, "_sample", recording_sample)
-    engine = EarlyExitEngine(tiny_model, "fixed:6")
-    summary = engine.complete(PROMPT, max_new_tokens=8)
+    engine = EarlyExitEngine(tiny_model)
+    summary = engine.complete(PROMPT, "fixed:6", max_new_tokens=8)
     ids, _ = engine.encode(PROMPT, 8)
     tokens, logits = _reference_fixed(tiny_model, ids, 6, 8)
     assert [e.token_id for e in summary.events] == tokens
@@ -92,35 +92,47 @@ def test_state_propagation_matches_a_slow_reference(tiny_model, monkeypatch):
 
 
 def test_confidence_policy_scores_and_exits(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "confidence:0.0")  # always confident enough: exits at the first point
-    summary = engine.complete(PROMPT, max_new_tokens=5)
+    engine = EarlyExitEngine(tiny_llama)  # always confident enough: exits at the first point
+    summary = engine.complete(PROMPT, "confidence:0.0", max_new_tokens=5)
     assert summary.exit_layers[1:] == [engine.exit_points[0]] * 4
     assert all(0.0 < e.score <= 1.0 for e in summary.events[1:])
-    engine.set_policy("confidence:1.0")  # never confident enough: full depth
-    assert engine.complete(PROMPT, max_new_tokens=5).exit_layers == [tiny_llama.num_layers] * 5
+    assert engine.complete(PROMPT, "confidence:1.0", max_new_tokens=5).exit_layers == [tiny_llama.num_layers] * 5
 
 
 def test_entropy_policy(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "entropy:100")
-    assert engine.complete(PROMPT, max_new_tokens=3).exit_layers[1:] == [engine.exit_points[0]] * 2
-    engine.set_policy("entropy:0")
-    assert engine.complete(PROMPT, max_new_tokens=3).exit_layers == [tiny_llama.num_layers] * 3
+    engine = EarlyExitEngine(tiny_llama)
+    assert engine.complete(PROMPT, "entropy:100", max_new_tokens=3).exit_layers[1:] == [engine.exit_points[0]] * 2
+    assert engine.complete(PROMPT, "entropy:0", max_new_tokens=3).exit_layers == [tiny_llama.num_layers] * 3
 
 
 def test_policy_and_threshold_change_between_tokens(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "confidence:1.0")
-    completion = engine.stream(PROMPT, max_new_tokens=6)
+    engine = EarlyExitEngine(tiny_llama)
+    completion = engine.stream(PROMPT, "confidence:1.0", max_new_tokens=6)
     layers = []
     for event in completion:
         layers.append(event.exit_layer)
         if event.index == 2:
-            engine.set_threshold(0.0)  # the next token already uses it
+            completion.set_threshold(0.0)  # the next token of this completion already uses it
     assert layers[:3] == [12, 12, 12] and layers[3:] == [4, 4, 4]
     assert [e for e in completion.summary.exit_layers] == layers
 
 
+def test_set_policy_changes_only_that_completion(tiny_llama):
+    engine = EarlyExitEngine(tiny_llama)
+    switched = engine.stream(PROMPT, "full", max_new_tokens=5)
+    other = engine.stream(PROMPT, "fixed:6", max_new_tokens=5)
+    layers = []
+    for event, _ in zip(switched, other):  # two completions interleaved on one engine
+        layers.append(event.exit_layer)
+        if event.index == 1:
+            switched.set_policy("fixed:4")
+    list(other)  # to its end
+    assert layers == [12, 12, 4, 4, 4]
+    assert other.summary.exit_layers == [12, 6, 6, 6, 6] and other.policy.name == "fixed:6"
+
+
 def test_cancel_from_another_thread_stops_the_stream(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "full")
+    engine = EarlyExitEngine(tiny_llama)
     completion = engine.stream(PROMPT, max_new_tokens=50)
     got = []
     for event in completion:
@@ -133,7 +145,7 @@ def test_cancel_from_another_thread_stops_the_stream(tiny_llama):
 
 
 def test_stop_sequences_and_end_of_line(default_model):
-    engine = EarlyExitEngine(default_model, "full")
+    engine = EarlyExitEngine(default_model)
     prompt = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return"
     line = engine.complete(prompt, max_new_tokens=20, stop_at_eol=True)
     assert line.stop_reason == "eol" and "\n" not in line.text.strip()
@@ -142,7 +154,7 @@ def test_stop_sequences_and_end_of_line(default_model):
 
 
 def test_long_prompts_keep_the_tokens_nearest_the_cursor(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "full", max_context_tokens=32)
+    engine = EarlyExitEngine(tiny_llama, max_context_tokens=32)
     long_prompt = "x = 1\n" * 200
     summary = engine.complete(long_prompt, max_new_tokens=2)
     assert summary.prompt_tokens == 32 and summary.dropped_prompt_tokens > 0
@@ -151,16 +163,16 @@ def test_long_prompts_keep_the_tokens_nearest_the_cursor(tiny_llama):
 
 
 def test_sampling_is_reproducible_with_a_seed(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "full")
+    engine = EarlyExitEngine(tiny_llama)
     first = engine.complete(PROMPT, max_new_tokens=6, temperature=1.0, top_p=0.9, seed=3)
     second = engine.complete(PROMPT, max_new_tokens=6, temperature=1.0, top_p=0.9, seed=3)
     assert first.text == second.text
 
 
 def test_record_mode_traces_every_exit_point(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "confidence:0.0")
-    events = engine.complete(PROMPT, max_new_tokens=4, record=True).events
-    full = EarlyExitEngine(tiny_llama, "full").complete(PROMPT, max_new_tokens=4).events
+    engine = EarlyExitEngine(tiny_llama)
+    events = engine.complete(PROMPT, "confidence:0.0", max_new_tokens=4, record=True).events
+    full = EarlyExitEngine(tiny_llama).complete(PROMPT, max_new_tokens=4).events
     assert [e.token_id for e in events] == [e.token_id for e in full]  # recording runs at full depth
     for event in events:
         assert event.trace.observations.shape == (len(engine.exit_points), tiny_llama.hidden_size)
@@ -169,7 +181,7 @@ def test_record_mode_traces_every_exit_point(tiny_llama):
 
 
 def test_energy_fields_say_their_source(tiny_llama):
-    summary = EarlyExitEngine(tiny_llama, "fixed:4").complete(PROMPT, max_new_tokens=4)
+    summary = EarlyExitEngine(tiny_llama).complete(PROMPT, "fixed:4", max_new_tokens=4)
     assert summary.energy_source == "estimate"
     assert all(e.energy_source == "estimate" and e.joules > 0 for e in summary.events)
     assert summary.full_depth_joules > summary.joules  # early exits cost less than full depth
@@ -180,7 +192,7 @@ def test_energy_fields_say_their_source(tiny_llama):
     ({"max_new_tokens": 0}, "max_new_tokens must be >= 1"),
 ])
 def test_bad_requests(tiny_llama, kwargs, message):
-    engine = EarlyExitEngine(tiny_llama, "full")
+    engine = EarlyExitEngine(tiny_llama)
     options = {"prompt": PROMPT, "max_new_tokens": 3, **kwargs}
     with pytest.raises(GreencodeError, match=message):
         engine.stream(options.pop("prompt"), **options)
@@ -192,30 +204,29 @@ def test_bad_requests(tiny_llama, kwargs, message):
 ])
 def test_bad_policies(tiny_llama, policy, message):
     with pytest.raises(GreencodeError, match=message):
-        EarlyExitEngine(tiny_llama, policy)
+        EarlyExitEngine(tiny_llama).make_policy(policy)
 
 
 @pytest.mark.integration
 def test_default_model_full_depth_equals_hf_generate(default_model):
     prompt = open(engine_module.__file__).read()[:1500]
-    summary = EarlyExitEngine(default_model, "full").complete(prompt, max_new_tokens=16)
+    summary = EarlyExitEngine(default_model).complete(prompt, max_new_tokens=16)
     assert [e.token_id for e in summary.events] == _hf_greedy(default_model, prompt, 16)
 
 
 def test_a_vanishing_temperature_is_greedy(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "full")
+    engine = EarlyExitEngine(tiny_llama)
     greedy = engine.complete(PROMPT, max_new_tokens=4)
     tiny = engine.complete(PROMPT, max_new_tokens=4, temperature=1e-40, seed=1)
     assert tiny.text == greedy.text
 
 
 def test_a_shared_prefill_gives_the_same_completions(tiny_model):
-    engine = EarlyExitEngine(tiny_model, "full")
+    engine = EarlyExitEngine(tiny_model)
     prefilled = engine.prefill(PROMPT, 6)
     for policy in ("full", "fixed:6", "confidence:0.0", "full"):
-        engine.set_policy(policy)
-        shared = engine.complete(PROMPT, max_new_tokens=6, prefilled=prefilled)
-        alone = engine.complete(PROMPT, max_new_tokens=6)
+        shared = engine.complete(PROMPT, policy, max_new_tokens=6, prefilled=prefilled)
+        alone = engine.complete(PROMPT, policy, max_new_tokens=6)
         assert [e.token_id for e in shared.events] == [e.token_id for e in alone.events]
         assert shared.exit_layers == alone.exit_layers
         assert shared.prefill_seconds == prefilled.measured.seconds

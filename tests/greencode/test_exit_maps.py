@@ -52,19 +52,19 @@ def test_maps_for_other_exit_points_or_another_width_are_one_clear_error(tmp_pat
 
 
 def test_engine_decodes_exits_through_the_maps(tiny_llama):
-    plain = EarlyExitEngine(tiny_llama, "fixed:6").complete(PROMPT, max_new_tokens=5)
+    plain = EarlyExitEngine(tiny_llama).complete(PROMPT, "fixed:6", max_new_tokens=5)
     maps = ExitMaps(64, [4, 6, 10])
     with torch.no_grad():
         maps.maps["6"].weight.copy_(torch.randn(64, 64))
     tiny_llama.adapter.exit_maps = maps
     try:
-        mapped = EarlyExitEngine(tiny_llama, "fixed:6").complete(PROMPT, max_new_tokens=5)
-        full = EarlyExitEngine(tiny_llama, "full").complete(PROMPT, max_new_tokens=5)
+        mapped = EarlyExitEngine(tiny_llama).complete(PROMPT, "fixed:6", max_new_tokens=5)
+        full = EarlyExitEngine(tiny_llama).complete(PROMPT, max_new_tokens=5)
     finally:
         tiny_llama.adapter.exit_maps = None
     assert mapped.events[0].token_id == plain.events[0].token_id  # the prefill token runs at full depth
     assert [e.token_id for e in mapped.events] != [e.token_id for e in plain.events]
-    unmapped_full = EarlyExitEngine(tiny_llama, "full").complete(PROMPT, max_new_tokens=5)
+    unmapped_full = EarlyExitEngine(tiny_llama).complete(PROMPT, max_new_tokens=5)
     assert full.text == unmapped_full.text  # full depth never touches the maps
 
 
@@ -112,3 +112,11 @@ def test_kl_through_the_shortlist_lowers_the_loss_with_and_without_an_mlp(tiny_l
     maps.add_mlps(8)
     more = distill(maps, head, states, epochs=4, batch=64, lr=1e-2, log=lambda line: None)
     assert more[-1] < losses[0]
+
+
+def test_the_fast_top1_is_float32_decoding_s_argmax(tiny_llama):
+    hidden = torch.randn(500, 64) * 4
+    for ids in (None, torch.arange(100, 3000)):
+        head = ExitHead(tiny_llama.adapter, ids)
+        exact = head.logits(hidden).argmax(-1)
+        assert torch.equal(head.top1(hidden), exact if ids is None else ids[exact])

@@ -10,8 +10,8 @@ PROMPT = "def read_lines(path):\n    with open(path) as handle:\n        return 
 
 
 def test_scores_are_recorded_per_exit_point_passed_and_end_with_the_deciding_one(tiny_model):
-    engine = EarlyExitEngine(tiny_model, "confidence:0.005")
-    summary = engine.complete(PROMPT, max_new_tokens=8)
+    engine = EarlyExitEngine(tiny_model)
+    summary = engine.complete(PROMPT, "confidence:0.005", max_new_tokens=8)
     points = engine.exit_points
     assert summary.events[0].exit_scores == ()  # the first token comes out of the prefill: no policy asked
     assert any(e.exit_layer < engine.num_layers for e in summary.events)
@@ -25,9 +25,9 @@ def test_scores_are_recorded_per_exit_point_passed_and_end_with_the_deciding_one
 
 
 def test_recording_off_keeps_the_same_tokens_and_records_nothing(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "confidence:0.005")
-    on = engine.complete(PROMPT, max_new_tokens=6)
-    off = engine.complete(PROMPT, max_new_tokens=6, record_scores=False)
+    engine = EarlyExitEngine(tiny_llama)
+    on = engine.complete(PROMPT, "confidence:0.005", max_new_tokens=6)
+    off = engine.complete(PROMPT, "confidence:0.005", max_new_tokens=6, record_scores=False)
     assert [e.token_id for e in on.events] == [e.token_id for e in off.events]
     assert [e.exit_layer for e in on.events] == [e.exit_layer for e in off.events]
     assert all(e.exit_scores == () for e in off.events) and any(e.exit_scores for e in on.events)

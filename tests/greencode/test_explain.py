@@ -19,8 +19,8 @@ def _explain_all(engine, summary, max_new_tokens):
 
 
 def test_replay_gives_the_streamed_token_at_its_exit_and_the_recorded_scores(tiny_model):
-    engine = EarlyExitEngine(tiny_model, "confidence:0.005")
-    summary = engine.complete(PROMPT, max_new_tokens=6)
+    engine = EarlyExitEngine(tiny_model)
+    summary = engine.complete(PROMPT, "confidence:0.005", max_new_tokens=6)
     assert any(e.exit_layer < engine.num_layers for e in summary.events)  # some tokens left early
     for event, explained in zip(summary.events, _explain_all(engine, summary, 6)):
         at_exit = {x.layer: x for x in explained.exits}[event.exit_layer]
@@ -34,7 +34,7 @@ def test_replay_gives_the_streamed_token_at_its_exit_and_the_recorded_scores(tin
 
 
 def test_oracle_of_a_full_depth_token_matches_a_recorded_run(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "full")
+    engine = EarlyExitEngine(tiny_llama)
     recorded = engine.complete(PROMPT, max_new_tokens=5, record=True)
     for event, explained in zip(recorded.events, _explain_all(engine, recorded, 5)):
         trace = event.trace
@@ -44,6 +44,6 @@ def test_oracle_of_a_full_depth_token_matches_a_recorded_run(tiny_llama):
 
 
 def test_a_token_that_is_not_there_is_one_clear_error(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "full")
+    engine = EarlyExitEngine(tiny_llama)
     with pytest.raises(GreencodeError, match="no token 3"):
         explain_token(engine, PROMPT, [1, 2], [12, 12], 3, 5)

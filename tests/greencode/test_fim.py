@@ -132,3 +132,11 @@ def test_the_models_own_fim_prompt_fits_the_context_and_keeps_the_cursor():
     assert plan.mode == "model" and plan.prompt == ids and plan.stop == ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]
     prefix_only = plan_completion(LLM_LS_PROMPTS["qwen"], None, tokenizer, None, 512)
     assert prefix_only.mode == "prefix-only" and prefix_only.prompt == BEFORE and "no FIM tokens" in prefix_only.note
+
+
+def test_greencode_info_says_which_fim_applies():
+    from greencode.config import load_config
+    from greencode.info import model_info
+
+    facts = model_info(load_config(None, {"model.spec": "tiny-random-llama"}))
+    assert facts["fim"].startswith("prefix only: the model has no FIM tokens")

@@ -26,11 +26,11 @@ def test_constraint_allows_tokens_that_start_with_the_removed_text_or_begin_it()
 
 
 def test_healed_completion_continues_the_cut_token_on_a_real_model(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "fixed:4", token_healing=True)
+    engine = EarlyExitEngine(tiny_llama, token_healing=True)
     tokenizer = tiny_llama.tokenizer
     ids = tokenizer(PYTHON, add_special_tokens=False)["input_ids"]
     removed = tokenizer.decode(ids[-1:])
-    summary = engine.complete(PYTHON, max_new_tokens=6)
+    summary = engine.complete(PYTHON, "fixed:4", max_new_tokens=6)
     first = tokenizer.decode([summary.events[0].token_id])
     assert first.startswith(removed) or removed.startswith(first)  # the constraint held on a random model too
     # What the caller gets is exactly what follows the cursor: prompt + text == the decoded healed sequence.
@@ -42,8 +42,8 @@ def test_healed_completion_continues_the_cut_token_on_a_real_model(tiny_llama):
 def test_healing_off_and_id_prompts_leave_the_prompt_as_it_is(tiny_llama):
     tokenizer = tiny_llama.tokenizer
     ids = tokenizer(PYTHON, add_special_tokens=False)["input_ids"]
-    off = EarlyExitEngine(tiny_llama, "full").complete(PYTHON, max_new_tokens=4)
-    as_ids = EarlyExitEngine(tiny_llama, "full", token_healing=True).complete(ids, max_new_tokens=4)
+    off = EarlyExitEngine(tiny_llama).complete(PYTHON, max_new_tokens=4)
+    as_ids = EarlyExitEngine(tiny_llama, token_healing=True).complete(ids, max_new_tokens=4)
     assert off.prompt_tokens == as_ids.prompt_tokens == len(ids)
     assert [e.token_id for e in off.events] == [e.token_id for e in as_ids.events]
 
@@ -51,8 +51,8 @@ def test_healing_off_and_id_prompts_leave_the_prompt_as_it_is(tiny_llama):
 @pytest.mark.integration
 @pytest.mark.parametrize("prompt, start", [(JAVA, "ows"), (PYTHON, "le")])
 def test_identifiers_cut_mid_word_complete_the_word(default_model, prompt, start):
-    healed = EarlyExitEngine(default_model, "full", token_healing=True).complete(prompt, max_new_tokens=4)
-    raw = EarlyExitEngine(default_model, "full").complete(prompt, max_new_tokens=4)
+    healed = EarlyExitEngine(default_model, token_healing=True).complete(prompt, max_new_tokens=4)
+    raw = EarlyExitEngine(default_model).complete(prompt, max_new_tokens=4)
     assert healed.text.startswith(start), healed.text
     assert not raw.text.startswith(start)  # what healing fixes: `thr` went on as `ice`, `hand` as `]`
 

@@ -14,10 +14,10 @@ def test_first_agreeing_exit():
 
 def test_oracle_gives_full_depth_text_and_the_first_agreeing_exit(tiny_llama):
     loaded = dataclasses.replace(tiny_llama, info={"shortlist": stdlib_shortlist(tiny_llama.tokenizer, 400)})
-    full = EarlyExitEngine(loaded, "full").complete(PROMPT, max_new_tokens=10, record=True)
-    oracle = EarlyExitEngine(loaded, "oracle").complete(PROMPT, max_new_tokens=10)
+    full = EarlyExitEngine(loaded).complete(PROMPT, max_new_tokens=10, record=True)
+    oracle = EarlyExitEngine(loaded).complete(PROMPT, "oracle", max_new_tokens=10)
     assert [e.token_id for e in oracle.events] == [e.token_id for e in full.events]
-    engine = EarlyExitEngine(loaded, "full")
+    engine = EarlyExitEngine(loaded)
     expected = [first_agreeing_exit(e.trace.exit_top1, e.token_id, engine.exit_points, 12) for e in full.events[1:]]
     assert oracle.exit_layers[1:] == expected
     assert oracle.exit_layers[0] == 12  # the prefill's token

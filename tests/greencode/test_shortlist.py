@@ -111,13 +111,13 @@ def test_fixed_exit_with_a_shortlist_equals_a_masked_reference(tiny_model):
     from tests.greencode.test_engine import PROMPT, _reference_fixed
 
     ids = stdlib_shortlist(tiny_model.tokenizer)
-    engine = EarlyExitEngine(with_shortlist(tiny_model, ids), "fixed:6")
-    summary = engine.complete(PROMPT, max_new_tokens=8)
+    engine = EarlyExitEngine(with_shortlist(tiny_model, ids))
+    summary = engine.complete(PROMPT, "fixed:6", max_new_tokens=8)
     prompt_ids, _ = engine.encode(PROMPT, 8)
     tokens, _ = _reference_fixed(tiny_model, prompt_ids, 6, 8, allowed=ids)
     assert [e.token_id for e in summary.events] == tokens
     assert set(tokens[1:]) <= set(ids.tolist())
-    unrestricted = EarlyExitEngine(tiny_model, "fixed:6").complete(PROMPT, max_new_tokens=8)
+    unrestricted = EarlyExitEngine(tiny_model).complete(PROMPT, "fixed:6", max_new_tokens=8)
     assert [e.token_id for e in unrestricted.events] != tokens  # the shortlist made a difference here
 
 
@@ -125,7 +125,7 @@ def test_full_depth_ignores_the_shortlist(tiny_llama):
     from greencode.engine import EarlyExitEngine
     from tests.greencode.test_engine import PROMPT, _hf_greedy
 
-    engine = EarlyExitEngine(with_shortlist(tiny_llama, stdlib_shortlist(tiny_llama.tokenizer)), "full")
+    engine = EarlyExitEngine(with_shortlist(tiny_llama, stdlib_shortlist(tiny_llama.tokenizer)))
     assert [e.token_id for e in engine.complete(PROMPT, max_new_tokens=8).events] == _hf_greedy(tiny_llama, PROMPT, 8)
 
 
@@ -134,8 +134,8 @@ def test_confidence_and_sampling_stay_inside_the_shortlist(tiny_llama):
     from tests.greencode.test_engine import PROMPT
 
     ids = stdlib_shortlist(tiny_llama.tokenizer, 50)
-    engine = EarlyExitEngine(with_shortlist(tiny_llama, ids), "confidence:0.0")
-    summary = engine.complete(PROMPT, max_new_tokens=8, temperature=1.5, seed=3)
+    engine = EarlyExitEngine(with_shortlist(tiny_llama, ids))
+    summary = engine.complete(PROMPT, "confidence:0.0", max_new_tokens=8, temperature=1.5, seed=3)
     assert summary.exit_layers[1:] == [engine.exit_points[0]] * 7
     assert set(e.token_id for e in summary.events[1:]) <= set(ids.tolist())
 
@@ -146,19 +146,19 @@ def test_record_mode_traces_the_shortlist_top1(tiny_llama):
 
     ids = stdlib_shortlist(tiny_llama.tokenizer, 50)
     loaded = with_shortlist(tiny_llama, ids)
-    summary = EarlyExitEngine(loaded, "full").complete(PROMPT, max_new_tokens=4, record=True)
+    summary = EarlyExitEngine(loaded).complete(PROMPT, max_new_tokens=4, record=True)
     for event in summary.events:
         assert set(event.trace.exit_top1) <= set(ids.tolist())
     # what fixed:4 emits after the prefill is what the trace says decoding would emit at 4 (the agent's labels)
-    fixed = EarlyExitEngine(loaded, "fixed:4").complete(PROMPT, max_new_tokens=2)
+    fixed = EarlyExitEngine(loaded).complete(PROMPT, "fixed:4", max_new_tokens=2)
     assert summary.events[1].trace.exit_top1[0] == fixed.events[1].token_id
 
 
 def test_cost_model_counts_the_shortlist_rows(tiny_llama):
     from greencode.engine import EarlyExitEngine
 
-    whole = EarlyExitEngine(tiny_llama, "full").cost
-    engine = EarlyExitEngine(with_shortlist(tiny_llama, stdlib_shortlist(tiny_llama.tokenizer, 400)), "full")
+    whole = EarlyExitEngine(tiny_llama).cost
+    engine = EarlyExitEngine(with_shortlist(tiny_llama, stdlib_shortlist(tiny_llama.tokenizer, 400)))
     vocab = tiny_llama.adapter.vocab_size
     assert engine.cost.head_units == pytest.approx(whole.head_units)  # full depth still pays the whole head
     assert engine.cost.exit_head_units == pytest.approx(whole.head_units * 400 / vocab)
@@ -172,14 +172,14 @@ def test_shortlist_size_picks_the_most_frequent_or_refuses(tiny_llama):
 
     ids = stdlib_shortlist(tiny_llama.tokenizer, 400)
     loaded = with_shortlist(tiny_llama, ids)
-    assert EarlyExitEngine(loaded, "full", shortlist=0).exit_head is None
-    assert EarlyExitEngine(loaded, "full", shortlist=-1).exit_head.token_ids == ids.tolist()
-    assert EarlyExitEngine(loaded, "full", shortlist=10).exit_head.token_ids == ids[:10].tolist()
+    assert EarlyExitEngine(loaded, shortlist=0).exit_head is None
+    assert EarlyExitEngine(loaded, shortlist=-1).exit_head.token_ids == ids.tolist()
+    assert EarlyExitEngine(loaded, shortlist=10).exit_head.token_ids == ids[:10].tolist()
     with pytest.raises(GreencodeError, match="has 400 tokens"):
-        EarlyExitEngine(loaded, "full", shortlist=401)
+        EarlyExitEngine(loaded, shortlist=401)
     with pytest.raises(GreencodeError, match="ships no shortlist"):
-        EarlyExitEngine(tiny_llama, "full", shortlist=10)
-    assert EarlyExitEngine(tiny_llama, "full", shortlist=-1).exit_head is None
+        EarlyExitEngine(tiny_llama, shortlist=10)
+    assert EarlyExitEngine(tiny_llama, shortlist=-1).exit_head is None
 
 
 # -- the shipped shortlist is read with the model's adaptation ----------------------------------------
@@ -210,7 +210,7 @@ def test_the_manifest_shortlist_reaches_the_engine(tmp_path, tiny_llama):
         info = _apply_shipped_adaptation(tiny_llama.adapter, tiny_llama.tokenizer, manifest, assets)
     finally:
         tiny_llama.adapter.exit_maps = None  # the fixture is shared
-    engine = EarlyExitEngine(with_shortlist(tiny_llama, info["shortlist"]), "full")
+    engine = EarlyExitEngine(with_shortlist(tiny_llama, info["shortlist"]))
     assert engine.exit_head.token_ids == ids.tolist()
 
 

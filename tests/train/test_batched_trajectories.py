@@ -23,7 +23,7 @@ def test_batched_states_are_what_full_depth_decoding_records(tiny_llama, tmp_pat
     raw, meta = RawTrajectories.load(tmp_path / "raw.safetensors")
     assert meta == {"seed": 0} and sorted({s["language"] for s in raw.sources}) == ["java", "python"]
     cache = to_trajectory_cache(raw, tiny_llama, None, ExitHead(tiny_llama.adapter))
-    engine = EarlyExitEngine(tiny_llama, "full", exit_points=[4, 6, 10])
+    engine = EarlyExitEngine(tiny_llama, exit_points=[4, 6, 10])
     by_path = {f.path: f for group in files.values() for f in group}
     for index, source in enumerate(raw.sources):
         ids = tiny_llama.tokenizer(by_path[source["file"]].text, add_special_tokens=False)["input_ids"]

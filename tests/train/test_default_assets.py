@@ -141,9 +141,9 @@ def test_default_loads_with_the_shipped_adaptation_and_agent():
     manifest = shipped_adaptation()
     assert loaded.adapter.exit_maps is not None
     assert loaded.adapter.exit_maps.exit_points == manifest["exit_points"] == loaded.info["exit_points"]
-    engine = EarlyExitEngine(loaded, "agent:0.5")  # the shipped agent loads for the default's exit layout
+    engine = EarlyExitEngine(loaded)  # the shipped agent loads for the default's exit layout
     assert engine.exit_points == manifest["exit_points"]
-    summary = engine.complete("def add(a, b):\n    return", max_new_tokens=4)
+    summary = engine.complete("def add(a, b):\n    return", "agent:0.5", max_new_tokens=4)
     assert summary.tokens == 4
     base = load_model("default-base")
     assert base.adapter.exit_maps is None and "agent_path" not in base.info

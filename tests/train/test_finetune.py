@@ -92,7 +92,7 @@ def test_agreement_of_the_final_layer_with_itself(tiny_llama):
     assert set(measured["loss"]) == {4, 11, 12}
 
 
-def test_training_lowers_the_loss_and_raises_agreement(tmp_path):
+def test_training_on_labels_lowers_the_loss_and_raises_agreement(tmp_path):
     class KeepLogs(TrainerCallback):
         logs: list = []
 
@@ -100,7 +100,8 @@ def test_training_lowers_the_loss_and_raises_agreement(tmp_path):
             self.logs.append(dict(logs or {}))
 
     out = tmp_path / "lite"
-    info = run_finetune(_config(tmp_path), output=out, max_steps=12, callbacks=(KeepLogs(),), echo=lambda _: None)
+    info = run_finetune(_config(tmp_path, targets="labels"), output=out, max_steps=12, callbacks=(KeepLogs(),),
+                        echo=lambda _: None)
     training_logs = [entry for entry in KeepLogs.logs if "loss" in entry]
     assert training_logs and all(f"loss_layer_{layer}" in entry for entry in training_logs for layer in (4, 6, 10, 12))
     weights = {k: w for k, w in info["weights"].items()}
@@ -110,6 +111,7 @@ def test_training_lowers_the_loss_and_raises_agreement(tmp_path):
     assert mean(info["agreement_after"]) > mean(info["agreement_before"]) + 0.05
     assert info["steps"] == 12 and info["tokens_trained"] == 12 * 4 * 32
     assert info["exit_points"] == [4, 6, 10] and info["base_model"] == "tiny-random-llama"
+    assert info["targets"] == "labels" and info["agreement_reference"] == "own final layer"
 
     # The output is an HF directory that greencode loads again, with its metadata.
     reloaded = load_model(str(out), device="cpu")
@@ -137,6 +139,9 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path):
         run_finetune(config, output=out, max_steps=4, echo=lambda _: None)
     with pytest.raises(GreencodeError, match="different settings .*seq_len"):
         run_finetune(replace(config, finetune={"seq_len": 16}), output=out, max_steps=4, resume=True,
+                     echo=lambda _: None)
+    with pytest.raises(GreencodeError, match=r"different settings \(targets, keep_final, teacher\)"):
+        run_finetune(replace(config, finetune={"targets": "labels"}), output=out, max_steps=4, resume=True,
                      echo=lambda _: None)
     resumed = run_finetune(config, output=out, max_steps=4, resume=True, echo=lambda _: None)
     assert resumed["steps"] == 4 and resumed["tokens_trained"] == 4 * 4 * 32
@@ -167,6 +172,7 @@ def test_lora_merges_and_keeps_the_adapter(tmp_path):
     ({"finetune": {"weights": [1.0, 2.0]}}, "finetune.weights has 2 values but there are 4 exits"),
     ({"data": {"corpus": "/no/such/corpus"}}, "does not exist"),
     ({"finetune": {"seq_len": 100000}}, "fewer than finetune.seq_len"),
+    ({"finetune": {"grad_accum": 1000}}, r"train chunks of 32 tokens; one optimiser step needs 4000"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, change, message):
     config = replace(_config(tmp_path), **change)

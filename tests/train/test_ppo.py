@@ -100,8 +100,8 @@ def test_an_agent_trained_on_tiny_llama_trajectories_runs_in_the_engine(tmp_path
     cache = build_cache(tiny_llama, [4, 6, 10], files, samples=3, tokens_per_sample=4, seed=0)
     config = agent_config(n_steps=128, batch_size=64, n_epochs=1)
     report = train_agent(cache, config, tmp_path, timesteps=256)
-    engine = EarlyExitEngine(tiny_llama, "agent:0.5", exit_points=[4, 6, 10], agent_path=str(tmp_path / "agent.safetensors"))
-    summary = engine.complete("def f(x):\n    return", max_new_tokens=6)
+    engine = EarlyExitEngine(tiny_llama, exit_points=[4, 6, 10], agent_path=str(tmp_path / "agent.safetensors"))
+    summary = engine.complete("def f(x):\n    return", "agent:0.5", max_new_tokens=6)
     assert summary.tokens == 6 and set(summary.exit_layers) <= {4, 6, 10, 12}
     assert report["model"] == "tiny-random-llama"
 

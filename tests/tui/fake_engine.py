@@ -16,6 +16,7 @@ from greencode.engine import CostModel, ExitTrace, TracedEvent
 from greencode.errors import GreencodeError
 from greencode.events import CompletionSummary, TokenEvent
 from greencode.explain import Candidate, ExitCandidates, TokenExplanation
+from greencode.policies import THRESHOLD_KINDS, check_threshold, split_policy
 
 JOULES_PER_LAYER = 0.01
 SECONDS_PER_TOKEN = 0.05
@@ -31,8 +32,10 @@ def fake_scores(index: int, exit_points: list[int], exit_layer: int) -> tuple:
 
 
 class FakeCompletion:
-    def __init__(self, engine: "FakeEngine", max_new_tokens: int, stop_at_eol: bool, record: bool = False):
+    def __init__(self, engine: "FakeEngine", policy: str, max_new_tokens: int, stop_at_eol: bool,
+                 record: bool = False):
         self.engine, self.max_new_tokens, self.stop_at_eol, self.record = engine, max_new_tokens, stop_at_eol, record
+        self.policy = policy
         self._cancelled = threading.Event()
         self.summary: CompletionSummary | None = None
         self._events = self._run()
@@ -42,6 +45,15 @@ class FakeCompletion:
 
     def cancel(self) -> None:
         self._cancelled.set()
+
+    def set_policy(self, policy: str) -> None:
+        self.policy = self.engine.make_policy(policy)
+
+    def set_threshold(self, value: float) -> None:
+        check_threshold("agent", value)
+        kind = self.policy.partition(":")[0]
+        if kind in THRESHOLD_KINDS:
+            self.policy = f"{kind}:{value:g}"
 
     def _wait_for_release(self, timeout: float = 10.0) -> bool:
         """Block until the test releases a token; False if cancelled meanwhile (as the app does on exit)."""
@@ -61,7 +73,7 @@ class FakeCompletion:
                     reason = "cancelled"
                     break
                 piece, layer = engine.script[index % len(engine.script)]
-                policy = engine.policy
+                policy = self.policy
                 layer, piece = engine.threshold_effect(policy, layer, piece)
                 layer = L if policy == "full" or self.record else layer
                 scores = () if policy == "full" else fake_scores(index, engine.exit_points, layer)
@@ -109,8 +121,8 @@ class FakeEngine:
         self.num_layers = 30
         self.exit_points = [4, 6, 8, 10, 12, 14, 19, 23, 27]
         self.loaded = SimpleNamespace(name="fake-smollm")
-        self.policy = "full"
-        self.policies_set: list[str] = []
+        self.agent_file = "fake-agent.safetensors" if agent_available else None
+        self.streamed_policies: list[str] = []  # the policy each stream started with
         self.prompts: list[str] = []
         self.summaries: list[CompletionSummary] = []
         self.tokens_computed = 0
@@ -162,25 +174,17 @@ class FakeEngine:
         for _ in range(tokens):
             self._gate.release()
 
-    def set_policy(self, policy: str) -> None:
-        kind, _, arg = policy.partition(":")
+    def make_policy(self, policy: str) -> str:
+        kind, arg = split_policy(policy)
         if kind == "agent" and not self.agent_available:
             raise GreencodeError("policy agent:T needs an agent file: pass --agent PATH or set [agent].path")
-        if kind not in ("full", "fixed", "confidence", "entropy", "agent"):
-            raise GreencodeError(f"unknown policy {policy!r}")
-        self.policy = f"{kind}:{float(arg):g}" if kind in ("agent", "confidence") else policy
-        self.policies_set.append(self.policy)
+        return f"{kind}:{float(arg):g}" if kind in THRESHOLD_KINDS else policy
 
-    def set_threshold(self, value: float) -> None:
-        if not 0 <= value <= 1:
-            raise GreencodeError(f"threshold must be in [0, 1], got {value}")
-        kind = self.policy.partition(":")[0]
-        if kind in ("agent", "confidence"):
-            self.policy = f"{kind}:{value:g}"
-
-    def stream(self, prompt, max_new_tokens=15, stop=None, stop_at_eol=False, temperature=0.0, top_p=1.0,
-               record=False, seed=None, prefilled=None, record_scores=True) -> FakeCompletion:
+    def stream(self, prompt, policy="full", max_new_tokens=15, stop=None, stop_at_eol=False, temperature=0.0,
+               top_p=1.0, record=False, seed=None, prefilled=None, record_scores=True) -> FakeCompletion:
         if not prompt:
             raise GreencodeError("the prompt is empty: give some code before the cursor")
         self.prompts.append(prompt)
-        return FakeCompletion(self, max_new_tokens, stop_at_eol, record)
+        policy = self.make_policy(policy)
+        self.streamed_policies.append(policy)
+        return FakeCompletion(self, policy, max_new_tokens, stop_at_eol, record)

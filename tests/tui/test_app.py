@@ -134,27 +134,28 @@ async def test_policy_key_cycles_agent_full_confidence(tmp_path):
     app, engine, _ = make_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        assert engine.policy == "agent:0.9"
+        assert app.policy == "agent:0.9"
         for expected in ("full", "confidence:0.9", "agent:0.9"):
             await pilot.press("f3")
-            assert engine.policy == expected
             assert app.policy == expected
         await pilot.press("f3")
         await pilot.press("f5")
         await wait_for(pilot, lambda: app.live and app.live.summary, what="a full-depth completion")
         assert {event.exit_layer for event in app.live.events} == {30}
+        assert engine.streamed_policies == ["full"]
 
 
 async def test_without_an_agent_it_starts_on_confidence_and_says_so(tmp_path):
     app, engine, _ = make_app(tmp_path, FakeEngine(agent_available=False))
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        assert engine.policy == "confidence:0.9"
-        assert "agent unavailable" in str(app.query_one("#agent-note").render())
+        assert app.policy == "confidence:0.9"
+        note = str(app.query_one("#agent-note").render())
+        assert "fake-smollm has no exit agent for agent:0.9: using confidence:0.9" in note
         await pilot.press("f3")
-        assert engine.policy == "full"
+        assert app.policy == "full"
         await pilot.press("f3")
-        assert engine.policy == "confidence:0.9"
+        assert app.policy == "confidence:0.9"
 
 
 async def test_block_mode_runs_past_the_end_of_the_line(tmp_path):
@@ -242,7 +243,8 @@ async def test_compare_view_shows_both_completions_with_joules(tmp_path):
         verdict = str(screen.query_one("#compare-verdict").render())
         assert f"{early.joules / full.joules:.0%} of the full-depth joules" in verdict
         assert "texts identical" in verdict
-        assert engine.policy == "agent:0.9"  # the panel's policy is back after the full-depth run
+        assert engine.streamed_policies[:2] == ["agent:0.9", "full"]  # each side streamed with its own policy
+        assert app.policy == "agent:0.9"
         await pilot.press("escape")
         assert not isinstance(app.screen, CompareScreen)
 

@@ -34,7 +34,7 @@ async def test_real_model_completes_a_few_tokens_in_a_real_file(tmp_path):
         await pilot.press("backspace")
         await wait_for(pilot, lambda: app.engine is not None or app.model_error, timeout=600, what="the model")
         assert not app.model_error
-        assert app.engine.num_layers == 30 and app.engine.policy.name == "confidence:0.5"
+        assert app.engine.num_layers == 30 and app.policy == "confidence:0.5"
         await pilot.press("f5")
         await wait_for(pilot, lambda: app.live is not None and app.live.summary is not None, timeout=600,
                        what="a real completion")

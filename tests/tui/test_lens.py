@@ -27,7 +27,7 @@ CODE = "def read_lines(path):\n    with open(path) as handle:\n        return [l
 
 
 def tiny_engine():
-    return EarlyExitEngine(_load("tiny-random-llama"), "full")
+    return EarlyExitEngine(_load("tiny-random-llama"))
 
 
 def notified(app, words: str) -> bool:

@@ -36,12 +36,12 @@ def build_or_load_trajectories(settings, force: bool = False):
     """(cache, exit points) for [model].spec, with a progress bar while building."""
     from rich.console import Console
 
-    from greencode.models import load_model
-    from greencode.info import resolve_exit_points
+    from greencode.exits import resolve_exit_points
+    from greencode.runtime import load_from_config
     from train.trajectories import ensure_cache
 
     with Console(stderr=True).status(f"loading {settings.model.spec}"):
-        loaded = load_model(settings.model.spec, settings.model.dtype, settings.model.device, settings.model.cache_dir)
+        loaded = load_from_config(settings)
     points = resolve_exit_points(settings, loaded.num_layers, loaded.info)
     with progress_bar("trajectories", settings.agent.samples) as update:
         cache = ensure_cache(settings, loaded, points, force, progress=lambda done, total: update(done))

@@ -15,7 +15,7 @@ def _prompts(loaded):
 
 
 def test_bench_rows_compare_policies_on_the_same_prompts(tiny_model):
-    engine = EarlyExitEngine(tiny_model, "full")
+    engine = EarlyExitEngine(tiny_model)
     result = run_bench(engine, _prompts(tiny_model), ["full", "fixed:4", "confidence:0.0"], 6, compare_hf=True)
     rows = {row["policy"]: row for row in result["rows"]}
     assert set(rows) == {"full", "fixed:4", "confidence:0.0", "hf-generate"}
@@ -63,7 +63,7 @@ def test_bench_command_rejects_a_bad_policy():
 
 
 def test_bench_scores_off_rows_run_the_same_policy_without_recording(tiny_llama):
-    engine = EarlyExitEngine(tiny_llama, "full")
+    engine = EarlyExitEngine(tiny_llama)
     result = run_bench(engine, _prompts(tiny_llama), ["full", "confidence:0.005"], 5, scores_off=True)
     rows = {row["policy"]: row for row in result["rows"]}
     assert set(rows) == {"full", "confidence:0.005", "confidence:0.005 (scores off)"}

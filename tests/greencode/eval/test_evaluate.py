@@ -76,7 +76,7 @@ def test_policies_share_samples_and_report_every_key(corpus, tmp_path, tiny_llam
     for record in records:
         prefill_seconds.setdefault(record["key"], set()).add(record["prefill_seconds"])
     assert all(len(values) == 1 for values in prefill_seconds.values())
-    engine = EarlyExitEngine(tiny_llama, "full")
+    engine = EarlyExitEngine(tiny_llama)
     for sample in load_samples(config, tiny_llama.tokenizer, read_corpus(config)).samples:
         assert engine.complete(sample.context_ids, max_new_tokens=5).text == by_policy["full"][sample.key]
     # The agent thresholds configured by default are skipped with one line when there is no agent.

@@ -30,7 +30,7 @@ def test_oracle_row_modelled_speedup_and_regret(corpus, tmp_path, tiny_llama):  
     assert oracle["tokens_per_s"] is None and oracle["decode_joules"] is None and oracle["tokens_per_s_vs_full"] is None
     # Its exit layers are the first agreeing exit point of each full-depth token.
     records = [json.loads(line) for line in (tmp_path / "out" / "completions.jsonl").read_text().splitlines()]
-    engine = EarlyExitEngine(tiny_llama, "full")
+    engine = EarlyExitEngine(tiny_llama)
     L = tiny_llama.num_layers
     from greencode.eval.samples import load_samples, read_corpus
 
@@ -79,7 +79,7 @@ def test_bench_oracle_row_is_modelled_and_rows_get_their_share(tiny_llama):
     from greencode.eval.bench import run_bench
     from tests.greencode.eval.test_bench import _prompts
 
-    engine = EarlyExitEngine(tiny_llama, "full")
+    engine = EarlyExitEngine(tiny_llama)
     result = run_bench(engine, _prompts(tiny_llama), ["full", "fixed:4", "oracle"], 8)
     rows = {row["policy"]: row for row in result["rows"]}
     oracle = rows["oracle"]

@@ -19,9 +19,10 @@ def serve_config(**serve):
 
 
 @contextlib.contextmanager
-def running_server(engine, config):
-    """Yield (base_url, app state) while a uvicorn server serves `engine` on 127.0.0.1:<free port>."""
-    app = build_app(engine, config)
+def running_server(engine, config, policy="full"):
+    """Yield (base_url, app state) while a uvicorn server serves `engine` (default policy `policy`) on
+    127.0.0.1:<free port>."""
+    app = build_app(engine, config, policy)
     sock = listen_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = make_server(app, sock, log_level="warning")

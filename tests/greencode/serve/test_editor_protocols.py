@@ -25,7 +25,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def server(tiny):
-    engine = EarlyExitEngine(tiny, "full")
+    engine = EarlyExitEngine(tiny)
     with running_server(engine, serve_config(max_new_tokens_cap=CAP, token="s3cret")) as (url, state):
         yield url, state
 
@@ -41,7 +41,7 @@ def olm(server):
 
 
 def _expected(tiny, prompt, **options):
-    return EarlyExitEngine(tiny, "full").complete(prompt, **options)
+    return EarlyExitEngine(tiny).complete(prompt, **options)
 
 
 def test_openai_client_completes_with_greencode_figures(oai, tiny):
@@ -140,6 +140,13 @@ def test_openai_bad_input_gets_an_openai_error(oai, server, body, message):
     assert httpx.get(f"{server[0]}/health").json()["status"] == "ok"
 
 
+def test_an_editors_template_stop_list_is_accepted(oai):
+    qwen_stops = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+                  "<|repo_name|>", "<|file_sep|>", "<|im_start|>", "<|im_end|>", "\n\n"]  # as Continue sends them
+    answer = oai.completions.create(model="g", prompt=LLM_LS_PROMPTS["qwen"], stop=qwen_stops, max_tokens=2)
+    assert answer.choices[0].finish_reason in ("length", "stop")
+
+
 def test_openai_huge_max_tokens_is_capped_and_a_wrong_token_is_refused(oai, server):
     assert oai.completions.create(model="g", prompt=BEFORE, max_tokens=10**9).usage.completion_tokens == CAP
     bad = openai.OpenAI(base_url=f"{server[0]}/v1", api_key="nope", max_retries=0)
@@ -168,7 +175,7 @@ def test_ollama_bad_input_gets_an_ollama_error(olm, server, body, message):
 
 
 def test_openai_stream_cancelled_when_the_client_goes_away(tiny):
-    engine = EarlyExitEngine(tiny, "full")
+    engine = EarlyExitEngine(tiny)
     with running_server(engine, serve_config(max_new_tokens_cap=2_000)) as (url, state):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
         stream = client.completions.create(model="g", prompt=BEFORE, max_tokens=2_000, stream=True)
@@ -198,7 +205,7 @@ def _fim_model_dir(tmp_path, tiny):
 
 def test_a_model_with_fim_tokens_gets_its_own_fim_prompt(tmp_path, tiny):
     loaded = load_model(_fim_model_dir(tmp_path, tiny), device="cpu")
-    engine = EarlyExitEngine(loaded, "full")
+    engine = EarlyExitEngine(loaded)
     with running_server(engine, serve_config(max_new_tokens_cap=CAP)) as (url, _):
         assert httpx.get(f"{url}/info").json()["fim"].startswith("starcoder")
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
@@ -206,8 +213,14 @@ def test_a_model_with_fim_tokens_gets_its_own_fim_prompt(tmp_path, tiny):
         assert raw.headers["x-greencode-fim"] == "model; request=qwen"  # any form in, the model's own form out
         answer = raw.parse()
         fim_ids = loaded.tokenizer(LLM_LS_PROMPTS["starcoder"], add_special_tokens=False)["input_ids"]
-        expected = EarlyExitEngine(loaded, "full").complete(fim_ids, max_new_tokens=4,
+        expected = EarlyExitEngine(loaded).complete(fim_ids, max_new_tokens=4,
                                                             stop=["<fim_prefix>", "<fim_suffix>", "<fim_middle>"],
                                                             stop_rule=SuffixStop(BEFORE, AFTER))
         assert answer.choices[0].text == expected.text
         assert answer.usage.prompt_tokens == len(fim_ids)
+
+
+def test_the_suffix_counts_toward_the_input_limit(oai):
+    with pytest.raises(openai.APIStatusError) as raised:
+        oai.completions.create(model="g", prompt="x" * 60_000, suffix="y" * 50_000, max_tokens=1)
+    assert raised.value.status_code == 413 and "prompt and suffix together has 110000" in raised.value.body["message"]

@@ -30,7 +30,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def server(tiny):
-    engine = EarlyExitEngine(tiny, "full")
+    engine = EarlyExitEngine(tiny)
     with running_server(engine, serve_config(max_new_tokens_cap=3)) as (url, state):
         yield url, state
 
@@ -54,7 +54,7 @@ def small_window_dir(tmp_path_factory):
 # -- 10: a vanishing top_p keeps the top token ------------------------------------------------------
 
 def test_tiny_top_p_samples_the_top_token(tiny):
-    engine = EarlyExitEngine(tiny, "full")
+    engine = EarlyExitEngine(tiny)
     greedy = engine.complete(PROMPT, max_new_tokens=4).text
     assert engine.complete(PROMPT, max_new_tokens=4, temperature=1.0, top_p=1e-300, seed=1).text == greedy
 
@@ -85,7 +85,7 @@ def test_without_a_token_only_loopback_host_names_are_served(server, host, statu
 
 
 def test_with_a_token_any_host_name_is_served(tiny):
-    engine = EarlyExitEngine(tiny, "full")
+    engine = EarlyExitEngine(tiny)
     with running_server(engine, serve_config(token="s3cret")) as (url, _):
         answer = httpx.get(f"{url}/info", headers={"host": "my-box.lan:8080", "authorization": "Bearer s3cret"})
         assert answer.status_code == 200
@@ -110,7 +110,7 @@ def test_a_non_loopback_host_needs_a_token(host):
 
 @pytest.fixture(scope="module")
 def strict_server(tiny):
-    engine = EarlyExitEngine(tiny, "full")
+    engine = EarlyExitEngine(tiny)
     config = serve_config(body_timeout_s=0.5, limit_concurrency=4, timeout_keep_alive_s=0.5)
     with running_server(engine, config) as (url, _):
         yield url
@@ -210,7 +210,7 @@ def test_brackets_inside_strings_are_not_nesting(server):
 # -- 9 and 15: the position window, names not paths ---------------------------------------------------
 
 def test_the_engine_refuses_more_tokens_than_the_window_holds(small_window_dir):
-    engine = EarlyExitEngine(load_model(str(small_window_dir), device="cpu"), "full")
+    engine = EarlyExitEngine(load_model(str(small_window_dir), device="cpu"))
     with pytest.raises(GreencodeError, match=f"position window of {WINDOW} tokens; ask for at most {WINDOW - 1}"):
         engine.complete("x = 1", max_new_tokens=WINDOW)
     long_prompt = "values = [" + ", ".join(str(i) for i in range(200)) + "]\n"
@@ -220,7 +220,7 @@ def test_the_engine_refuses_more_tokens_than_the_window_holds(small_window_dir):
 
 def test_the_server_caps_at_the_window_and_shows_no_paths(small_window_dir, tmp_path):
     agent = tmp_path / "private" / "agents" / "agent.safetensors"
-    engine = EarlyExitEngine(load_model(str(small_window_dir), device="cpu"), "full", agent_path=str(agent))
+    engine = EarlyExitEngine(load_model(str(small_window_dir), device="cpu"), agent_path=str(agent))
     with running_server(engine, serve_config(max_new_tokens_cap=500)) as (url, _):
         long_prompt = "values = [" + ", ".join(str(i) for i in range(200)) + "]\n"
         answer = httpx.post(f"{url}/generate", json={"inputs": long_prompt, "parameters": {"max_new_tokens": 400}},

@@ -20,7 +20,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def server(tiny):
-    engine = EarlyExitEngine(tiny, "full")
+    engine = EarlyExitEngine(tiny)
     config = serve_config(max_new_tokens_cap=6, max_input_chars=2000, max_body_bytes=8000)
     with running_server(engine, config) as (url, state):
         yield url, state
@@ -46,7 +46,7 @@ def test_generate_matches_the_engine_and_reports_details(server, tiny):
     answer = _generate(url, parameters={"max_new_tokens": 5})
     assert answer.status_code == 200
     body = answer.json()
-    expected = EarlyExitEngine(tiny, "full").complete(PROMPT, max_new_tokens=5)
+    expected = EarlyExitEngine(tiny).complete(PROMPT, max_new_tokens=5)
     assert body["generated_text"] == expected.text
     details = body["details"]
     assert details["generated_tokens"] == 5 == len(details["tokens"]) == len(details["exit_layers"])
@@ -86,6 +86,13 @@ def test_stream_one_event_per_token_then_the_text(server):
     assert again["generated_text"] == final["generated_text"]
     hf = _stream(url, "/", stream=True, parameters={"max_new_tokens": 3, "return_full_text": False})
     assert len(hf) == 3 and hf[-1]["generated_text"] == final["generated_text"][:len(hf[-1]["generated_text"])]
+
+
+def test_a_model_without_an_agent_serves_the_confidence_fallback(tiny):
+    with running_server(EarlyExitEngine(tiny), serve_config(), policy=None) as (url, _):  # [engine].policy agent:0.9
+        assert httpx.get(f"{url}/info").json()["policy"] == "confidence:0.9"
+        details = _generate(url, parameters={"max_new_tokens": 2}).json()["details"]
+        assert details["policy"] == "confidence:0.9"
 
 
 def test_per_request_policy_overrides_only_that_request(server):
@@ -165,7 +172,7 @@ def test_unknown_routes_and_methods_answer_json(server):
 
 
 def test_bearer_token(tiny):
-    engine = EarlyExitEngine(tiny, "full")
+    engine = EarlyExitEngine(tiny)
     with running_server(engine, serve_config(token="s3cret")) as (url, _):
         body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 1}}
         assert httpx.post(f"{url}/generate", json=body).status_code == 401
@@ -178,12 +185,12 @@ def test_bearer_token(tiny):
 
 
 def test_queue_limit_429_and_disconnects_free_the_worker(tiny):
-    engine = EarlyExitEngine(tiny, "full")
-    config = serve_config(queue_limit=1, max_new_tokens_cap=20_000)
+    engine = EarlyExitEngine(tiny)
+    config = serve_config(queue_limit=1, max_new_tokens_cap=2047)  # the most the position window (2048) allows
     with running_server(engine, config) as (url, state):
         queue = state.queue
         client = httpx.Client(timeout=60)
-        long_body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 20_000}}
+        long_body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 2047}}
         with client.stream("POST", f"{url}/generate_stream", json=long_body) as running:
             lines = running.iter_lines()
             assert next(lines).startswith("data:")  # generating: the worker is busy for a long while
@@ -201,7 +208,7 @@ def test_queue_limit_429_and_disconnects_free_the_worker(tiny):
         assert waiter["answer"].status_code == 200 and waiter["answer"].json()["details"]["generated_tokens"] == 2
         stats = wait_for(lambda: (s := queue.snapshot()) and not s["running"] and s)
         assert stats["cancelled"] == 1 and stats["served"] == 1
-        assert stats["tokens"] < 20_000 // 4  # the abandoned stream stopped long before its 20000 tokens
+        assert stats["tokens"] < 2047 // 2  # the abandoned stream stopped long before its 2047 tokens
 
         # A request that gives up while still waiting leaves the queue without running.
         with client.stream("POST", f"{url}/generate_stream", json=long_body) as running:
@@ -226,14 +233,14 @@ def test_queue_limit_429_and_disconnects_free_the_worker(tiny):
 
 @pytest.mark.integration
 def test_default_model_server(default_model):
-    engine = EarlyExitEngine(default_model, "confidence:0.9")
-    with running_server(engine, serve_config()) as (url, _):
+    engine = EarlyExitEngine(default_model)
+    with running_server(engine, serve_config(), "confidence:0.9") as (url, _):
         info = httpx.get(f"{url}/info").json()
         assert info["num_layers"] == 30 and info["exit_points"] == [4, 6, 8, 10, 12, 14, 19, 23, 27]
         assert info["policy"] == "confidence:0.9" and info["threshold"] == 0.9
         body = httpx.post(f"{url}/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 6}},
                           timeout=120).json()
-        expected = EarlyExitEngine(default_model, "confidence:0.9").complete(PROMPT, max_new_tokens=6)
+        expected = EarlyExitEngine(default_model).complete(PROMPT, "confidence:0.9", max_new_tokens=6)
         assert body["generated_text"] == expected.text
         assert set(body["details"]["exit_layers"]) <= set(info["exit_points"]) | {30}
         with httpx.stream("POST", f"{url}/generate_stream", timeout=120,

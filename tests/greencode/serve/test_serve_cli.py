@@ -80,3 +80,16 @@ def test_load_benchmark_runs_end_to_end_on_loopback():
     assert report["policy"] == "fixed:6" and report["server_queue"]["served"] == 7  # + the warm-up
     assert report["server_rss_mb"]["after_warmup"] > 0 and report["server_rss_mb"]["end"] > 0
     assert "--host 127.0.0.1" in report["server_command"]
+
+
+def test_typing_benchmark_runs_both_servers_side_by_side():
+    from greencode.config import load_config
+    from greencode.serve.typing_bench import run_typing_bench
+
+    report = run_typing_bench("tiny-random-llama", "full", requests=3, step=3, context_chars=400, max_new_tokens=2,
+                              time_limit_s=300, config=load_config(None))
+    assert report["requests"] == 3 and report["identical_completions"] == 3
+    assert report["prompt_chars"][1] == report["prompt_chars"][0] + 6  # the prompt grew as the user typed
+    assert report["reused_prompt_tokens_mean"] >= report["prompt_tokens"][0] - 3  # only the new tokens ran
+    assert set(report["latency_s"]) == {"reuse", "no_reuse"} and report["p50_ratio"] > 0
+    assert "--engine.prefix_cache 0" in report["server_commands"]["no_reuse"]

@@ -86,7 +86,7 @@ PROTOCOL_BODIES = {"/v1/completions": _openai_requests(loose=False) | _openai_re
 
 @pytest.fixture(scope="module")
 def fuzz_server():
-    engine = EarlyExitEngine(load_model("tiny-random-llama", device="cpu"), "full")
+    engine = EarlyExitEngine(load_model("tiny-random-llama", device="cpu"))
     config = serve_config(max_new_tokens_cap=2, max_input_chars=120, max_body_bytes=3000)
     with running_server(engine, config) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
         yield client
