@@ -100,7 +100,7 @@ async def test_inspector_bad_input_is_one_line(tmp_path):
     gate = threading.Event()
     engine = FakeEngine()
     app, _, _ = make_app(tmp_path, engine)
-    app._engine_factory = lambda: (gate.wait(10), engine)[1]
+    app._engine_factory = lambda: (gate.wait(120), engine)[1]
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f6", "f7")  # before the model is there
         assert notified(app, "still loading") and not isinstance(app.screen, (InspectorScreen, SweepScreen))
