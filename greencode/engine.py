@@ -45,7 +45,8 @@ class TracedEvent(TokenEvent):
 
 @dataclass(frozen=True)
 class CostModel:
-    """Per-token cost in layer-units (one decoder layer's weights read = 1), see DESIGN.md 'The KV cache'.
+    """Per-token cost in layer-units (the bytes of one decoder layer's weights read = 1), see DESIGN.md
+    'The KV cache'. Bytes, not parameters: the weights' form (greencode.weights) changes what a pass reads.
 
     Full depth pays the whole LM head (V x d) once; an exit pays the exit head (the shortlist's K x d rows,
     or the whole head without a shortlist) once per decode at an exit point."""
@@ -57,14 +58,10 @@ class CostModel:
 
     @classmethod
     def of(cls, adapter, exit_head_rows: int | None = None) -> "CostModel":
-        layer = adapter.layer_weights
-        kv_weights = sum(p.numel() for name, p in adapter.layers[0].named_parameters()
-                         if any(k in name for k in ("k_proj", "v_proj", "c_attn")))
-        if adapter.arch == "gpt2":
-            kv_weights = kv_weights * 2 // 3  # c_attn holds Q, K and V
-        head = adapter.head_weights / layer
+        layer = adapter.layer_bytes
+        head = adapter.head_bytes / layer
         exit_head = head * exit_head_rows / adapter.vocab_size if exit_head_rows else head
-        return cls(adapter.num_layers, head, kv_weights / layer, exit_head)
+        return cls(adapter.num_layers, head, adapter.kv_bytes / layer, exit_head)
 
     def units(self, layers_run: int, exit_head_passes: int) -> float:
         """A token that ran `layers_run` layers and decoded `exit_head_passes` times at exit points."""
@@ -84,7 +81,7 @@ class Prefilled:
     ids: list[int]
     dropped: int
     max_new_tokens: int
-    cache: object  # transformers DynamicCache holding every prompt position; copied per use
+    cache: object  # greencode.kv_cache.StaticKVCache holding every prompt position; copied per use
     logits: torch.Tensor  # the final layer's logits at the last prompt position
     states: dict  # exit layer -> hidden state of the last position (record mode only)
     measured: object  # greencode.energy.Measurement of the prefill
@@ -325,7 +322,7 @@ class EarlyExitEngine:
     @torch.inference_mode()
     def prefill(self, prompt: str | list[int], max_new_tokens: int = 15, record: bool = False) -> Prefilled:
         """Run the prompt through every layer once (the cost every policy shares on a prompt)."""
-        from transformers import DynamicCache
+        from greencode.kv_cache import StaticKVCache
 
         ids, dropped = self.encode(prompt, max_new_tokens)
         healed = ""
@@ -333,7 +330,7 @@ class EarlyExitEngine:
             healing = self.heal(ids)
             ids, healed = healing.ids, healing.removed
         adapter = self.adapter
-        cache = DynamicCache(config=self.loaded.model.config)
+        cache = StaticKVCache(self.num_layers, len(ids) + max_new_tokens)
         self.meter.begin_window("token")
         # A stored prompt sharing our first tokens fills the cache with them; only the rest runs here.
         reused = self.prefix_cache.lookup(self._model_key, ids, cache) if self.prefix_cache is not None else 0
