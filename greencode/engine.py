@@ -21,7 +21,7 @@ import torch
 from greencode.agent import ExitAgent, agent_observation
 from greencode.energy import EnergyMeter
 from greencode.errors import GreencodeError
-from greencode.events import CompletionSummary, TokenEvent, layers_skipped_frac
+from greencode.events import CompletionSummary, TokenEvent, eol_cut
 from greencode.healing import HealingConstraint, heal_prompt, vocab_texts
 from greencode.oracle import Oracle, first_agreeing_exit
 from greencode.policies import ExitPolicy, Full, parse_policy
@@ -396,7 +396,7 @@ class EarlyExitEngine:
                 if stop and any(s in text.text for s in stop):
                     stop_reason = "stop"
                     break
-                if stop_at_eol and "\n" in text.text.lstrip():
+                if stop_at_eol and eol_cut(text.text) is not None:
                     stop_reason = "eol"
                     break
                 if stop_rule is not None and stop_rule.cut(text.text) is not None:
@@ -486,19 +486,12 @@ class EarlyExitEngine:
             if s in completion_text:
                 completion_text = completion_text[:completion_text.index(s)]
         if stop_reason == "eol":
-            body = completion_text.lstrip()
-            completion_text = completion_text[:len(completion_text) - len(body) + body.index("\n")]
+            completion_text = completion_text[:eol_cut(completion_text)]
         cut = stop_rule.cut(completion_text, finished=True) if stop_rule is not None else None
         if cut is not None:
             completion_text = completion_text[:cut]
             stop_reason = "stop" if stop_reason == "length" else stop_reason
-        L = self.num_layers
-        layers = [e.exit_layer for e in events]
-        return CompletionSummary(
-            text=completion_text, tokens=len(events), prompt_tokens=prompt_tokens, dropped_prompt_tokens=dropped,
+        return CompletionSummary.of(
+            events, self.num_layers, text=completion_text, prompt_tokens=prompt_tokens, dropped_prompt_tokens=dropped,
             seconds=max(0.0, total_seconds - prefill_seconds), prefill_seconds=prefill_seconds,
-            joules=sum(e.joules for e in events), energy_source=self.meter.source,
-            full_depth_joules=sum(e.full_depth_joules for e in events),
-            mean_exit_layer=float(np.mean(layers)) if layers else 0.0,
-            layers_skipped_frac=layers_skipped_frac(layers, L),
-            stop_reason=stop_reason, exit_layers=layers)
+            energy_source=self.meter.source, stop_reason=stop_reason)

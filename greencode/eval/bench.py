@@ -14,51 +14,35 @@ from dataclasses import dataclass, field
 import torch
 
 from greencode.errors import GreencodeError
-from greencode.events import layers_skipped_frac
+from greencode.events import Figures
 from greencode.oracle import oracle_share
 
 
 @dataclass
 class PolicyTotals:
     policy: str
-    tokens: int = 0
-    decode_tokens: int = 0
-    decode_seconds: float = 0.0
+    figures: Figures  # summed over the policy's completions
     seconds: float = 0.0  # prefill + decode
-    joules: float = 0.0
-    full_depth_joules: float = 0.0
-    exit_layers: list[int] = field(default_factory=list)
-    energy_source: str = ""
     token_ids: list[list[int]] = field(default_factory=list)
-    modelled_units: float = 0.0  # CostModel layer-units of the decoded tokens (the first comes with the prefill)
 
     def add(self, summary) -> None:
-        self.tokens += summary.tokens
-        self.decode_tokens += max(0, summary.tokens - 1)
-        self.decode_seconds += summary.seconds
+        self.figures.add_completion(summary.tokens, summary.seconds, summary.joules, summary.full_depth_joules,
+                                    summary.exit_layers, summary.energy_source)
         self.seconds += summary.seconds + summary.prefill_seconds
-        self.joules += summary.joules
-        self.full_depth_joules += summary.full_depth_joules
-        self.exit_layers += summary.exit_layers
-        self.energy_source = summary.energy_source
         self.token_ids.append([e.token_id for e in summary.events])
-        self.modelled_units += sum(e.modelled_units for e in summary.events[1:])
 
-    def row(self, num_layers: int, full_units: float | None = None) -> dict:
-        """Its figures; with `full_units` (CostModel.full_units) also its modelled speed-up over full depth."""
-        layers = self.exit_layers
-        modelled = full_units * self.decode_tokens / self.modelled_units if full_units and self.modelled_units else None
+    def row(self) -> dict:
+        figures = self.figures
         return {
             "policy": self.policy,
-            "tokens_per_s": round(self.decode_tokens / self.decode_seconds, 3) if self.decode_seconds else 0.0,
-            "mean_exit_layer": round(statistics.fmean(layers), 3) if layers else 0.0,
-            "layers_skipped_frac": round(layers_skipped_frac(layers, num_layers), 4),
-            "joules": round(self.joules, 4),
-            "joules_saved_frac": round(1 - self.joules / self.full_depth_joules, 4) if self.full_depth_joules else 0.0,
-            "energy_source": self.energy_source,
+            "tokens_per_s": round(figures.tokens_per_s, 3),
+            "mean_exit_layer": round(figures.mean_exit_layer, 3),
+            "layers_skipped_frac": round(figures.layers_skipped_frac, 4),
+            "joules": round(figures.joules, 4),
+            "joules_saved_frac": round(figures.joules_saved_frac, 4),
+            "energy_source": figures.energy_source,
             "seconds": round(self.seconds, 4),
-            "tokens": self.tokens,
-            "modelled_speedup": round(modelled, 3) if modelled else None,  # by the cost model, not measured
+            "tokens": figures.tokens,
         }
 
 
@@ -126,7 +110,7 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
     """Run every policy (and HF generate) on every prompt, interleaved; return {"rows": [...], ...}."""
     names = list(policies) + (["hf-generate"] if compare_hf else [])
     built = {name: engine.make_policy(name) for name in policies}
-    totals = {name: PolicyTotals(name) for name in names}
+    totals = {name: PolicyTotals(name, Figures(engine.num_layers)) for name in names}
     hf_decode = {"seconds": 0.0, "decode": 0.0, "tokens": 0}
 
     def run(name: str, ids: list[int], record: bool = True) -> None:

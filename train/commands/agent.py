@@ -84,7 +84,7 @@ def command(ctx: typer.Context,
     if benchmark:
         _benchmark(settings, timesteps, as_json)
         return
-    from train.env import check_reward
+    from greencode.config import check_reward
     from train.ppo import check_output
 
     check_reward(settings.agent.reward)  # before any long work
