@@ -5,7 +5,8 @@ on exit it decodes the hidden state through the final norm and the shared LM hea
 rows when the model has a shortlist: greencode.shortlist), and fills the KV
 cache of the layers the token skipped by state propagation (CALM): the exited state goes through each
 skipped layer's input norm and K/V projections, so later tokens that run deeper find keys and values
-for every position. Decoding stays O(1) per token; the prefix is never recomputed.
+for every position. Decoding stays O(1) per token; the prefix is never recomputed
+(docs/architecture.md 'KV state propagation').
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class TracedEvent(TokenEvent):
 
 @dataclass(frozen=True)
 class CostModel:
-    """Per-token cost in layer-units (one decoder layer's weights read = 1), see DESIGN.md 'The KV cache'.
+    """Per-token cost in layer-units (one decoder layer's weights read = 1), see docs/architecture.md 'Cost model'.
 
     Full depth pays the whole LM head (V x d) once; an exit pays the exit head (the shortlist's K x d rows,
     or the whole head without a shortlist) once per decode at an exit point."""

@@ -70,3 +70,14 @@ def test_dependencies_point_one_way():
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) is not None
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_code_cites_sections_that_exist_in_docs_architecture():
+    import re
+
+    headings = set(re.findall(r"^## (.+)$", (ROOT / "docs" / "architecture.md").read_text(), flags=re.M))
+    cited = set()
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            cited |= set(re.findall(r"docs/architecture\.md ['\"]([^'\"]+)['\"]", path.read_text()))
+    assert cited and cited <= headings, cited - headings

@@ -24,15 +24,20 @@ class PolicyTotals:
     figures: Figures  # summed over the policy's completions
     seconds: float = 0.0  # prefill + decode
     token_ids: list[list[int]] = field(default_factory=list)
+    modelled_units: float = 0.0  # CostModel layer-units of the decoded tokens (the first comes with the prefill)
 
     def add(self, summary) -> None:
         self.figures.add_completion(summary.tokens, summary.seconds, summary.joules, summary.full_depth_joules,
                                     summary.exit_layers, summary.energy_source)
         self.seconds += summary.seconds + summary.prefill_seconds
         self.token_ids.append([e.token_id for e in summary.events])
+        self.modelled_units += sum(e.modelled_units for e in summary.events[1:])
 
-    def row(self) -> dict:
+    def row(self, full_units: float | None = None) -> dict:
+        """Its figures; with `full_units` (CostModel.full_units) also its modelled speed-up over full depth."""
         figures = self.figures
+        modelled = (full_units * figures.decode_tokens / self.modelled_units
+                    if full_units and self.modelled_units else None)
         return {
             "policy": self.policy,
             "tokens_per_s": round(figures.tokens_per_s, 3),
@@ -43,6 +48,7 @@ class PolicyTotals:
             "energy_source": figures.energy_source,
             "seconds": round(self.seconds, 4),
             "tokens": figures.tokens,
+            "modelled_speedup": round(modelled, 3) if modelled else None,  # by the cost model, not measured
         }
 
 
@@ -136,7 +142,7 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
             progress(index + 1, len(prompts))
 
     L = engine.num_layers
-    rows = [totals[name].row(L, engine.cost.full_units) for name in policies]
+    rows = [totals[name].row(engine.cost.full_units) for name in policies]
     full = next((r for r in rows if r["policy"] == "full"), None)
     oracle = next((r for r in rows if r["policy"] == "oracle"), None)
     for row in rows:

@@ -265,7 +265,7 @@ def _calibration(config) -> dict | None:
 
 
 def run_eval(config, out: str | Path | None = None, agent: str | None = None, restart: bool = False,
-             progress: bool = True, echo=print) -> dict:
+             progress=None, echo=print) -> dict:
     """Run the evaluation `config` describes; write results.json, results.md and plots into `out`."""
     import torch
 
@@ -332,23 +332,22 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
 
 
 def _run_all(samples: list[EvalSample], contestants: list[Contestant], store: CompletionStore, config,
-             line_protocol: bool, progress: bool, resumed: int) -> None:
-    from tqdm import tqdm
-
+             line_protocol: bool, progress, resumed: int) -> None:
+    """Every contestant on every sample; `progress(done, total, note)` after each stored completion."""
     # Warm-up (allocator, kernels, caches) so the first contestant isn't charged for it; not stored.
     for contestant in contestants:
         _complete(contestant, samples[0], config, line_protocol)
-    total = len(samples) * len(contestants)
-    with tqdm(total=total, initial=resumed, desc="eval", unit="completion", disable=not progress) as bar:
-        for index, sample in enumerate(samples):
-            prefills: dict = {}
-            shift = index % len(contestants)
-            for contestant in contestants[shift:] + contestants[:shift]:  # rotate: no one always goes first
-                if store.get(sample.key, contestant.identity) is not None:
-                    continue
-                bar.set_postfix_str(f"sample {index + 1}/{len(samples)} {contestant.name}", refresh=False)
-                store.add(_complete(contestant, sample, config, line_protocol, prefills))
-                bar.update()
+    total, done = len(samples) * len(contestants), resumed
+    for index, sample in enumerate(samples):
+        prefills: dict = {}
+        shift = index % len(contestants)
+        for contestant in contestants[shift:] + contestants[:shift]:  # rotate: no one always goes first
+            if store.get(sample.key, contestant.identity) is not None:
+                continue
+            store.add(_complete(contestant, sample, config, line_protocol, prefills))
+            done += 1
+            if progress is not None:
+                progress(done, total, f"sample {index + 1}/{len(samples)} {contestant.name}")
 
 
 def format_summary(result: dict) -> str:

@@ -1,6 +1,6 @@
 """`greencode serve`: an HTTP endpoint that llm-vscode / llm-ls can use as a Copilot.
 
-Routes (TGI and HF Inference API shapes, see DESIGN.md 'Editor endpoint'):
+Routes (TGI and HF Inference API shapes, see docs/architecture.md 'Editor endpoint'):
 
     POST /generate              {"inputs", "parameters"} -> {"generated_text", "details"}
     POST /generate_stream       the same, as server-sent events: one per token, the last with the text
@@ -18,7 +18,6 @@ input too long, 422 malformed JSON / wrong types / bad policy / bad FIM prompt, 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import AsyncIterator
 
