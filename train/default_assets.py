@@ -46,9 +46,9 @@ class Recipe:
     train_tokens: int = 43008  # calibration tokens per language whose states fit the maps (168 windows)
     validation_tokens: int = 8192  # held-out tokens per language for the agreement figures
     seq_len: int = 256  # window length of the state cache
-    kl_epochs: float = 1.0  # passes of KL distillation over the cached states (0 = least squares only)
+    kl_epochs: float = 0.25  # passes of KL distillation over the cached states (0 = least squares only)
     mlp_rank: int = 64  # rank of the residual MLP per exit (0 = none)
-    mlp_epochs: float = 1.0  # passes training the MLP (with the maps)
+    mlp_epochs: float = 0.15  # passes training the MLP (with the maps)
     trajectory_samples: int = 440  # prompts per language for the agent's trajectories
     tokens_per_sample: int = 24  # greedy tokens generated per prompt
     trajectory_context: int = 128  # at most this many context tokens per prompt, nearest the cut
@@ -66,9 +66,16 @@ def hardware() -> str:
 
 def build_shortlist(loaded, corpus: dict, validation: dict, recipe: Recipe, output: Path, log) -> tuple:
     """(ids, report): the shortlist over the train split, its coverage of held-out tokens per language."""
-    from greencode.shortlist import save_shortlist
+    from greencode.shortlist import load_shortlist, save_shortlist
     from train.calibration import coverage, shortlist_ids, token_counts
 
+    made_for = {"size": recipe.shortlist, "count_tokens": recipe.count_tokens, "seed": recipe.seed}
+    report_path = output / "shortlist.json"
+    if (output / SHORTLIST_FILE).is_file() and report_path.is_file():
+        saved = json.loads(report_path.read_text())
+        if saved.get("made_for") == made_for:
+            log(f"reusing the shortlist in {output / SHORTLIST_FILE}")
+            return load_shortlist(output / SHORTLIST_FILE, loaded.tokenizer), saved["report"]
     counts = {lang: token_counts(files, loaded.tokenizer, recipe.count_tokens, recipe.seed, log, lang)
               for lang, files in corpus.items()}
     held_out = {lang: token_counts(files, loaded.tokenizer, recipe.count_tokens, recipe.seed, log, f"held-out {lang}")
@@ -81,7 +88,35 @@ def build_shortlist(loaded, corpus: dict, validation: dict, recipe: Recipe, outp
               "held_out_tokens": {lang: int(c.sum()) for lang, c in held_out.items()},
               "rule": "most frequent by mean relative frequency over the two languages (each weighs the same)"}
     log(f"shortlist: {len(ids)} tokens, held-out coverage {report['held_out_coverage']}")
+    atomic_write_text(report_path, json.dumps({"made_for": made_for, "report": report}, indent=2))
     return ids, report
+
+
+def calibrated_maps(loaded, corpus: dict, validation: dict, shortlist, points: list[int], recipe: Recipe,
+                    output: Path, log) -> tuple:
+    """(exit maps as they ship, their report): the maps OUTPUT holds when made by this recipe, else
+    the hidden states (cached in OUTPUT) and the fits of train/exit_maps.py."""
+    from greencode.exit_maps import ExitMaps
+    from train.calibration import cached_states
+    from train.exit_maps import calibrate_exit_maps
+
+    made_for = {key: getattr(recipe, key) for key in ("shortlist", "count_tokens", "train_tokens", "validation_tokens",
+                                                      "seq_len", "kl_epochs", "mlp_rank", "mlp_epochs", "seed")}
+    report_path = output / "exit_maps.json"
+    if (output / MAPS_FILE).is_file() and report_path.is_file():
+        saved = json.loads(report_path.read_text())
+        if saved.get("made_for") == made_for:
+            log(f"reusing the exit maps in {output / MAPS_FILE}")
+            return ExitMaps.load(output / MAPS_FILE, loaded.hidden_size, exit_points=points), saved["report"]
+    states = {split: cached_states(loaded, files, points, tokens, recipe.seq_len, recipe.seed,
+                                   output / f"states-{split}.safetensors", log)
+              for split, files, tokens in (("validation", validation, recipe.validation_tokens),
+                                           ("train", corpus, recipe.train_tokens))}
+    maps, report = calibrate_exit_maps(loaded, states["train"], states["validation"], shortlist,
+                                       recipe.kl_epochs, recipe.mlp_rank, recipe.mlp_epochs, log=log)
+    maps.save(output / MAPS_FILE, loaded.name)
+    atomic_write_text(report_path, json.dumps({"made_for": made_for, "report": report}, indent=2))
+    return ExitMaps.load(output / MAPS_FILE, loaded.hidden_size), report  # what ships: float16, read back
 
 
 def train_agents(loaded, cache, config, recipe: Recipe, output: Path, shortlist_size: int, log) -> tuple[Path, dict]:
@@ -92,6 +127,7 @@ def train_agents(loaded, cache, config, recipe: Recipe, output: Path, shortlist_
     from greencode.engine import CostModel
     from train.agent_choice import agent_decision_units, choose, curve, oracle_figures
     from train.agent_report import exit_probabilities
+    from train.calibration import progress_line
     from train.ppo import HELD_OUT_FRACTION, train_agent
     from train.supervised_agent import train_supervised_agent
 
@@ -101,13 +137,16 @@ def train_agents(loaded, cache, config, recipe: Recipe, output: Path, shortlist_
     _, held_out = cache.split(HELD_OUT_FRACTION, agent_config.seed)
     log("training the supervised agent (P(exit) = P(the exit's token is full depth's))")
     supervised = train_supervised_agent(cache, agent_config, output / "agent-supervised", epochs=SUPERVISED_EPOCHS,
-                                        lr=SUPERVISED_LR, held_out_fraction=HELD_OUT_FRACTION)
+                                        lr=SUPERVISED_LR, held_out_fraction=HELD_OUT_FRACTION, log=log)
     curves = {"supervised": curve(exit_probabilities(ExitAgent.load(output / "agent-supervised" / AGENT_FILE), held_out),
                                   held_out, cost, decision)}
     ppo = None
     if recipe.timesteps > 0:
         log(f"training the PPO agent: {recipe.timesteps} steps with the paper's rewards")
-        ppo = train_agent(cache, agent_config, output / "agent-ppo", recipe.timesteps)
+        started = time.perf_counter()
+        ppo = train_agent(cache, agent_config, output / "agent-ppo", recipe.timesteps,
+                          progress=lambda done, total: log(progress_line("PPO", done, total, started, "steps"))
+                          if done % 8192 < 512 else None)
         curves["ppo"] = curve(exit_probabilities(ExitAgent.load(output / "agent-ppo" / AGENT_FILE), held_out),
                               held_out, cost, decision)
     chosen, why = choose(curves["supervised"], curves.get("ppo"))
@@ -126,12 +165,11 @@ def train_agents(loaded, cache, config, recipe: Recipe, output: Path, shortlist_
 
 
 def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, spec: str = "default-base") -> dict:
-    from greencode.exit_maps import ExitMaps
     from greencode.exits import exit_points
     from greencode.models import load_model
     from train.batched_trajectories import RawTrajectories, generate_trajectories, to_trajectory_cache
-    from train.calibration import calibration_corpus, cached_states, corpus_description
-    from train.exit_maps import ExitHead, calibrate_exit_maps
+    from train.calibration import calibration_corpus, corpus_description
+    from train.exit_maps import ExitHead
     from train.trajectories import save_cache
 
     started = time.perf_counter()
@@ -142,15 +180,7 @@ def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, sp
     points = exit_points(loaded.num_layers)
     shortlist, shortlist_report = build_shortlist(loaded, corpus, validation, recipe, output, log)
 
-    states = {split: cached_states(loaded, files, points, tokens, recipe.seq_len, recipe.seed,
-                                   output / f"states-{split}.safetensors", log)
-              for split, files, tokens in (("validation", validation, recipe.validation_tokens),
-                                           ("train", corpus, recipe.train_tokens))}
-    maps, maps_report = calibrate_exit_maps(loaded, states["train"], states["validation"], shortlist,
-                                            recipe.kl_epochs, recipe.mlp_rank, recipe.mlp_epochs, log=log)
-    del states
-    maps.save(output / MAPS_FILE, loaded.name)
-    maps = ExitMaps.load(output / MAPS_FILE, loaded.hidden_size)  # what ships: float16 weights, read back
+    maps, maps_report = calibrated_maps(loaded, corpus, validation, shortlist, points, recipe, output, log)
 
     raw_path = output / "raw-trajectories.safetensors"
     meta = {"model": loaded.name, "exit_points": points, "samples_per_language": recipe.trajectory_samples,

@@ -262,10 +262,24 @@ def _attach_teacher_cache(teacher, train, directory: str, chunks_per_step: int, 
     return train
 
 
-def _shortlist(loaded) -> torch.Tensor | None:
-    """The token ids the model's exits decode over, when it has a shortlist."""
-    ids = loaded.info.get("shortlist")
-    return None if not ids else torch.tensor(ids, dtype=torch.long)
+def exit_shortlist(config, loaded) -> torch.Tensor | None:
+    """The token ids the exits decode over in the distillation loss and in agreement, as the engine will:
+    [exits].shortlist of the model's own shortlist. A model without one (default-base) takes the shipped
+    default's when it has the same tokenizer (a shortlist belongs to a tokenizer and a corpus, not weights)."""
+    from greencode.engine import resolve_shortlist
+    from greencode.models import ASSETS, shipped_adaptation
+    from greencode.shortlist import load_shortlist
+
+    own = loaded.info.get("shortlist")
+    if own is None and config.exits.shortlist != 0:
+        manifest = shipped_adaptation()
+        if manifest.get("shortlist"):
+            try:
+                own = load_shortlist(ASSETS / manifest["shortlist"], loaded.tokenizer)
+            except GreencodeError:  # another tokenizer: exits decode over the whole vocabulary
+                own = None
+    return resolve_shortlist(dataclasses.replace(loaded, info={**loaded.info, "shortlist": own}),
+                             config.exits.shortlist)
 
 
 def _measured(prefix: str, measured: dict) -> dict:
@@ -322,7 +336,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     echo(f"data: {config.data.corpus}: {len(train_data)} train chunks of {ft.seq_len} tokens, validation tokens "
          f"{', '.join(f'{lang} {chunks.numel()}' for lang, chunks in validation.items())}, "
          f"{skipped} files skipped as not UTF-8")
-    shortlist = _shortlist(loaded) if distill else None
+    shortlist = exit_shortlist(config, loaded) if distill else None
     run = {"base_model": loaded.info.get("base_model", loaded.spec), "exit_points": points,
            "weights": _layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
            "seq_len": ft.seq_len, "targets": ft.targets, "keep_final": ft.keep_final if distill else None,

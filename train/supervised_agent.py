@@ -33,7 +33,7 @@ def _features(cache: TrajectoryCache, position_feature: bool) -> torch.Tensor:
 
 
 def train_supervised_agent(cache: TrajectoryCache, agent_config, output: str | Path, epochs: int = 30,
-                           lr: float = 1e-3, held_out_fraction: float = 0.1) -> dict:
+                           lr: float = 1e-3, held_out_fraction: float = 0.1, log=None) -> dict:
     """Fit, export to OUTPUT/agent.safetensors, and report the held-out figures per threshold."""
     from greencode.agent import ExitAgent
     from train.agent_report import THRESHOLDS, exit_probabilities, policy_figures
@@ -49,12 +49,16 @@ def train_supervised_agent(cache: TrajectoryCache, agent_config, output: str | P
     optimiser = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(agent_config.seed)
     started = time.perf_counter()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for rows in torch.randperm(len(x), generator=generator).split(256):
             optimiser.zero_grad()
             loss = torch.nn.functional.cross_entropy(net((x[rows] - mean) / std), y[rows])
             loss.backward()
             optimiser.step()
+        if log is not None:
+            from train.calibration import progress_line
+
+            log(progress_line(f"supervised agent, loss {loss.item():.3f}", epoch + 1, epochs, started, "epochs"))
     with torch.no_grad():  # fold the input standardisation into the first layer: the file stays a plain MLP
         first = net[0]
         first.bias -= (first.weight * (mean / std)).sum(1)

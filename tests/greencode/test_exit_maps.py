@@ -112,3 +112,11 @@ def test_kl_through_the_shortlist_lowers_the_loss_with_and_without_an_mlp(tiny_l
     maps.add_mlps(8)
     more = distill(maps, head, states, epochs=4, batch=64, lr=1e-2, log=lambda line: None)
     assert more[-1] < losses[0]
+
+
+def test_the_fast_top1_is_float32_decoding_s_argmax(tiny_llama):
+    hidden = torch.randn(500, 64) * 4
+    for ids in (None, torch.arange(100, 3000)):
+        head = ExitHead(tiny_llama.adapter, ids)
+        exact = head.logits(hidden).argmax(-1)
+        assert torch.equal(head.top1(hidden), exact if ids is None else ids[exact])

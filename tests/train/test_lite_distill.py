@@ -16,11 +16,18 @@ from greencode.config import replace
 from greencode.errors import GreencodeError
 from greencode.exits import lite_weights
 from greencode.models import load_model
-from tests.train.test_finetune import _config, _corpus
+from tests.train.test_finetune import _config as _any_config
+from tests.train.test_finetune import _corpus
 from train.finetune import RUN_JSON, run_finetune
 from train.lite_loss import distill_loss, head_logits, measure_exits, sample_positions
 from train.lite_schedule import step_size
 from train.teacher import Teacher, TeacherCache, open_or_build_cache
+
+
+def _config(tmp_path, **finetune):
+    """Exits over the whole vocabulary unless a test says otherwise (a shortlist shipped with the default
+    model would otherwise apply to the tiny models, which share its tokenizer)."""
+    return replace(_any_config(tmp_path, **finetune), exits={"shortlist": 0})
 
 
 def _kl_by_hand(teacher_logits, student_logits):
@@ -198,3 +205,48 @@ def test_labels_ignore_the_teacher_settings(tmp_path):
     info = run_finetune(config, output=tmp_path / "out", max_steps=1, echo=lambda _: None)
     assert info["teacher"] is None and info["keep_final"] is None
 
+
+
+def test_the_exit_shortlist_is_the_models_own_or_the_shipped_one_for_its_tokenizer(tmp_path):
+    import dataclasses
+
+    from train.finetune import exit_shortlist
+
+    loaded = load_model("tiny-random-llama", device="cpu")
+    own = dataclasses.replace(loaded, info={"shortlist": torch.tensor([7, 3, 11, 5])})
+    config = _any_config(tmp_path)  # [exits].shortlist = -1: the model's own
+    assert exit_shortlist(config, own).tolist() == [7, 3, 11, 5]
+    assert exit_shortlist(replace(config, exits={"shortlist": 2}), own).tolist() == [7, 3]
+    assert exit_shortlist(replace(config, exits={"shortlist": 0}), own) is None
+    with pytest.raises(GreencodeError, match="ships no shortlist"):
+        exit_shortlist(replace(config, exits={"shortlist": 8}), dataclasses.replace(loaded, info={"shortlist": None}))
+
+
+def test_distillation_over_a_shortlist(tmp_path, monkeypatch):
+    import train.finetune
+
+    (tmp_path / "ids").mkdir()
+    tiny = load_model("tiny-random-llama", device="cpu")
+    ids = torch.tensor([tiny.tokenizer((_corpus(tmp_path / "ids") / "mod_0.py").read_text() * 4)["input_ids"]])
+    with torch.no_grad():  # the teacher's (random) top-1 tokens on this code, and some others
+        teacher_top1 = set(tiny.model(input_ids=ids).logits.argmax(-1).flatten().tolist())
+    shortlist = torch.tensor(sorted(teacher_top1 | set(range(1000, 1200))))
+    monkeypatch.setattr(train.finetune, "exit_shortlist", lambda config, loaded: shortlist)
+    info = run_finetune(_config(tmp_path, learning_rate=2e-3), output=tmp_path / "lite", max_steps=12,
+                        echo=lambda _: None)
+    assert info["shortlist"] == len(shortlist)
+    mean = lambda a: sum(a.values()) / len(a)  # noqa: E731
+    assert mean(info["agreement_after"]) > mean(info["agreement_before"]) + 0.03
+
+
+def test_the_step_benchmark_times_every_variant_in_one_run(tmp_path):
+    from train.bench_finetune import run_step_benchmark
+
+    lines = []
+    result = run_step_benchmark(_config(tmp_path, seq_len=16, batch_size=2), rounds=1, echo=lines.append)
+    assert [(r["targets"], r["exit_head"], r["weights"]) for r in result["rows"]] == [
+        ("labels", "full", "full"), ("distill", "full", "full"), ("distill", "shortlist", "full"),
+        ("labels", "full", "LoRA"), ("distill", "full", "LoRA"), ("distill", "shortlist", "LoRA")]
+    assert all(r["tokens_per_s"] > 0 for r in result["rows"]) and result["rows"][0]["vs_labels_full_head_full_weights"] == 1.0
+    assert result["shortlist_source"] == "the chunks' most frequent" and 0 < result["shortlist_tokens"] <= 8192
+    assert lines[-1] == "round 1/1 done"

@@ -17,7 +17,12 @@ def command(ctx: typer.Context,
             max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimiser steps "
                                                     "(default: finetune.max_steps; -1 = run the epochs)."),
             resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --output."),
-            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output.")) -> None:
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output."),
+            benchmark: bool = typer.Option(False, "--benchmark", help="Measure training-step tokens/s instead: "
+                                           "labels vs distill, full head vs shortlist, full vs LoRA, alternated "
+                                           "in one run; trains and writes nothing."),
+            bench_rounds: int = typer.Option(3, "--bench-rounds", help="Timed rounds of --benchmark."),
+            as_json: bool = typer.Option(False, "--json", help="--benchmark: print one JSON object.")) -> None:
     """Fine-tune a model so every exit point decodes through the shared LM head (LITE).
 
     By default every exit learns the frozen teacher's final-layer distribution
@@ -43,6 +48,9 @@ def command(ctx: typer.Context,
     from train.finetune import run_finetune
 
     console = Console(stderr=True, soft_wrap=True)  # one line per message, however narrow
+    if benchmark:
+        _benchmark(console, settings, bench_rounds, as_json)
+        return
     info = None
     try:
         info = run_finetune(settings, output=output, max_steps=max_steps, resume=resume, overwrite=overwrite,
@@ -79,3 +87,26 @@ def _print_table(console, info: dict) -> None:
                       f"{reference} on {after['final_agreement']:.1%}")
     console.print(f"{info['steps']} steps, {info['tokens_trained']} tokens, "
                   f"{info['throughput_tokens_per_s']} tokens/s in training steps")
+
+
+def _benchmark(console, settings, rounds: int, as_json: bool) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from train.bench_finetune import run_step_benchmark
+
+    result = run_step_benchmark(settings, rounds, echo=lambda text: console.print(f"{PREFIX}: {escape(text)}"))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"LITE training step, {result['tokens_per_step']} tokens, {result['rounds']} alternated rounds "
+                        f"({result['model']}; load {result['load_average_before_after']})")
+    for column in ("targets", "exit head", "weights", "tokens/s", "vs labels/full/full"):
+        table.add_column(column, justify="right")
+    for row in result["rows"]:
+        table.add_row(row["targets"], row["exit_head"], row["weights"], str(row["tokens_per_s"]),
+                      str(row["vs_labels_full_head_full_weights"]))
+    Console().print(table)
