@@ -81,3 +81,12 @@ def test_code_cites_sections_that_exist_in_docs_architecture():
         for path in (ROOT / package).rglob("*.py"):
             cited |= set(re.findall(r"docs/architecture\.md ['\"]([^'\"]+)['\"]", path.read_text()))
     assert cited and cited <= headings, cited - headings
+
+
+MAX_LINES = 430  # "small modules (<= ~400 lines)": split by concern before a file becomes a drawer
+
+
+def test_no_module_is_a_drawer():
+    long = {str(path.relative_to(ROOT)): n for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, long

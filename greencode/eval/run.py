@@ -346,7 +346,7 @@ def _run_all(samples: list[EvalSample], contestants: list[Contestant], store: Co
                 continue
             store.add(_complete(contestant, sample, config, line_protocol, prefills))
             done += 1
-            if progress is not None:
+            if progress:  # a callback; False or None: quiet
                 progress(done, total, f"sample {index + 1}/{len(samples)} {contestant.name}")
 
 
