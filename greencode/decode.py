@@ -126,7 +126,7 @@ def resolve_shortlist(loaded, size: int) -> torch.Tensor | None:
     """The exit-head token ids for [exits].shortlist = `size`: -1 the model's own shortlist (none: the whole
     vocabulary), 0 the whole vocabulary, K the first (most frequent) K of the model's shortlist."""
     shipped = loaded.info.get("shortlist")  # a tensor of ids, read from the model's files by load_model
-    if size == -1 or size == 0:
+    if size <= 0:
         return shipped if size == -1 else None
     if shipped is None:
         raise GreencodeError(f"[exits].shortlist = {size}, but {loaded.name} ships no shortlist; "

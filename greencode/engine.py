@@ -28,6 +28,7 @@ from greencode.events import CompletionSummary, TokenEvent, eol_cut
 from greencode.healing import HealingConstraint, heal_prompt, vocab_texts
 from greencode.oracle import Oracle, first_agreeing_exit
 from greencode.policies import ExitPolicy, Full, parse_policy
+from greencode.prefix_cache import window_cut
 from greencode.shortlist import ShortlistHead, describe_exit_head
 
 
@@ -181,7 +182,9 @@ class EarlyExitEngine:
         if not ids:
             raise GreencodeError("the prompt is empty: give some code before the cursor")
         limit = self._context_limit(max_new_tokens)
-        return ids[-limit:], max(0, len(ids) - limit)
+        # With a prefix cache the window's start moves in steps, so it stays put while the user types.
+        dropped = window_cut(len(ids), limit) if self.prefix_cache is not None else max(0, len(ids) - limit)
+        return ids[dropped:], dropped
 
     def heal(self, ids: list[int]):
         """Token healing of a prompt's ids (greencode/healing.py); the vocabulary is decoded on first use."""

@@ -28,6 +28,21 @@ def _layer_tensors(cache) -> list[tuple]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+WINDOW_STEP = 64  # tokens: how far a long prompt's window start jumps at a time
+
+
+def window_cut(length: int, limit: int) -> int:
+    """How many leading tokens to drop so at most `limit` remain, on a grid of WINDOW_STEP tokens.
+
+    Keeping exactly the last `limit` tokens would move the window's start with every keystroke, and no
+    cached prefix would ever match; on the grid the start stays put for WINDOW_STEP tokens of typing,
+    at the price of up to WINDOW_STEP - 1 fewer context tokens."""
+    if length <= limit:
+        return 0
+    step = max(1, min(WINDOW_STEP, limit // 4))
+    return -(-(length - limit) // step) * step
+
+
 @dataclass
 class _Entry:
     ids: tuple[int, ...]

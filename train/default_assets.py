@@ -46,13 +46,13 @@ class Recipe:
     train_tokens: int = 43008  # calibration tokens per language whose states fit the maps (168 windows)
     validation_tokens: int = 8192  # held-out tokens per language for the agreement figures
     seq_len: int = 256  # window length of the state cache
-    kl_epochs: float = 0.25  # passes of KL distillation over the cached states (0 = least squares only)
+    kl_epochs: float = 2.0  # passes of KL distillation over the cached states (0 = least squares only)
     mlp_rank: int = 64  # rank of the residual MLP per exit (0 = none)
-    mlp_epochs: float = 0.15  # passes training the MLP (with the maps)
+    mlp_epochs: float = 1.0  # passes training the MLP (with the maps)
     trajectory_samples: int = 440  # prompts per language for the agent's trajectories
     tokens_per_sample: int = 24  # greedy tokens generated per prompt
     trajectory_context: int = 128  # at most this many context tokens per prompt, nearest the cut
-    timesteps: int = 0  # PPO steps (0 = no PPO: the supervised agent ships)
+    timesteps: int = 500_000  # PPO steps, paper Table III (0 = no PPO: the supervised agent ships)
     seed: int = 0  # windows of the state cache, shortlist counting, agents
     trajectory_seed: int = 1  # which files and cuts the trajectories' prompts come from
 

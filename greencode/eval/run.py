@@ -185,7 +185,7 @@ def policy_row(contestant: Contestant, records: list[dict], samples: list[EvalSa
         "tokens_per_completion": statistics.fmean(r["tokens"] for r in records),
         "quality_notes": quality.get("notes", []),
     }
-    asked = contestant.policy.name != "full" and decode_tokens
+    asked = contestant.policy.name not in ("full", "oracle") and decode_tokens  # the oracle asks no one
     row["exit_decisions_per_token"] = (sum(_exit_decisions(r["exit_layers"], engine.exit_points, L) for r in records)
                                        / decode_tokens if asked else 0.0)
     modelled = [r.get("modelled_units") for r in records]  # absent in completions stored before the cost model

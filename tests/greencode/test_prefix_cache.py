@@ -8,7 +8,7 @@ import torch
 
 from greencode.config import load_config
 from greencode.engine import EarlyExitEngine
-from greencode.prefix_cache import PrefixCache, common_prefix_length, prefix_cache_for
+from greencode.prefix_cache import PrefixCache, common_prefix_length, prefix_cache_for, window_cut
 
 FILE = ("import os\n\n\ndef read_lines(path):\n    with open(path) as handle:\n        return handle.read().splitlines()"
         "\n\n\ndef main():\n    for line in read_lines('setup.cfg'):\n        print(line.strip())\n")
@@ -78,3 +78,16 @@ def test_config_turns_it_on_and_off():
     assert prefix_cache_for(load_config(None, {"engine.prefix_cache": 0}).engine) is None
     assert prefix_cache_for(load_config(None, {"engine.prefix_cache_mb": 0}).engine) is None
     assert common_prefix_length([1, 2, 3], [1, 2, 4, 5]) == 2 and common_prefix_length([], [1]) == 0
+
+
+def test_a_long_prompts_window_moves_in_steps_so_typing_still_reuses_it(tiny_llama):
+    assert window_cut(100, 200) == 0 and window_cut(201, 200) == 50 and window_cut(250, 200) == 50
+    assert window_cut(251, 200) == 100 and window_cut(10_000, 512) % 64 == 0 and 10_000 - window_cut(10_000, 512) <= 512
+    long_file = FILE * 4  # well past the 60-token window below
+    cached = EarlyExitEngine(tiny_llama, max_context_tokens=60, prefix_cache=PrefixCache(4))
+    plain = EarlyExitEngine(tiny_llama, max_context_tokens=60)
+    cached.prefill(long_file + "fo")
+    typed = cached.prefill(long_file + "for x")
+    assert typed.dropped % 15 == 0 and len(typed.ids) <= 60 and typed.reused >= len(typed.ids) - 4
+    total = len(tiny_llama.tokenizer(long_file + "for x", add_special_tokens=False)["input_ids"])
+    assert plain.encode(long_file + "for x", 15)[1] == total - 60  # without a cache: exactly the last 60 tokens
