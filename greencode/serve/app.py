@@ -29,9 +29,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from greencode.config import Config
 from greencode.errors import GreencodeError
-from greencode.serve.guard import GuardMiddleware, error_body
+from greencode.serve.guard import GuardMiddleware, error_body, public_message
 from greencode.serve.jobs import (ServerState, ServeError, _details, _policy_threshold, _start, _text, _token_json,
-                                  generate_once, log)
+                                  generate_once, log, response_headers)
 from greencode.serve.queue import GenerationJob, GenerationQueue
 from greencode.fim import describe_fim
 from greencode.serve.schema import GenerateRequest, describe_errors, describe_protocol_errors
