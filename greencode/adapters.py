@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from greencode.errors import GreencodeError
+from greencode.weights import module_bytes
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -38,6 +39,7 @@ class ArchAdapter:
     model: nn.Module
     arch: str = ""
     exit_maps: nn.Module | None = None  # greencode.exit_maps.ExitMaps, when the model ships them
+    lean: object | None = None  # greencode.lean.LeanLlama: plain Llama layers run without transformers' plumbing
 
     @property
     def config(self):
@@ -90,17 +92,27 @@ class ArchAdapter:
         raise NotImplementedError
 
     @property
-    def head_weights(self) -> int:
-        return self.model.get_output_embeddings().weight.numel()
+    def head_bytes(self) -> int:
+        """Bytes of weights one LM-head pass reads (in the form the weights run in)."""
+        return module_bytes(self.model.get_output_embeddings())
+
+    @property
+    def layer_bytes(self) -> int:
+        """Bytes of weights one pass through a decoder layer reads."""
+        return module_bytes(self.layers[0])
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of weights state propagation reads for one skipped layer: its K and V projections."""
+        layer = self.layers[0]
+        if self.arch == "gpt2":
+            return module_bytes(layer.attn.c_attn) * 2 // 3  # c_attn holds Q, K and V
+        return module_bytes(layer.self_attn.k_proj) + module_bytes(layer.self_attn.v_proj)
 
     @property
     def vocab_size(self) -> int:
         """Rows of the LM head."""
         return self.model.get_output_embeddings().weight.shape[0]
-
-    @property
-    def layer_weights(self) -> int:
-        return sum(p.numel() for p in self.layers[0].parameters())
 
 
 class LlamaAdapter(ArchAdapter):
@@ -120,7 +132,14 @@ class LlamaAdapter(ArchAdapter):
     def final_norm(self, hidden):
         return self.model.model.norm(hidden)
 
+    def run_layer(self, index, hidden, context, cache):
+        if self.lean is None:
+            return super().run_layer(index, hidden, context, cache)
+        return self.lean.run(index, hidden, *context["position_embeddings"], cache)
+
     def kv(self, index, hidden, context):
+        if self.lean is not None:
+            return self.lean.kv(index, hidden, *context["position_embeddings"])
         layer = self.layers[index]
         attn = layer.self_attn
         normed = layer.input_layernorm(hidden)

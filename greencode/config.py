@@ -41,6 +41,7 @@ class ModelConfig:
     spec: str = _opt("default")  # default | default-base | tiny-random-* | HF dir | .gguf | hub id
     dtype: str = _opt("float32", choices=("float32", "bfloat16", "float16"))
     device: str = _opt("auto")  # auto | cpu | cuda | cuda:N
+    weights: str = _opt("auto", choices=("auto", "fp32", "fp16", "int8"))  # greencode.weights.FORMS
     cache_dir: str = _opt("")  # "" = $GREENCODE_CACHE or $XDG_CACHE_HOME/greencode
 
 

@@ -90,7 +90,8 @@ class TextTracker:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Per-token cost in layer-units (one decoder layer's weights read = 1), see docs/architecture.md 'Cost model'.
+    """Per-token cost in layer-units (the bytes of one decoder layer's weights read = 1), see docs/architecture.md
+    'Cost model'. Bytes, not parameters: the weights' form (greencode.weights) changes what a pass reads.
 
     Full depth pays the whole LM head (V x d) once; an exit pays the exit head (the shortlist's K x d rows,
     or the whole head without a shortlist) once per decode at an exit point."""
@@ -102,14 +103,10 @@ class CostModel:
 
     @classmethod
     def of(cls, adapter, exit_head_rows: int | None = None) -> "CostModel":
-        layer = adapter.layer_weights
-        kv_weights = sum(p.numel() for name, p in adapter.layers[0].named_parameters()
-                         if any(k in name for k in ("k_proj", "v_proj", "c_attn")))
-        if adapter.arch == "gpt2":
-            kv_weights = kv_weights * 2 // 3  # c_attn holds Q, K and V
-        head = adapter.head_weights / layer
+        layer = adapter.layer_bytes
+        head = adapter.head_bytes / layer
         exit_head = head * exit_head_rows / adapter.vocab_size if exit_head_rows else head
-        return cls(adapter.num_layers, head, kv_weights / layer, exit_head)
+        return cls(adapter.num_layers, head, adapter.kv_bytes / layer, exit_head)
 
     def units(self, layers_run: int, exit_head_passes: int) -> float:
         """A token that ran `layers_run` layers and decoded `exit_head_passes` times at exit points."""

@@ -53,7 +53,7 @@ class Prefilled:
     ids: list[int]
     dropped: int
     max_new_tokens: int
-    cache: object  # transformers DynamicCache holding every prompt position; copied per use
+    cache: object  # greencode.kv_cache.StaticKVCache holding every prompt position; copied per use
     logits: torch.Tensor  # the final layer's logits at the last prompt position
     states: dict  # exit layer -> hidden state of the last position (record mode only)
     measured: object  # greencode.energy.Measurement of the prefill
@@ -229,7 +229,7 @@ class EarlyExitEngine:
     @torch.inference_mode()
     def prefill(self, prompt: str | list[int], max_new_tokens: int = 15, record: bool = False) -> Prefilled:
         """Run the prompt through every layer once (the cost every policy shares on a prompt)."""
-        from transformers import DynamicCache
+        from greencode.kv_cache import StaticKVCache
 
         ids, dropped = self.encode(prompt, max_new_tokens)
         healed = ""
@@ -237,7 +237,7 @@ class EarlyExitEngine:
             healing = self.heal(ids)
             ids, healed = healing.ids, healing.removed
         adapter = self.adapter
-        cache = DynamicCache(config=self.loaded.model.config)
+        cache = StaticKVCache(self.num_layers, len(ids) + max_new_tokens)
         self.meter.begin_window("token")
         # A stored prompt sharing our first tokens fills the cache with them; only the rest runs here.
         reused = self.prefix_cache.lookup(self._model_key, ids, cache) if self.prefix_cache is not None else 0

@@ -10,6 +10,7 @@ def model_info(config: Config) -> dict:
     from greencode.exits import lite_weights
     from greencode.fim import describe_fim
     from greencode.runtime import engine_from_config
+    from greencode.weights import describe_weights
 
     engine = engine_from_config(config)
     loaded, points = engine.loaded, engine.exit_points
@@ -21,6 +22,7 @@ def model_info(config: Config) -> dict:
         "architecture": loaded.adapter.arch,
         "num_layers": loaded.num_layers,
         "hidden_size": loaded.hidden_size,
+        "weights": describe_weights(loaded, config.model.weights),
         "exit_points": points,
         # A fine-tuned model reports the weights it was trained with; others the paper's defaults.
         "lite_weights": loaded.info.get("weights") or {

@@ -36,6 +36,7 @@ class LoadedModel:
     name: str  # what to show a user
     info: dict = field(default_factory=dict)  # greencode.json of a fine-tuned model, if any
     load_seconds: float = 0.0
+    weights: str = "fp32"  # the form the layers and LM head run in (greencode.weights)
 
     @property
     def num_layers(self) -> int:
@@ -251,11 +252,13 @@ def resolve_device(device: str) -> str:
 
 
 def load_model(spec: str = "default", dtype: str = "float32", device: str = "auto",
-               cache: str = "") -> LoadedModel:
-    """Load `spec` with its tokenizer and adapter, in eval mode on `device`."""
+               cache: str = "", weights: str = "fp32") -> LoadedModel:
+    """Load `spec` with its tokenizer and adapter, in eval mode on `device`, its weights in the form `weights`
+    (greencode.weights: auto | fp32 | fp16 | int8)."""
     import torch
 
     from greencode.adapters import adapter_for
+    from greencode.weights import apply_weights
 
     from transformers.utils import logging as hf_logging
 
@@ -287,10 +290,11 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
     adapter = adapter_for(model)  # unsupported architectures fail here, before any work
     model.to(device).eval()
     model.requires_grad_(False)
+    form = apply_weights(adapter, weights, device, torch_dtype)
     manifest = shipped_adaptation() if spec == "default" else {}
     if manifest:
         info = _apply_shipped_adaptation(adapter, tokenizer, manifest, ASSETS)
         adapter.exit_maps.to(device)
         name = "SmolLM2-135M-Instruct (packaged) + greencode exit maps"
     return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, spec=spec, name=name, info=info,
-                       load_seconds=time.perf_counter() - started)
+                       load_seconds=time.perf_counter() - started, weights=form)

@@ -15,10 +15,11 @@ AGENT_FALLBACK = "confidence"  # what agent:T becomes when the model has no agen
 
 
 def load_from_config(config: Config, spec: str | None = None):
-    """Load `spec` (default [model].spec) with the config's dtype, device and cache."""
+    """Load `spec` (default [model].spec) with the config's dtype, device, cache and weights form."""
     from greencode.models import load_model
 
-    return load_model(spec or config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir)
+    return load_model(spec or config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir,
+                      config.model.weights)
 
 
 def engine_from_config(config: Config, model=None, *, agent_path: str | None = None,

@@ -106,12 +106,19 @@ class ShortlistHead:
         self.weight = weight.index_select(0, ids).contiguous()  # (K, d)
         bias = getattr(lm_head, "bias", None)
         self.bias = bias.detach().index_select(0, ids).contiguous() if bias is not None else None
+        self._fast = None  # the rows in the head's fast form (greencode.weights), when it has one
+        if getattr(lm_head, "form", "fp32") != "fp32":
+            from greencode.weights import QuantizedLinear
+
+            self._fast = QuantizedLinear(self.weight, self.bias, lm_head.form)
 
     @property
     def size(self) -> int:
         return len(self.token_ids)
 
     def __call__(self, normed: torch.Tensor) -> torch.Tensor:
+        if self._fast is not None:
+            return self._fast(normed)  # (..., K)
         return torch.nn.functional.linear(normed, self.weight, self.bias)  # (..., K)
 
     def token(self, index: int) -> int:

@@ -27,10 +27,10 @@ def token_units(cost, layers: np.ndarray, agent_units: float = 0.0, decisions: n
     return units
 
 
-def agent_decision_units(net_arch: list[int], obs_dim: int, layer_weights: int) -> float:
-    """One agent decision (its MLP's weights) in layer-units."""
+def agent_decision_units(net_arch: list[int], obs_dim: int, layer_bytes: int) -> float:
+    """One agent decision (its fp32 MLP's weights read) in layer-units (bytes of a decoder layer's weights)."""
     widths = [obs_dim, *net_arch, 2]
-    return sum(a * b + b for a, b in zip(widths, widths[1:])) / layer_weights
+    return 4 * sum(a * b + b for a, b in zip(widths, widths[1:])) / layer_bytes
 
 
 def curve(probs: np.ndarray, held_out: TrajectoryCache, cost, agent_units: float,

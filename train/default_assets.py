@@ -133,7 +133,7 @@ def train_agents(loaded, cache, config, recipe: Recipe, output: Path, shortlist_
 
     agent_config = dataclasses.replace(config.agent, seed=recipe.seed)
     cost = CostModel.of(loaded.adapter, shortlist_size or None)
-    decision = agent_decision_units(list(agent_config.net_arch), cache.obs_dim, loaded.adapter.layer_weights)
+    decision = agent_decision_units(list(agent_config.net_arch), cache.obs_dim, loaded.adapter.layer_bytes)
     _, held_out = cache.split(HELD_OUT_FRACTION, agent_config.seed)
     log("training the supervised agent (P(exit) = P(the exit's token is full depth's))")
     supervised = train_supervised_agent(cache, agent_config, output / "agent-supervised", epochs=SUPERVISED_EPOCHS,
@@ -218,6 +218,11 @@ def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, sp
         "created": time.strftime("%Y-%m-%d"),
         "eval": {},
     }
+    if Path(spec).expanduser().is_dir():  # built on a fine-tuned model (--from DIR): the manifest records its LITE run
+        from train.lite_report import lite_record
+
+        manifest["lite"] = lite_record(spec, loaded.info)
+        manifest["recipe"]["command"] = f"greencode train default --from {spec}"
     atomic_write_text(output / MANIFEST, json.dumps(manifest, indent=2))
     return manifest
 

@@ -32,6 +32,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
 from train.lite_loss import distill_loss, lite_loss, measure_languages, sample_positions
+from train.lite_report import layer_keys, measured_keys
 
 GREENCODE_JSON = "greencode.json"
 RUN_JSON = "run.json"  # measured before training; read back on --resume
@@ -176,10 +177,6 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def _layer_keys(values: dict) -> dict[str, float]:
-    return {str(layer): round(float(v), 4) for layer, v in values.items()}
-
-
 def bf16_enabled(setting: str) -> bool:
     """auto: where the accelerator has it (CUDA with bf16). On CPU autocast is opt-in ("on")."""
     if setting == "on":
@@ -249,19 +246,6 @@ def _collate(rows: list[dict]) -> dict:
     return batch
 
 
-def _attach_teacher_cache(teacher, train, directory: str, chunks_per_step: int, max_steps: int, seed: int, echo):
-    """Keep the chunks this run reads (a seeded choice when max_steps bounds it), number them, and give
-    the teacher their cached final states; returns the numbered dataset."""
-    from train.teacher import open_or_build_cache
-
-    if max_steps > 0 and max_steps * chunks_per_step < len(train):
-        train = train.shuffle(seed=seed).select(range(max_steps * chunks_per_step))
-    train = train.add_column("chunk", list(range(len(train))))
-    chunks = torch.tensor(train["input_ids"], dtype=torch.long)
-    teacher.cache = open_or_build_cache(directory, teacher, chunks, echo=echo)
-    return train
-
-
 def exit_shortlist(config, loaded) -> torch.Tensor | None:
     """The token ids the exits decode over in the distillation loss and in agreement, as the engine will:
     [exits].shortlist of the model's own shortlist. A model without one (default-base) takes the shipped
@@ -282,16 +266,7 @@ def exit_shortlist(config, loaded) -> torch.Tensor | None:
                              config.exits.shortlist)
 
 
-def _measured(prefix: str, measured: dict) -> dict:
-    """greencode.json's view of measure_languages: overall and per language."""
-    out = {f"agreement_{prefix}": _layer_keys(measured["agreement"]),
-           f"validation_loss{'_before' if prefix == 'before' else ''}": _layer_keys(measured["loss"]),
-           f"final_agreement_{prefix}": round(measured["final_agreement"], 4),
-           f"by_language_{prefix}": {language: {"tokens": m["tokens"], "agreement": _layer_keys(m["agreement"]),
-                                                "final_agreement": round(m["final_agreement"], 4),
-                                                "validation_loss": _layer_keys(m["loss"])}
-                                     for language, m in measured["by_language"].items()}}
-    return out
+
 
 
 def _save_final(model, tokenizer, output: Path, info: dict, staging: Path) -> None:
@@ -316,7 +291,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     from greencode.exits import resolve_exit_points
 
     from train.lite_schedule import ProgressLine, step_size
-    from train.teacher import load_teacher
+    from train.teacher import attach_cache, load_teacher
 
     ft = config.finetune
     output = Path(output or ft.output).expanduser()
@@ -338,7 +313,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
          f"{skipped} files skipped as not UTF-8")
     shortlist = exit_shortlist(config, loaded) if distill else None
     run = {"base_model": loaded.info.get("base_model", loaded.spec), "exit_points": points,
-           "weights": _layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
+           "weights": layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
            "seq_len": ft.seq_len, "targets": ft.targets, "keep_final": ft.keep_final if distill else None,
            "teacher": teacher.name if distill else None,
            "shortlist": None if shortlist is None else len(shortlist)}
@@ -355,15 +330,15 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
         model = _lora_wrap(model, ft.lora_rank, ft.lora_alpha)
     model.train()
     if distill and ft.teacher_cache:
-        train_data = _attach_teacher_cache(teacher, train_data, ft.teacher_cache, chunks_per_step, size.max_steps,
-                                           ft.seed, echo)
+        train_data = attach_cache(teacher, train_data, ft.teacher_cache, chunks_per_step, size.max_steps, ft.seed,
+                                  echo)
     args = TrainingArguments(
         output_dir=str(output / CHECKPOINTS), per_device_train_batch_size=size.batch_size,
         gradient_accumulation_steps=size.grad_accum, learning_rate=ft.learning_rate, num_train_epochs=ft.epochs,
         max_steps=size.max_steps, logging_steps=ft.logging_steps,
         save_strategy="steps", save_steps=ft.save_steps, save_total_limit=1, bf16=bf16_enabled(ft.bf16),
         seed=ft.seed, report_to="none", remove_unused_columns=False, use_cpu=not use_cuda,
-        dataloader_num_workers=0, disable_tqdm=False,
+        dataloader_num_workers=0, disable_tqdm=True,  # ProgressLine: tokens/s and ETA on lines of their own
         ddp_find_unused_parameters=False)  # every parameter takes part in eq. 1
     interrupt = CheckpointOnInterrupt()
     progress = ProgressLine(size.batch_size * ft.seq_len * args.world_size, echo=echo)
@@ -379,7 +354,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
         echo(f"measuring exit agreement before training ({sum(c.numel() for c in validation.values())} tokens) ...")
         measured = measure_languages(trainer.model, loaded.adapter, validation, points,
                                      reference if ft.teacher else None, shortlist)
-        before = {**run, **_measured("before", measured)}
+        before = {**run, **measured_keys("before", measured)}
         output.mkdir(parents=True, exist_ok=True)
         _write_json(output / RUN_JSON, before)
 
@@ -402,7 +377,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     echo("measuring exit agreement after training ...")
     measured = measure_languages(final, loaded.adapter, validation, points, reference, shortlist)
     info = {**before, "steps": state.global_step, "tokens_trained": state.global_step * tokens_per_step,
-            **_measured("after", measured), "agreement_reference": "teacher final layer" if distill else "own final layer",
+            **measured_keys("after", measured), "agreement_reference": "teacher final layer" if distill else "own final layer",
             "throughput_tokens_per_s": round(clock.steps * tokens_per_step / max(clock.seconds, 1e-9), 2),
             "corpus": config.data.corpus, "validation_tokens": measured["tokens"],
             "batch_size": size.batch_size, "grad_accum": size.grad_accum,

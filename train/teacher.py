@@ -164,3 +164,14 @@ def open_or_build_cache(directory: str | Path, teacher: Teacher, chunks: torch.T
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # only left when interrupted or failed
     return TeacherCache(directory, {**expected, "hidden_size": hidden})
+
+
+def attach_cache(teacher: Teacher, train, directory: str, chunks_per_step: int, max_steps: int, seed: int, echo):
+    """Keep the chunks a run reads (a seeded choice when max_steps bounds it), number them (column
+    "chunk", which the collator passes on), and give the teacher their cached final states."""
+    if max_steps > 0 and max_steps * chunks_per_step < len(train):
+        train = train.shuffle(seed=seed).select(range(max_steps * chunks_per_step))
+    train = train.add_column("chunk", list(range(len(train))))
+    chunks = torch.tensor(train["input_ids"], dtype=torch.long)
+    teacher.cache = open_or_build_cache(directory, teacher, chunks, echo=echo)
+    return train

@@ -16,6 +16,7 @@ from textual.worker import get_current_worker
 
 from greencode.errors import GreencodeError
 from greencode.events import CompletionSummary, TokenEvent
+from greencode.prefix_cache import text_window
 from tui.editor import CodeEditor
 from tui.engines import EngineFactory, describe_engine
 from tui.ghost import drop_chars, ghost_pieces
@@ -162,7 +163,7 @@ class GreencodeApp(KnobActions, CompareActions, FileActions, LensActions, App[No
         row, column = editor.cursor_location
         first_row = max(0, row - 400)  # the engine keeps the tokens nearest the cursor anyway
         text = editor.get_text_range((first_row, 0), (row, column))
-        return text[-self.settings.max_context_chars:]
+        return text_window(text, self.settings.max_context_chars)  # a stable start: the prefix cache can serve it
 
     def action_complete(self) -> None:
         self.start_completion(explicit=True)

@@ -20,6 +20,9 @@ def command(ctx: typer.Context,
             agent: Optional[str] = typer.Option(None, help="Agent file for agent:T (default: [agent].path)."),
             min_context: int = typer.Option(300, help="Only prompts with at least this many context tokens."),
             compare_hf: bool = typer.Option(False, "--compare-hf", help="Add transformers generate as a row."),
+            llama_cpp: bool = typer.Option(True, "--llama-cpp/--no-llama-cpp",
+                                           help="Add llama.cpp (llama-cpp-python, the anchors extra) on the same "
+                                                "GGUF and thread count as a row; skipped with a note when missing."),
             load: bool = typer.Option(False, "--load-times", help="Also time the default model's first "
                                       "(converting) and cached loads, in a temporary cache."),
             as_json: bool = typer.Option(False, "--json", help="Print {\"rows\": [...]} as JSON.")) -> None:
@@ -49,8 +52,20 @@ def command(ctx: typer.Context,
         engine.make_policy(name)  # a bad policy fails here, before any work
     ids = bench_prompts(loaded, prompts, config.data, min_context, config.engine.max_context_tokens,
                         max_new_tokens)
+    anchors = {}
+    if llama_cpp:
+        import torch
+
+        from greencode.eval.anchors import llama_cpp as llama_cpp_anchor
+
+        context = max(len(p) for p in ids) + max_new_tokens + 8
+        generate, why_not = llama_cpp_anchor(config.model.spec, torch.get_num_threads(), context)
+        if generate is None:
+            notes.append(why_not)
+        else:
+            anchors["llama.cpp"] = generate
     with progress_bar("benchmarking: prompts", len(ids)) as update:
-        result = run_bench(engine, ids, names, max_new_tokens, compare_hf, progress=update)
+        result = run_bench(engine, ids, names, max_new_tokens, compare_hf, progress=update, anchors=anchors)
     full_rows = [r for r in result["rows"] if r["policy"] == "full"]
     if full_rows:  # the agent's decision against one full-depth token
         timing_agent = agent_names[0] if agent_names and agent_names[0] in names else None
@@ -73,11 +88,12 @@ def command(ctx: typer.Context,
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    table = Table(title=f"{loaded.name}: {result['prompts']} prompts x {max_new_tokens} tokens "
-                        f"(mean context {result['mean_prompt_tokens']} tokens)")
-    columns = ["policy", "tokens_per_s", "speedup_vs_full", "modelled_speedup", "oracle_saving_share",
-               "mean_exit_layer", "layers_skipped_frac", "joules", "joules_saved_frac", "energy_source", "seconds",
-               "identical_to_hf", "time_ratio_vs_hf"]
+    table = Table(title=f"{loaded.name}, {loaded.weights} weights: {result['prompts']} prompts x {max_new_tokens} "
+                        f"tokens (mean context {result['mean_prompt_tokens']} tokens), {result['threads']} threads")
+    columns = ["policy", "tokens_per_s", "speedup_vs_full", "decode_vs_llama_cpp", "prefill_tokens_per_s",
+               "prefill_vs_llama_cpp", "modelled_speedup", "oracle_saving_share", "mean_exit_layer",
+               "layers_skipped_frac", "joules", "joules_saved_frac", "energy_source", "seconds", "identical_to_hf",
+               "time_ratio_vs_hf"]
     for column in columns:
         table.add_column(column.replace("_", " "))
     for row in result["rows"]:

@@ -21,8 +21,10 @@ from greencode.oracle import oracle_share
 @dataclass
 class PolicyTotals:
     policy: str
-    figures: Figures  # summed over the policy's completions
+    figures: Figures  # summed over the policy's completions (greencode.events: the one arithmetic)
     seconds: float = 0.0  # prefill + decode
+    prefill_seconds: float = 0.0
+    prompt_tokens: int = 0
     token_ids: list[list[int]] = field(default_factory=list)
     modelled_units: float = 0.0  # CostModel layer-units of the decoded tokens (the first comes with the prefill)
 
@@ -30,8 +32,19 @@ class PolicyTotals:
         self.figures.add_completion(summary.tokens, summary.seconds, summary.joules, summary.full_depth_joules,
                                     summary.exit_layers, summary.energy_source)
         self.seconds += summary.seconds + summary.prefill_seconds
+        self.prefill_seconds += summary.prefill_seconds
+        self.prompt_tokens += summary.prompt_tokens
         self.token_ids.append([e.token_id for e in summary.events])
         self.modelled_units += sum(e.modelled_units for e in summary.events[1:])
+
+    def add_anchor(self, token_ids: list[int], prompt_tokens: int, prefill_seconds: float,
+                   decode_seconds: float) -> None:
+        """An anchor's completion (HF generate, llama.cpp), counted like the engine's (no exits, no joules)."""
+        self.figures.add_completion(len(token_ids), decode_seconds, 0.0, 0.0, [], "not measured")
+        self.prefill_seconds += prefill_seconds
+        self.prompt_tokens += prompt_tokens
+        self.seconds += prefill_seconds + decode_seconds
+        self.token_ids.append(token_ids)
 
     def row(self, full_units: float | None = None) -> dict:
         """Its figures; with `full_units` (CostModel.full_units) also its modelled speed-up over full depth."""
@@ -41,6 +54,7 @@ class PolicyTotals:
         return {
             "policy": self.policy,
             "tokens_per_s": round(figures.tokens_per_s, 3),
+            "prefill_tokens_per_s": round(self.prompt_tokens / self.prefill_seconds, 1) if self.prefill_seconds else 0.0,
             "mean_exit_layer": round(figures.mean_exit_layer, 3),
             "layers_skipped_frac": round(figures.layers_skipped_frac, 4),
             "joules": round(figures.joules, 4),
@@ -64,19 +78,6 @@ def bench_prompts(loaded, count: int, data_config, min_context: int = 300, max_c
         raise GreencodeError(f"no test file in {data_config.corpus} gives {min_context}+ context tokens; "
                              "lower --min-context")
     return [s.context_ids for s in samples]
-
-
-def _hf_generate(loaded, ids: list[int], new_tokens: int) -> tuple[list[int], float, float]:
-    """(tokens, total seconds, decode seconds) of transformers' greedy generate with its cache."""
-    input_ids = torch.tensor([ids], device=next(loaded.model.parameters()).device)
-    options = {"do_sample": False, "use_cache": True, "pad_token_id": loaded.tokenizer.eos_token_id}
-    started = time.perf_counter()
-    loaded.model.generate(input_ids, max_new_tokens=1, min_new_tokens=1, **options)
-    first = time.perf_counter() - started
-    started = time.perf_counter()
-    out = loaded.model.generate(input_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **options)
-    total = time.perf_counter() - started
-    return out[0, len(ids):].tolist(), total, max(1e-9, total - first)
 
 
 def agent_decision_cost(engine, policy, repeats: int = 300) -> dict:
@@ -112,21 +113,23 @@ def untrained_agent_cost(engine, net_arch: list[int]) -> dict:
 
 
 def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tokens: int,
-              compare_hf: bool = False, progress=None) -> dict:
-    """Run every policy (and HF generate) on every prompt, interleaved; return {"rows": [...], ...}."""
-    names = list(policies) + (["hf-generate"] if compare_hf else [])
+              compare_hf: bool = False, progress=None, anchors: dict | None = None) -> dict:
+    """Run every policy (and HF generate, and each anchor of greencode.eval.anchors) on every prompt,
+    interleaved; return {"rows": [...], ...}."""
+    from greencode.eval.anchors import hf_generate
+
+    anchors = dict(anchors or {})
+    if compare_hf:
+        anchors["hf-generate"] = hf_generate(engine.loaded)
+    names = list(policies) + list(anchors)
     built = {name: engine.make_policy(name) for name in policies}
     totals = {name: PolicyTotals(name, Figures(engine.num_layers)) for name in names}
-    hf_decode = {"seconds": 0.0, "decode": 0.0, "tokens": 0}
 
     def run(name: str, ids: list[int], record: bool = True) -> None:
-        if name == "hf-generate":
-            tokens, total, decode = _hf_generate(engine.loaded, ids, max_new_tokens)
+        if name in anchors:
+            tokens, prefill, decode = anchors[name](ids, max_new_tokens)
             if record:
-                hf_decode["seconds"] += total
-                hf_decode["decode"] += decode
-                hf_decode["tokens"] += len(tokens)
-                totals[name].token_ids.append(tokens)
+                totals[name].add_anchor(tokens, len(ids), prefill, decode)
             return
         summary = engine.complete(ids, built[name], max_new_tokens=max_new_tokens)
         if record:
@@ -154,19 +157,27 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
         if oracle and row["policy"] not in ("full", "hf-generate"):
             share = oracle_share(row["modelled_speedup"], oracle["modelled_speedup"])
             row["oracle_saving_share"] = round(share, 4) if share is not None else None
-    if compare_hf:
-        hf = totals["hf-generate"]
-        rows.append({"policy": "hf-generate", "tokens_per_s": round((hf_decode["tokens"] - len(prompts))
-                                                                    / hf_decode["decode"], 3),
-                     "mean_exit_layer": float(L), "layers_skipped_frac": 0.0, "joules": None,
-                     "energy_source": "not measured", "seconds": round(hf_decode["seconds"], 4),
-                     "tokens": hf_decode["tokens"]})
-        if full:
-            full["identical_to_hf"] = totals["full"].token_ids == hf.token_ids
-            full["time_ratio_vs_hf"] = round(totals["full"].seconds / hf_decode["seconds"], 4)
+    for name in anchors:
+        row = totals[name].row()
+        row.update(mean_exit_layer=float(L) if name == "hf-generate" else None, layers_skipped_frac=None,
+                   joules=None, joules_saved_frac=None, energy_source="not measured")
+        if full and row["tokens_per_s"]:
+            row["speedup_vs_full"] = round(row["tokens_per_s"] / full["tokens_per_s"], 3)
+        rows.append(row)
+    if full and "hf-generate" in anchors:
+        full["identical_to_hf"] = totals["full"].token_ids == totals["hf-generate"].token_ids
+        full["time_ratio_vs_hf"] = round(totals["full"].seconds / totals["hf-generate"].seconds, 4)
+    if full and "llama.cpp" in anchors:
+        llama = totals["llama.cpp"].row()
+        for row in rows:  # the anchor a user would run instead: decode and prefill speed against it
+            if row.get("tokens_per_s") and llama["tokens_per_s"]:
+                row["decode_vs_llama_cpp"] = round(row["tokens_per_s"] / llama["tokens_per_s"], 3)
+            if row.get("prefill_tokens_per_s") and llama["prefill_tokens_per_s"]:
+                row["prefill_vs_llama_cpp"] = round(row["prefill_tokens_per_s"] / llama["prefill_tokens_per_s"], 3)
     return {"rows": rows, "prompts": len(prompts), "max_new_tokens": max_new_tokens,
             "mean_prompt_tokens": round(statistics.fmean(len(p) for p in prompts), 1),
             "num_layers": L, "exit_points": engine.exit_points, "exit_head": engine.describe_exit_head(),
+            "threads": torch.get_num_threads(), "weights": engine.loaded.weights,
             "cost_model": {"head_units": round(engine.cost.head_units, 3),
                            "exit_head_units": round(engine.cost.exit_head_units, 3),
                            "propagation_units": round(engine.cost.propagation_units, 4),

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from greencode.policies import POLICY_FORMS
 
-MAX_STOP_SEQUENCES = 8
+MAX_STOP_SEQUENCES = 32  # editors send their templates' stop lists (Continue's Qwen template: 9 strings)
 MAX_STOP_CHARS = 256
 MAX_POLICY_CHARS = 64
 MIN_TEMPERATURE = 1e-3

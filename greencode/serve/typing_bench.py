@@ -117,9 +117,11 @@ def _report(info: dict, servers: dict, session: list, step: int, max_new_tokens:
 
 def _print(report: dict) -> None:
     lat = report["latency_s"]
-    typer.echo(f"model {report['model']} | policy {report['policy']} | {report['cpu_threads']} CPU thread(s) per server")
+    typer.echo(f"model {report['model']} | policy {report['policy']} | "
+               f"{report['cpu_threads']} CPU thread(s) per server")
     typer.echo(f"{report['requests']} requests, +{report['step_chars']} characters each, prompt "
-               f"{report['prompt_tokens'][0]}..{report['prompt_tokens'][1]} tokens, {report['max_new_tokens']} new tokens")
+               f"{report['prompt_tokens'][0]}..{report['prompt_tokens'][1]} tokens, "
+               f"{report['max_new_tokens']} new tokens")
     for name in ("reuse", "no_reuse"):
         typer.echo(f"{name:>9}: p50 {lat[name]['p50']} s, p95 {lat[name]['p95']} s, mean {lat[name]['mean']} s")
     typer.echo(f"with reuse / without: p50 x{report['p50_ratio']}, p95 x{report['p95_ratio']}; "

@@ -98,7 +98,7 @@ def test_a_final_token_outside_the_shortlist_is_a_disagreement(tiny_llama):
     states.exits[4] = states.final.clone()  # the exit already is the final state: full head agrees everywhere
     assert agreement(ExitHead(tiny_llama.adapter), states, None)[4] == 1.0
     finals = states.final_top1.unique()
-    keep = torch.tensor([t for t in range(tiny_llama.adapter.head_weights // 64) if t != int(finals[0])])
+    keep = torch.tensor([t for t in range(tiny_llama.adapter.vocab_size) if t != int(finals[0])])
     share = float((states.final_top1 == finals[0]).float().mean())
     assert agreement(ExitHead(tiny_llama.adapter, keep), states, None)[4] <= round(1 - share, 4)
 

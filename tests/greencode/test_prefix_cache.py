@@ -8,7 +8,7 @@ import torch
 
 from greencode.config import load_config
 from greencode.engine import EarlyExitEngine
-from greencode.prefix_cache import PrefixCache, common_prefix_length, prefix_cache_for, window_cut
+from greencode.prefix_cache import PrefixCache, common_prefix_length, prefix_cache_for, text_window, window_cut
 
 FILE = ("import os\n\n\ndef read_lines(path):\n    with open(path) as handle:\n        return handle.read().splitlines()"
         "\n\n\ndef main():\n    for line in read_lines('setup.cfg'):\n        print(line.strip())\n")
@@ -33,7 +33,7 @@ def test_reuse_gives_the_fresh_prefill_tokens_and_exit_layers(tiny_model, policy
 def test_early_exit_decoding_never_writes_into_a_cached_prefix(tiny_llama):
     cache = PrefixCache(4)
     engine = EarlyExitEngine(tiny_llama, prefix_cache=cache)
-    engine.complete(TYPED[0], "fixed:4", max_new_tokens=8)  # exits at 4: state propagation fills layers 5..L of its cache
+    engine.complete(TYPED[0], "fixed:4", max_new_tokens=8)  # exits at 4: propagation fills layers 5..L of its cache
     (entry,) = cache._entries.values()
     reference = EarlyExitEngine(tiny_llama).prefill(TYPED[0]).cache
     assert entry.layers[0][0].shape[-2] == len(entry.ids)  # no decoded token was appended to the entry
@@ -91,3 +91,14 @@ def test_a_long_prompts_window_moves_in_steps_so_typing_still_reuses_it(tiny_lla
     assert typed.dropped % 15 == 0 and len(typed.ids) <= 60 and typed.reused >= len(typed.ids) - 4
     total = len(tiny_llama.tokenizer(long_file + "for x", add_special_tokens=False)["input_ids"])
     assert plain.encode(long_file + "for x", 15)[1] == total - 60  # without a cache: exactly the last 60 tokens
+
+
+def test_a_text_window_starts_at_a_line_that_stays_put_while_the_user_types():
+    text = "".join(f"line {i} = {i}\n" for i in range(100))
+    window = text_window(text, 300)
+    assert 300 - 300 // 8 - 14 <= len(window) <= 300 and window.startswith("line ") and text.endswith(window)
+    for typed in ("x", "x = 1", "x = 12345"):
+        assert text_window(text + typed, 300).startswith(window[:20])  # same start: the cached prefix matches
+    assert text_window("short", 300) == "short"
+    no_lines = text_window("y" * 500, 300)
+    assert len(no_lines) <= 300 and text_window("y" * 500 + "z", 300) == no_lines + "z"  # no line: the grid alone

@@ -218,8 +218,14 @@ def test_the_exit_shortlist_is_the_models_own_or_the_shipped_one_for_its_tokeniz
     assert exit_shortlist(config, own).tolist() == [7, 3, 11, 5]
     assert exit_shortlist(replace(config, exits={"shortlist": 2}), own).tolist() == [7, 3]
     assert exit_shortlist(replace(config, exits={"shortlist": 0}), own) is None
-    with pytest.raises(GreencodeError, match="ships no shortlist"):
-        exit_shortlist(replace(config, exits={"shortlist": 8}), dataclasses.replace(loaded, info={"shortlist": None}))
+    # No shortlist of its own: the shipped default's, which belongs to the same tokenizer.
+    from greencode.models import ASSETS, shipped_adaptation
+    from greencode.shortlist import load_shortlist
+
+    shipped = load_shortlist(ASSETS / shipped_adaptation()["shortlist"], loaded.tokenizer)
+    no_own = dataclasses.replace(loaded, info={"shortlist": None})
+    assert exit_shortlist(replace(config, exits={"shortlist": 8}), no_own).tolist() == shipped[:8].tolist()
+    assert exit_shortlist(config, no_own).tolist() == shipped.tolist()
 
 
 def test_distillation_over_a_shortlist(tmp_path, monkeypatch):
@@ -250,3 +256,32 @@ def test_the_step_benchmark_times_every_variant_in_one_run(tmp_path):
     assert all(r["tokens_per_s"] > 0 for r in result["rows"]) and result["rows"][0]["vs_labels_full_head_full_weights"] == 1.0
     assert result["shortlist_source"] == "the chunks' most frequent" and 0 < result["shortlist_tokens"] <= 8192
     assert lines[-1] == "round 1/1 done"
+
+
+def test_train_default_from_a_lite_model_records_its_run(tmp_path):
+    from tests.train.test_default_assets import TINY_RECIPE, tiny_config, two_language_corpus
+    from tests.train.test_finetune import FAST
+    from train.default_assets import build_default
+
+    config = tiny_config(two_language_corpus(tmp_path / "corpus"))
+    lite = tmp_path / "lite"
+    run_finetune(replace(config, model={"spec": "tiny-random-llama"}, finetune=FAST), output=lite, max_steps=2,
+                 echo=lambda _: None)
+    manifest = build_default(config, tmp_path / "build", TINY_RECIPE, log=lambda _: None, spec=str(lite))
+    assert manifest["lite"]["model"] == str(lite) and manifest["lite"]["steps"] == 2
+    assert manifest["lite"]["targets"] == "distill" and set(manifest["lite"]["by_language_after"]) == {"python", "java"}
+    assert manifest["recipe"]["command"] == f"greencode train default --from {lite}"
+    assert json.loads((tmp_path / "build" / "manifest.json").read_text())["lite"] == manifest["lite"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--install"], "with --install: the shipped default applies its assets to default-base's weights"),
+    ([], "not a model directory (no config.json)"),
+])
+def test_train_default_from_bad_input_is_one_line(tmp_path, extra, message):
+    (tmp_path / "lite").mkdir()
+    result = subprocess.run([sys.executable, "-m", "greencode.cli", "train", "default", "--from", str(tmp_path / "lite"),
+                             "--output", str(tmp_path / "build"), *extra], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert not (tmp_path / "build").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -28,7 +29,10 @@ def command(ctx: typer.Context,
             install: bool = typer.Option(False, "--install", help="Put the artifacts into greencode/assets/."),
             install_only: bool = typer.Option(False, "--install-only", help="Install what OUTPUT holds; train nothing."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Build again into an OUTPUT that holds a build "
-                                           "(its caches are reused when they match).")) -> None:
+                                           "(its caches are reused when they match)."),
+            from_dir: Optional[str] = typer.Option(None, "--from", help="Build on a fine-tuned model directory "
+                                                   "(greencode train finetune's OUTPUT) instead of default-base; "
+                                                   "the manifest records its LITE run.")) -> None:
     """Calibrate the packaged SmolLM2-135M on Python (stdlib) and Java (a JDK's src.zip): a shortlist exit head,
     exit maps (least squares, KL, low-rank MLP: the best on held-out tokens), and an exit agent.
 
@@ -41,6 +45,13 @@ def command(ctx: typer.Context,
 
     config = load_context_config(ctx)
     target = Path(output)
+    if from_dir is not None and (install or install_only):
+        raise GreencodeError(f"--from {from_dir} with --install: the shipped default applies its assets to default-base's "
+                             "weights, which a build on a fine-tuned model does not fit; evaluate it with "
+                             f"greencode eval --model {from_dir} instead")
+    if from_dir is not None and not (Path(from_dir).expanduser() / "config.json").is_file():
+        raise GreencodeError(f"--from {from_dir}: not a model directory (no config.json); give the OUTPUT of "
+                             "greencode train finetune")
     if not install_only:
         if (target / MANIFEST).exists() and not overwrite:
             raise GreencodeError(f"{target}: already holds a build; pass --overwrite or another --output")
@@ -48,7 +59,8 @@ def command(ctx: typer.Context,
                         validation_tokens=validation_tokens, kl_epochs=kl_epochs, mlp_rank=mlp_rank,
                         mlp_epochs=mlp_epochs, trajectory_samples=samples, tokens_per_sample=tokens_per_sample,
                         timesteps=timesteps)
-        manifest = build_default(config, target, recipe, log=lambda line: typer.echo(line, err=True))
+        manifest = build_default(config, target, recipe, log=lambda line: typer.echo(line, err=True),
+                                 spec=from_dir or "default-base")
         typer.echo(f"exit maps: {manifest['adaptation']['chosen']}; agent: {manifest['agent_training']['chosen']}")
     if install or install_only:
         for path in install_assets(target):

@@ -37,7 +37,8 @@ def _config(corpus: Path, out: Path, samples: int = 2, policies=("full", "fixed:
     overrides = {"model.spec": "tiny-random-llama", "model.device": "cpu", "data.corpus": str(corpus),
                  "data.test_fraction": 0.5, "eval.samples": samples, "eval.policies": list(policies),
                  "eval.thresholds": list(thresholds), "eval.max_context_tokens": 48, "eval.max_new_tokens": 5,
-                 "eval.out": str(out), "energy.source": "estimate", "agent.output": str(out / "no-agent")}
+                 "eval.out": str(out), "energy.source": "estimate", "agent.output": str(out / "no-agent"),
+                 "model.weights": "fp32"}  # compared below with an engine on the fp32 tiny model
     overrides.update(extra)
     return load_config(overrides=overrides)
 

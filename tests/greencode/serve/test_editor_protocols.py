@@ -140,6 +140,13 @@ def test_openai_bad_input_gets_an_openai_error(oai, server, body, message):
     assert httpx.get(f"{server[0]}/health").json()["status"] == "ok"
 
 
+def test_an_editors_template_stop_list_is_accepted(oai):
+    qwen_stops = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+                  "<|repo_name|>", "<|file_sep|>", "<|im_start|>", "<|im_end|>", "\n\n"]  # as Continue sends them
+    answer = oai.completions.create(model="g", prompt=LLM_LS_PROMPTS["qwen"], stop=qwen_stops, max_tokens=2)
+    assert answer.choices[0].finish_reason in ("length", "stop")
+
+
 def test_openai_huge_max_tokens_is_capped_and_a_wrong_token_is_refused(oai, server):
     assert oai.completions.create(model="g", prompt=BEFORE, max_tokens=10**9).usage.completion_tokens == CAP
     bad = openai.OpenAI(base_url=f"{server[0]}/v1", api_key="nope", max_retries=0)
