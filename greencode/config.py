@@ -72,7 +72,7 @@ class FinetuneConfig:
     batch_size: int = _opt(0, lo=0)  # 0 = auto: 4 on a GPU (paper), 2 on a CPU
     grad_accum: int = _opt(0, lo=0)  # 0 = auto: 32 on a GPU (paper), 4 on a CPU
     epochs: float = _opt(1.0, lo=0.0)
-    max_steps: int = _opt(-1, lo=-1)  # -1 = run the epochs
+    max_steps: int = _opt(0, lo=-1)  # 0 = auto: 100 on a CPU, the epochs on a GPU; -1 = run the epochs
     seq_len: int = _opt(256, lo=8)
     weights: Any = _opt("geometric")  # geometric | uniform | [w per exit point..., w final]
     exit_position_fraction: float = _opt(1.0, lo=0.0, hi=1.0)  # share of positions whose exit losses count
