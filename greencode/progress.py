@@ -2,7 +2,7 @@
 total)`) and never draws; a command wraps the work in `progress_bar` or `working` and passes the update on.
 
 On a terminal (stderr) these are rich's bar and spinner; otherwise (a log file, a pipe, CI) they are plain
-lines on stderr: a bar every 10% and at the end, a spinner once. See docs/architecture.md 'Progress'.
+lines on stderr for a bar (every 10% and at the end); a spinner shows nothing off a terminal. See docs/architecture.md 'Progress'.
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ def progress_bar(label: str, total: int, done: int = 0,
 
 @contextmanager
 def working(label: str) -> Iterator[None]:
-    """Work without a count (loading a model): a spinner on a terminal, else one line."""
+    """Work without a count (loading a model): a spinner on a terminal, else nothing (a log gets the result,
+    and an error stays the one line on stderr)."""
     console = _console()
     if not console.is_terminal:
-        console.print(f"{label}...", markup=False, highlight=False)
         yield
         return
     with console.status(label):
