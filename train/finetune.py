@@ -251,22 +251,49 @@ def _corpus_splits(data_config):
     return train_files, validation_files, files.skipped_count
 
 
-def prepare_data(config, tokenizer, chunks_per_step: int = 1):
-    """(train chunks Dataset, {language: validation chunks (N, T)}, skipped count) from [data] and [finetune]."""
+CHARS_PER_TOKEN_BOUND = 8  # code is ~3-4 characters a token: files of 8 chars per token needed are plenty
+
+
+def _enough_files(files: list, tokens: int, seed: int) -> list:
+    """A seeded sample of `files` holding about `tokens` tokens with room to spare, so a bounded run does not
+    tokenise a whole corpus (the stdlib and a JDK are ~100 MB of text) before its first step."""
+    import random
+
+    order = list(files)
+    random.Random(seed).shuffle(order)
+    taken, chars = [], 0
+    for file in order:
+        if chars >= tokens * CHARS_PER_TOKEN_BOUND:
+            break
+        taken.append(file)
+        chars += len(file.text)
+    return taken
+
+
+def prepare_data(config, tokenizer, chunks_per_step: int = 1, max_steps: int = -1):
+    """(train chunks Dataset, {language: validation chunks (N, T)}, skipped count) from [data] and [finetune].
+    With max_steps > 0 only a seeded sample of the train files big enough for the run is tokenised."""
     from greencode.data import pack, to_dataset
 
-    seq_len = config.finetune.seq_len
+    ft = config.finetune
+    seq_len = ft.seq_len
     train_files, validation_files, skipped = _corpus_splits(config.data)
     if not train_files or not validation_files:
         raise GreencodeError(f"data.corpus: {config.data.corpus} gives {len(train_files)} train and "
                              f"{len(validation_files)} validation files; both need at least one "
                              "(use a larger corpus or change data.validation_fraction)")
-    train = pack(to_dataset(train_files), tokenizer, seq_len)
+    needed = max_steps * chunks_per_step * seq_len
+    sample = _enough_files(train_files, needed, ft.seed) if max_steps > 0 else train_files
+    train = pack(to_dataset(sample), tokenizer, seq_len)
+    if len(train) < max_steps * chunks_per_step and len(sample) < len(train_files):  # short after all: use every file
+        train = pack(to_dataset(train_files), tokenizer, seq_len)
     languages = sorted({file.language for file in validation_files})
     validation = {}
     for language in languages:  # held-out tokens of each language, measured apart
-        packed = pack(to_dataset([f for f in validation_files if f.language == language]), tokenizer, seq_len)
-        wanted = min(len(packed), math.ceil(config.finetune.validation_tokens / len(languages) / seq_len))
+        wanted = math.ceil(ft.validation_tokens / len(languages) / seq_len)
+        files = _enough_files([f for f in validation_files if f.language == language], wanted * seq_len, ft.seed)
+        packed = pack(to_dataset(files), tokenizer, seq_len)
+        wanted = min(len(packed), wanted)
         if wanted:
             validation[language] = torch.tensor(packed.select(range(wanted))["input_ids"], dtype=torch.long)
     if len(train) == 0 or not validation:
@@ -357,7 +384,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
     distill = ft.targets == "distill"
     teacher = load_teacher(config, loaded) if distill else None  # before any LoRA wrap changes the model
     chunks_per_step = size.batch_size * size.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
-    train_data, validation, skipped = prepare_data(config, loaded.tokenizer, chunks_per_step)
+    train_data, validation, skipped = prepare_data(config, loaded.tokenizer, chunks_per_step, size.max_steps)
     echo(f"data: {config.data.corpus}: {len(train_data)} train chunks of {ft.seq_len} tokens, validation tokens "
          f"{', '.join(f'{lang} {chunks.numel()}' for lang, chunks in validation.items())}, "
          f"{skipped} files skipped as not UTF-8")
@@ -403,7 +430,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
     if not resume and _is_main_process():
         echo(f"measuring exit agreement before training ({sum(c.numel() for c in validation.values())} tokens) ...")
         measured = measure_languages(trainer.model, loaded.adapter, validation, points,
-                                     reference if ft.teacher else None, shortlist)
+                                     reference if ft.teacher else None, shortlist, echo=echo)
         before = {**run, **measured_keys("before", measured)}
         output.mkdir(parents=True, exist_ok=True)
         _write_json(output / RUN_JSON, before)
@@ -425,7 +452,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
         final.save_pretrained(staging / LORA_ADAPTER)  # the un-merged adapter, before merging changes it
         final = final.merge_and_unload()
     echo("measuring exit agreement after training ...")
-    measured = measure_languages(final, loaded.adapter, validation, points, reference, shortlist)
+    measured = measure_languages(final, loaded.adapter, validation, points, reference, shortlist, echo=echo)
     info = {**before, "steps": state.global_step, "tokens_trained": state.global_step * tokens_per_step,
             **measured_keys("after", measured), "agreement_reference": "teacher final layer" if distill else "own final layer",
             "throughput_tokens_per_s": round(clock.steps * tokens_per_step / max(clock.seconds, 1e-9), 2),

@@ -23,6 +23,8 @@ def command(ctx: typer.Context,
             llama_cpp: bool = typer.Option(True, "--llama-cpp/--no-llama-cpp",
                                            help="Add llama.cpp (llama-cpp-python, the anchors extra) on the same "
                                                 "GGUF and thread count as a row; skipped with a note when missing."),
+            scores_off: bool = typer.Option(False, "--scores-off", help="Add each early-exit policy again with "
+                                            "the per-exit-point score recording (the TUI inspector's) off."),
             load: bool = typer.Option(False, "--load-times", help="Also time the default model's first "
                                       "(converting) and cached loads, in a temporary cache."),
             as_json: bool = typer.Option(False, "--json", help="Print {\"rows\": [...]} as JSON.")) -> None:
@@ -65,7 +67,7 @@ def command(ctx: typer.Context,
         else:
             anchors["llama.cpp"] = generate
     with console.status("benchmarking") as status:
-        result = run_bench(engine, ids, names, max_new_tokens, compare_hf,
+        result = run_bench(engine, ids, names, max_new_tokens, compare_hf, scores_off=scores_off,
                            progress=lambda i, n: status.update(f"benchmarking: prompt {i}/{n}"), anchors=anchors)
     full_rows = [r for r in result["rows"] if r["policy"] == "full"]
     if full_rows:  # the agent's decision against one full-depth token

@@ -124,17 +124,24 @@ def untrained_agent_cost(engine, net_arch: list[int]) -> dict:
         return agent_decision_cost(engine, Agent(agent, 0.9, engine.adapter, len(points)))
 
 
+SCORES_OFF = " (scores off)"  # a row's suffix: the same policy with TokenEvent.exit_scores not recorded
+
+
 def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tokens: int,
-              compare_hf: bool = False, progress=None, anchors: dict | None = None) -> dict:
+              compare_hf: bool = False, progress=None, anchors: dict | None = None,
+              scores_off: bool = False) -> dict:
     """Run every policy (and HF generate, and each anchor of greencode.eval.anchors) on every prompt,
-    interleaved; return {"rows": [...], ...}."""
+    interleaved; return {"rows": [...], ...}. `scores_off` adds each early-exit policy again with score
+    recording off (what the inspector costs)."""
     from greencode.eval.anchors import hf_generate
 
     anchors = dict(anchors or {})
     if compare_hf:
         anchors["hf-generate"] = hf_generate(engine.loaded)
-    names = list(policies) + list(anchors)
-    built = {name: engine.make_policy(name) for name in policies}
+    twins = [f"{name}{SCORES_OFF}" for name in policies if scores_off and name not in ("full", "oracle")]
+    policies = list(policies) + twins
+    names = policies + list(anchors)
+    built = {name: engine.make_policy(name.removesuffix(SCORES_OFF)) for name in policies}
     totals = {name: PolicyTotals(name) for name in names}
 
     def run(name: str, ids: list[int], record: bool = True) -> None:
@@ -143,7 +150,8 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
             if record:
                 totals[name].add_anchor(tokens, len(ids), prefill, decode)
             return
-        summary = engine.complete(ids, built[name], max_new_tokens=max_new_tokens)
+        summary = engine.complete(ids, built[name], max_new_tokens=max_new_tokens,
+                                  record_scores=not name.endswith(SCORES_OFF))
         if record:
             totals[name].add(summary)
 

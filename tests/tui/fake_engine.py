@@ -127,6 +127,7 @@ class FakeEngine:
         self.summaries: list[CompletionSummary] = []
         self.tokens_computed = 0
         self.explained: list[int] = []  # token indices explain() was asked for
+        self.explain_gate: threading.Event | None = None  # set: explain() waits for it (a slow replay)
         self.cost = CostModel(self.num_layers, 8.0, 0.06, 1.3)
         self._gate = threading.Semaphore(0)
 
@@ -153,6 +154,8 @@ class FakeEngine:
 
     def explain(self, prompt, token_ids, exit_layers, index, max_new_tokens) -> TokenExplanation:
         self.explained.append(index)
+        if self.explain_gate is not None and not self.explain_gate.wait(10):
+            raise RuntimeError("fake engine: the test never opened the explain gate")
         text = self.script[index % len(self.script)][0]
         token, oracle = token_ids[index], ORACLE[index % len(ORACLE)]
         exits = []

@@ -60,3 +60,12 @@ def test_bench_command_rejects_a_bad_policy():
     result = subprocess.run([sys.executable, "-m", "greencode.cli", "bench", "--model", "tiny-random-gpt2",
                              "--policies", "full,warp:9"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown policy 'warp:9'" in result.stderr
+
+
+def test_bench_scores_off_rows_run_the_same_policy_without_recording(tiny_llama):
+    engine = EarlyExitEngine(tiny_llama)
+    result = run_bench(engine, _prompts(tiny_llama), ["full", "confidence:0.005"], 5, scores_off=True)
+    rows = {row["policy"]: row for row in result["rows"]}
+    assert set(rows) == {"full", "confidence:0.005", "confidence:0.005 (scores off)"}
+    on, off = rows["confidence:0.005"], rows["confidence:0.005 (scores off)"]
+    assert on["mean_exit_layer"] == off["mean_exit_layer"] and on["tokens"] == off["tokens"]
