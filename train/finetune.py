@@ -430,7 +430,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
     if not resume and _is_main_process():
         echo(f"measuring exit agreement before training ({sum(c.numel() for c in validation.values())} tokens) ...")
         measured = measure_languages(trainer.model, loaded.adapter, validation, points,
-                                     reference if ft.teacher else None, shortlist)
+                                     reference if ft.teacher else None, shortlist, echo=echo)
         before = {**run, **measured_keys("before", measured)}
         output.mkdir(parents=True, exist_ok=True)
         _write_json(output / RUN_JSON, before)
@@ -452,7 +452,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
         final.save_pretrained(staging / LORA_ADAPTER)  # the un-merged adapter, before merging changes it
         final = final.merge_and_unload()
     echo("measuring exit agreement after training ...")
-    measured = measure_languages(final, loaded.adapter, validation, points, reference, shortlist)
+    measured = measure_languages(final, loaded.adapter, validation, points, reference, shortlist, echo=echo)
     info = {**before, "steps": state.global_step, "tokens_trained": state.global_step * tokens_per_step,
             **measured_keys("after", measured), "agreement_reference": "teacher final layer" if distill else "own final layer",
             "throughput_tokens_per_s": round(clock.steps * tokens_per_step / max(clock.seconds, 1e-9), 2),
