@@ -18,8 +18,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from train.env import EarlyExitEnv
 from train.trajectories import TrajectoryCache
 
@@ -177,7 +175,3 @@ def _write_episodes(path: Path, episodes: list[tuple[int, float]]) -> None:
         writer.writerow(["episode", "steps", "reward", "mean_step_reward"])
         for index, (steps, reward) in enumerate(episodes):
             writer.writerow([index, steps, f"{reward:.6f}", f"{reward / max(steps, 1):.6f}"])
-
-
-def mean_step_rewards(episodes: list[tuple[int, float]]) -> np.ndarray:
-    return np.asarray([reward / max(steps, 1) for steps, reward in episodes], dtype=np.float64)

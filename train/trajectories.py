@@ -190,9 +190,12 @@ def load_cache(directory: str | Path) -> TrajectoryCache:
 
 def context_range(num_tokens: int, rng: np.random.Generator, fraction: tuple[float, float] = CONTEXT_FRACTION,
                   max_tokens: int = MAX_CONTEXT_TOKENS) -> tuple[int, int]:
-    """[start, stop) of a context cut at a uniform fraction of a file, at most max_tokens nearest the cut."""
-    cut = max(1, int(round(num_tokens * rng.uniform(*fraction))))
-    return max(0, cut - max_tokens), cut
+    """[start, stop) of a context cut at a uniform fraction of a file (greencode/eval/cut.py's rule), at
+    least one token."""
+    from greencode.eval.cut import context_bounds
+
+    start, cut = context_bounds(num_tokens, rng.uniform(*fraction), max_tokens)
+    return (start, cut) if cut >= 1 else (0, 1)
 
 
 def build_cache(loaded, exit_points: list[int], files: list, samples: int, tokens_per_sample: int,

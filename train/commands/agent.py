@@ -3,48 +3,23 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from typing import Optional
 
 import typer
 
 
-@contextmanager
-def progress_bar(label: str, total: int):
-    """Yields update(done): a rich bar on a terminal, else a line on stderr every 10% (logs of background runs)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        step, last = max(1, total // 10), [-1]
-
-        def report(done: int) -> None:
-            if done // step != last[0] // step or done >= total:
-                last[0] = done
-                typer.echo(f"{label}: {min(done, total)}/{total}", err=True)
-
-        yield report
-        return
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda done: bar.update(task, completed=min(done, total))
-
-
 def build_or_load_trajectories(settings, force: bool = False):
     """(cache, exit points) for [model].spec, with a progress bar while building."""
-    from rich.console import Console
-
     from greencode.exits import resolve_exit_points
+    from greencode.progress import progress_bar, working
     from greencode.runtime import load_from_config
     from train.trajectories import ensure_cache
 
-    with Console(stderr=True).status(f"loading {settings.model.spec}"):
+    with working(f"loading {settings.model.spec}"):
         loaded = load_from_config(settings)
     points = resolve_exit_points(settings, loaded.num_layers, loaded.info)
     with progress_bar("trajectories", settings.agent.samples) as update:
-        cache = ensure_cache(settings, loaded, points, force, progress=lambda done, total: update(done))
+        cache = ensure_cache(settings, loaded, points, force, progress=update)
     return cache, points
 
 
@@ -92,8 +67,8 @@ def command(ctx: typer.Context,
         return
     from pathlib import Path
 
+    from greencode.config import check_reward
     from train.agent_run import AgentRun, run_settings
-    from train.env import check_reward
     from train.run_lock import output_lock
 
     check_reward(settings.agent.reward)  # before any long work
@@ -131,9 +106,10 @@ def _train_with_bar(cache, settings, timesteps: Optional[int], run) -> dict:
     from train.ppo import train_agent
 
     total = timesteps or settings.agent.timesteps
+    from greencode.progress import progress_bar
+
     with progress_bar("PPO steps", total) as update:
-        return train_agent(cache, settings.agent, run.staging, timesteps,
-                           progress=lambda done, _: update(done), run=run)
+        return train_agent(cache, settings.agent, run.staging, timesteps, progress=update, run=run)
 
 
 def _benchmark(settings, timesteps: Optional[int], as_json: bool) -> None:

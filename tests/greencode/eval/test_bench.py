@@ -30,12 +30,12 @@ def test_bench_rows_compare_policies_on_the_same_prompts(tiny_model):
 
 
 def test_policy_totals_row_arithmetic():
-    from greencode.events import CompletionSummary
+    from greencode.events import CompletionSummary, Figures
 
-    totals = PolicyTotals("fixed:4")
+    totals = PolicyTotals("fixed:4", Figures(12))
     summary = CompletionSummary("x", 5, 10, 0, 2.0, 1.0, 3.0, "estimate", 6.0, 6.0, 0.5, "length", [12, 4, 4, 4, 6])
     totals.add(summary)
-    row = totals.row(12)
+    row = totals.row()
     assert row["tokens_per_s"] == 2.0  # 4 decode tokens in 2 s
     assert row["seconds"] == 3.0 and row["joules_saved_frac"] == 0.5
     assert row["layers_skipped_frac"] == round(1 - 30 / 60, 4)
