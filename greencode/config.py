@@ -72,7 +72,7 @@ class FinetuneConfig:
     batch_size: int = _opt(0, lo=0)  # 0 = auto: 4 on a GPU (paper), 2 on a CPU
     grad_accum: int = _opt(0, lo=0)  # 0 = auto: 32 on a GPU (paper), 4 on a CPU
     epochs: float = _opt(1.0, lo=0.0)
-    max_steps: int = _opt(-1, lo=-1)  # -1 = run the epochs
+    max_steps: int = _opt(0, lo=-1)  # 0 = auto: 100 on a CPU, the epochs on a GPU; -1 = run the epochs
     seq_len: int = _opt(256, lo=8)
     weights: Any = _opt("geometric")  # geometric | uniform | [w per exit point..., w final]
     exit_position_fraction: float = _opt(1.0, lo=0.0, hi=1.0)  # share of positions whose exit losses count
@@ -264,7 +264,13 @@ def _check_policies(config: Config, where: str) -> None:
                 raise GreencodeError(f"{where}: '{key}': {exc}") from None
 
 
-def _check_reward(reward: RewardConfig, where: str) -> None:
+def check_reward(reward, where: str = "agent") -> None:
+    """The reward rule (paper eq. 2 and 3): alpha, beta, gamma, epsilon in [0, 1] and alpha <= beta, else one
+    clear error. load_config applies it to every file; train/env.py to whatever reward it is handed."""
+    for name in ("alpha", "beta", "gamma", "epsilon"):
+        value = getattr(reward, name)
+        if not 0.0 <= value <= 1.0:
+            raise GreencodeError(f"{where}: 'agent.reward.{name}' = {value} is out of range; allowed: [0.0, 1.0]")
     if reward.alpha > reward.beta:
         raise GreencodeError(
             f"{where}: 'agent.reward.alpha' ({reward.alpha}) must be <= 'agent.reward.beta' ({reward.beta}); "
@@ -350,7 +356,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         values = _deep_merge(values, overrides_to_dict(overrides))
         where = f"{where} + command line" if file is not None else "command line"
     config = _build(Config, values, where, "")
-    _check_reward(config.agent.reward, where)
+    check_reward(config.agent.reward, where)
     _check_policies(config, where)
     return dataclasses.replace(config, origin=where)
 

@@ -5,7 +5,8 @@ on exit it decodes the hidden state through the final norm and the shared LM hea
 rows when the model has a shortlist: greencode.shortlist), and fills the KV
 cache of the layers the token skipped by state propagation (CALM): the exited state goes through each
 skipped layer's input norm and K/V projections, so later tokens that run deeper find keys and values
-for every position. Decoding stays O(1) per token; the prefix is never recomputed.
+for every position. Decoding stays O(1) per token; the prefix is never recomputed
+(docs/architecture.md 'KV state propagation').
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import numpy as np
 import torch
 
 from greencode.agent import ExitAgent, agent_observation
+from greencode.decode import (CostModel, DecodeOptions, TextTracker, causal_mask_after, resolve_shortlist,  # noqa: F401
+                              sample)
 from greencode.energy import EnergyMeter
 from greencode.errors import GreencodeError
-from greencode.events import CompletionSummary, TokenEvent, layers_skipped_frac
+from greencode.events import CompletionSummary, TokenEvent, eol_cut
 from greencode.healing import HealingConstraint, heal_prompt, vocab_texts
 from greencode.oracle import Oracle, first_agreeing_exit
 from greencode.policies import ExitPolicy, Full, parse_policy
@@ -41,37 +44,6 @@ class ExitTrace:
 @dataclass(frozen=True)
 class TracedEvent(TokenEvent):
     trace: ExitTrace | None = None
-
-
-@dataclass(frozen=True)
-class CostModel:
-    """Per-token cost in layer-units (the bytes of one decoder layer's weights read = 1), see DESIGN.md
-    'The KV cache'. Bytes, not parameters: the weights' form (greencode.weights) changes what a pass reads.
-
-    Full depth pays the whole LM head (V x d) once; an exit pays the exit head (the shortlist's K x d rows,
-    or the whole head without a shortlist) once per decode at an exit point."""
-
-    num_layers: int
-    head_units: float  # one pass of the whole LM head (V x d), at full depth
-    propagation_units: float  # K/V projections of one skipped layer
-    exit_head_units: float  # one pass of the exit head (K x d)
-
-    @classmethod
-    def of(cls, adapter, exit_head_rows: int | None = None) -> "CostModel":
-        layer = adapter.layer_bytes
-        head = adapter.head_bytes / layer
-        exit_head = head * exit_head_rows / adapter.vocab_size if exit_head_rows else head
-        return cls(adapter.num_layers, head, adapter.kv_bytes / layer, exit_head)
-
-    def units(self, layers_run: int, exit_head_passes: int) -> float:
-        """A token that ran `layers_run` layers and decoded `exit_head_passes` times at exit points."""
-        skipped = self.num_layers - layers_run
-        full_head = self.head_units if layers_run == self.num_layers else 0.0
-        return layers_run + skipped * self.propagation_units + exit_head_passes * self.exit_head_units + full_head
-
-    @property
-    def full_units(self) -> float:
-        return self.units(self.num_layers, 0)
 
 
 @dataclass
@@ -116,72 +88,12 @@ class Completion:
         self.policy = self.policy.with_threshold(value)
 
 
-def _causal_mask_after(past: int, new: int, dtype, device) -> torch.Tensor:
-    """Additive mask (1, 1, new, past + new): new token i sees every cached position and new tokens <= i.
-
-    Needed when several tokens run on top of a cache: without a mask SDPA's causal flag aligns the
-    triangle top-left, so the new tokens would not see the cached prefix."""
-    allowed = torch.ones(new, past + new, dtype=torch.bool, device=device).tril(diagonal=past)
-    return torch.zeros(new, past + new, dtype=dtype, device=device).masked_fill(
-        ~allowed, torch.finfo(dtype).min)[None, None]
-
-
-GREEDY_BELOW = 1e-4  # temperatures this small would overflow logits / T: treat them as greedy
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
-    if temperature < GREEDY_BELOW:
-        return int(logits.argmax())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
-        keep[0] = True  # the top token always stays: a tiny top_p (1e-300 is 0 in float32) must not empty the set
-        probs = torch.zeros_like(probs).scatter(-1, order[keep], sorted_probs[keep])
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
-class _TextTracker:
-    """Incremental detokenisation: the text each token adds, holding back partial UTF-8 characters."""
-
-    def __init__(self, tokenizer, healed: str = ""):
-        self.tokenizer = tokenizer
-        self.healed = healed  # before the cursor: decoded, but never handed out
-        self.ids: list[int] = []
-        self.text = ""
-
-    def add(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        decoded = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if decoded.endswith("\ufffd"):
-            return ""
-        decoded = decoded[len(self.healed):]
-        piece, self.text = decoded[len(self.text):], decoded
-        return piece
-
-
-def resolve_shortlist(loaded, size: int) -> torch.Tensor | None:
-    """The exit-head token ids for [exits].shortlist = `size`: -1 the model's own shortlist (none: the whole
-    vocabulary), 0 the whole vocabulary, K the first (most frequent) K of the model's shortlist."""
-    shipped = loaded.info.get("shortlist")  # a tensor of ids, read from the model's files by load_model
-    if size <= 0:
-        return shipped if size == -1 else None
-    if shipped is None:
-        raise GreencodeError(f"[exits].shortlist = {size}, but {loaded.name} ships no shortlist; "
-                             "use 0 (the whole vocabulary) or -1")
-    if size > len(shipped):
-        raise GreencodeError(f"[exits].shortlist = {size}, but {loaded.name}'s shortlist has {len(shipped)} "
-                             f"tokens; use at most {len(shipped)}, 0 (the whole vocabulary) or -1")
-    return shipped[:size]
-
-
 class EarlyExitEngine:
     """Decodes completions of one loaded model; the exit policy is given per completion (`stream(policy=…)`).
     Built from a config by greencode.runtime.engine_from_config."""
 
     def __init__(self, loaded, meter: EnergyMeter | None = None, exit_points: list[int] | None = None,
-                 max_context_tokens: int = 512, agent_path: str | None = None, prefix_cache=None,
-                 token_healing: bool = False,
+                 max_context_tokens: int = 512, agent_path: str | None = None, prefix_cache=None, token_healing: bool = False,
                  shortlist: int = -1):
         from greencode.exits import exit_points as paper_exit_points
         from greencode.exits import validate_exit_points
@@ -290,19 +202,15 @@ class EarlyExitEngine:
     # -- decoding ---------------------------------------------------------------------------------
 
     def stream(self, prompt: str | list[int], policy: ExitPolicy | str = "full", max_new_tokens: int = 15,
-               stop: list[str] | None = None,
-               stop_at_eol: bool = False, temperature: float = 0.0, top_p: float = 1.0,
+               stop: list[str] | None = None, stop_at_eol: bool = False, temperature: float = 0.0, top_p: float = 1.0,
                record: bool = False, seed: int | None = None, prefilled: Prefilled | None = None,
                record_scores: bool = True, stop_rule=None) -> Completion:
-        """Stream a completion of `prompt` (text or token ids). With `prefilled` (from `prefill` on the same
-        prompt) the prompt is not run again: its cache is copied, and its first token and figures reused.
-        A text prompt is token-healed when `token_healing` is on: the events carry only what follows the cursor.
-        `record_scores` keeps the policy's score at every exit point a token passed (TokenEvent.exit_scores).
-        `stop_rule` (e.g. greencode.fim.SuffixStop) has `cut(text, finished)`: where the text ends, or None."""
-        if max_new_tokens <= 0:
-            raise GreencodeError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise GreencodeError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature}, {top_p}")
+        """Stream a completion of `prompt` (text or token ids) under `policy` (greencode.decode.DecodeOptions
+        says what the other options do). With `prefilled` (from `prefill` on the same prompt) the prompt is not
+        run again: its cache is copied, and its first token and figures reused. A text prompt is token-healed
+        when `token_healing` is on: the events carry only what follows the cursor."""
+        options = DecodeOptions(max_new_tokens, tuple(stop or ()), stop_at_eol, temperature, top_p, record, seed,
+                                record_scores, stop_rule)
         shared = prefilled is not None  # a caller's prefill may serve other streams: decode into a copy
         if prefilled is None:
             prefilled = self.prefill(prompt, max_new_tokens, record)
@@ -310,8 +218,7 @@ class EarlyExitEngine:
             raise GreencodeError("a prefilled prompt serves only up to its max_new_tokens (and record mode "
                                  "only when prefilled with record=True)")
         completion = Completion(self.make_policy(policy), self.make_policy)
-        completion._events = self._run(completion, prefilled, shared, max_new_tokens, list(stop or []),
-                                       stop_at_eol, temperature, top_p, record, seed, record_scores, stop_rule)
+        completion._events = self._run(completion, prefilled, shared, options)
         return completion
 
     def complete(self, prompt: str | list[int], policy: ExitPolicy | str = "full", **options) -> CompletionSummary:
@@ -339,7 +246,7 @@ class EarlyExitEngine:
         hidden = adapter.embed(input_ids, positions)
         context = adapter.layer_context(hidden, positions)
         if reused and len(ids) - reused > 1:
-            context["attention_mask"] = _causal_mask_after(reused, len(ids) - reused, hidden.dtype, self.device)
+            context["attention_mask"] = causal_mask_after(reused, len(ids) - reused, hidden.dtype, self.device)
         states = {}
         for index in range(self.num_layers):
             hidden = adapter.run_layer(index, hidden, context, cache)
@@ -352,77 +259,61 @@ class EarlyExitEngine:
         return Prefilled(ids, dropped, max_new_tokens, cache, logits, states, measured, reused, healed)
 
     @torch.inference_mode()
-    def _run(self, completion: Completion, prefilled: Prefilled, shared: bool, max_new_tokens: int, stop: list[str],
-             stop_at_eol: bool, temperature: float, top_p: float, record: bool, seed: int | None,
-             record_scores: bool, stop_rule=None):
+    def _run(self, completion: Completion, prefilled: Prefilled, shared: bool, options: DecodeOptions):
+        """The decoding loop, top-down: emit, stop checks, the layers with their exits, KV fill, sample, cost."""
         import copy
 
-        adapter, L = self.adapter, self.num_layers
-        generator = torch.Generator().manual_seed(seed) if (seed is not None and temperature > 0) else None
+        adapter, L, cost = self.adapter, self.num_layers, self.cost
+        generator = (torch.Generator().manual_seed(options.seed)
+                     if options.seed is not None and options.temperature > 0 else None)
         eos = self.loaded.tokenizer.eos_token_id
-        text = _TextTracker(self.loaded.tokenizer, prefilled.healed)
+        text = TextTracker(self.loaded.tokenizer, prefilled.healed)
         healing = HealingConstraint(prefilled.healed, self._vocab_texts or [])
         events: list[TokenEvent] = []
-        stop_reason = "length"
-        started = time.perf_counter()
+        stop_reason, started = "length", time.perf_counter()
 
         # The first token comes out of the prefill (every layer); decoding appends to a copy of its cache.
         ids, dropped, measured = prefilled.ids, prefilled.dropped, prefilled.measured
         cache = copy.deepcopy(prefilled.cache) if shared else prefilled.cache
-        logits = prefilled.logits
-        trace = self._trace(prefilled.states, logits) if record else None
-        token = _sample(healing.apply(logits), temperature, top_p, generator)
+        trace = self._trace(prefilled.states, prefilled.logits) if options.record else None
+        token = sample(healing.apply(prefilled.logits), options.temperature, options.top_p, generator)
         healing.advance(token)
         prefill_seconds = measured.seconds
-        exit_layer, layers_run, score, policy_name = L, L, None, "prefill"
-        units = modelled = self.cost.full_units  # layer-units run, and what the token is modelled to cost
-        scores: list[float | None] = []
+        exit_layer, layers_run, score, scores, policy_name = L, L, None, [], "prefill"
+        units = modelled = cost.full_units  # layer-units run, and what the token is modelled to cost
         position = len(ids)
 
         try:
-            for index in range(max_new_tokens):
-                # Emit the token just chosen, then stop or feed it back in.
-                piece = text.add(token)
-                full_joules = measured.joules * self.cost.full_units / units
-                event = TokenEvent(index, token, piece, exit_layer, layers_run, L, score, measured.seconds,
-                                   measured.joules, measured.source, full_joules, policy_name,
-                                   exit_scores=tuple(scores), modelled_units=modelled)
-                if trace is not None:
-                    event = TracedEvent(**event.__dict__, trace=trace)
-                events.append(event)
-                yield event
-                if token == eos:
-                    stop_reason = "eos"
-                    break
-                if stop and any(s in text.text for s in stop):
-                    stop_reason = "stop"
-                    break
-                if stop_at_eol and "\n" in text.text.lstrip():
-                    stop_reason = "eol"
-                    break
-                if stop_rule is not None and stop_rule.cut(text.text) is not None:
-                    stop_reason = "stop"
-                    break
-                if index == max_new_tokens - 1:
+            for index in range(options.max_new_tokens):
+                # Emit the token just chosen, with its joules and what it would have cost at full depth.
+                event = TokenEvent(index, token, text.add(token), exit_layer, layers_run, L, score, measured.seconds,
+                                   measured.joules, measured.source, measured.joules * cost.full_units / units,
+                                   policy_name, exit_scores=tuple(scores), modelled_units=modelled)
+                events.append(event if trace is None else TracedEvent(**event.__dict__, trace=trace))
+                yield events[-1]
+
+                # Stop checks: EOS, a stop sequence or rule, the end of the line, the length, a cancel.
+                stop_reason = options.stop_reason(text.text, token, eos) or "length"
+                if stop_reason != "length" or index == options.max_new_tokens - 1:
                     break
                 if completion._cancelled.is_set():
                     stop_reason = "cancelled"
                     break
 
-                # Next token: embed, run layers asking the policy at each exit point, fill skipped KV, decode.
+                # Embed the token; this completion's policy (the knob may have changed it) decides its exit.
                 self.meter.begin_window("token")
-                policy = completion.policy if not record else None
+                policy = completion.policy if not options.record else None
                 oracle = isinstance(policy, Oracle)  # runs full depth, then judges every exit point
-                keep_states = record or oracle
-                step_ids = torch.tensor([[token]], device=self.device)
+                keep_states = options.record or oracle
                 step_pos = torch.tensor([[position]], device=self.device)
-                hidden = adapter.embed(step_ids, step_pos)
+                hidden = adapter.embed(torch.tensor([[token]], device=self.device), step_pos)
                 context = adapter.layer_context(hidden, step_pos)
-                exit_layer, score, exit_passes, logits = L, None, 0, None
-                scores = [] if record_scores else scores  # off: the empty list stays empty
-                states = {}
+                exit_layer, score, exit_passes, logits, states = L, None, 0, None, {}
+                scores = [] if options.record_scores else scores  # off: the empty list stays empty
                 policy_name = policy.name if policy is not None else "full (recorded)"
                 check_exits = policy is not None and not isinstance(policy, (Full, Oracle))
+
+                # Run the layers; at each exit point ask the policy, and leave at its first yes.
                 for layer_index in range(L):
                     hidden = adapter.run_layer(layer_index, hidden, context, cache)
                     layer = layer_index + 1
@@ -434,42 +325,52 @@ class EarlyExitEngine:
                     exit_logits = self._exit_logits(layer, hidden) if policy.needs_logits else None
                     exit_passes += policy.needs_logits
                     leave, score = policy.decide(layer, exit_index, hidden, exit_logits)
-                    if record_scores:  # the score is computed anyway: keeping it is one append
+                    if options.record_scores:  # the score is computed anyway: keeping it is one append
                         scores.append(score)
                     if leave:
                         exit_layer, logits = layer, exit_logits
                         break
-                for skipped in range(exit_layer, L):  # state propagation into layers exit_layer+1..L
+
+                # KV fill: state propagation into the layers the token skipped (docs/architecture.md 'KV state propagation').
+                for skipped in range(exit_layer, L):
                     keys, values = adapter.kv(skipped, hidden, context)
                     cache.update(keys, values, skipped)
-                if exit_layer == L:  # full depth: the whole vocabulary, exactly as the base model
-                    logits = adapter.logits(hidden)[0, -1]
-                    token = _sample(healing.apply(logits), temperature, top_p, generator)
-                elif healing:  # the text still to heal may need a token off the shortlist: the whole head, once
-                    logits = adapter.exit_logits(exit_layer, hidden)[0, -1]
-                    exit_passes += 1
-                    token = _sample(healing.apply(logits), temperature, top_p, generator)
-                else:  # an exit: over the exit head's tokens (the shortlist), mapped back to a token id
-                    if logits is None:
-                        logits = self._exit_logits(exit_layer, hidden)
-                        exit_passes += 1
-                    token = self._exit_token(_sample(logits, temperature, top_p, generator))
+
+                # Sample the next token where the token left.
+                token, logits, passes = self._sample_at(exit_layer, hidden, logits, healing, options, generator)
+                exit_passes += passes
                 healing.advance(token)
-                layers_run = exit_layer
-                units = modelled = self.cost.units(exit_layer, exit_passes)
-                trace = self._trace(states, logits) if record else None
+                trace = self._trace(states, logits) if options.record else None
+
+                # Its cost in layer-units; the oracle's is modelled as if it had left at its first agreeing exit.
+                layers_run, units = exit_layer, cost.units(exit_layer, exit_passes)
+                modelled = units
                 if oracle:
                     exit_top1 = self._exit_top1(states)
-                    exit_passes += len(exit_top1)
-                    units = self.cost.units(L, exit_passes)
+                    units = cost.units(L, exit_passes + len(exit_top1))
                     exit_layer = first_agreeing_exit(exit_top1, token, self.exit_points, L)
-                    modelled = self.cost.units(exit_layer, int(exit_layer < L))  # as if it had left there
+                    modelled = cost.units(exit_layer, int(exit_layer < L))
                 position += 1
                 measured = self.meter.end_window("token")
         finally:
             summary = self._summary(text, events, len(ids), dropped, prefill_seconds,
-                                    time.perf_counter() - started + prefill_seconds, stop, stop_reason, stop_rule)
+                                    time.perf_counter() - started + prefill_seconds, options, stop_reason)
             completion.summary = replace(summary, reused_prompt_tokens=prefilled.reused)
+
+    def _sample_at(self, exit_layer: int, hidden: torch.Tensor, logits: torch.Tensor | None, healing,
+                   options: DecodeOptions, generator) -> tuple[int, torch.Tensor, int]:
+        """(token, the logits it came from, exit-head passes paid here) for a token that left at `exit_layer`;
+        `logits` are the exit head's when the policy decoded them already."""
+        if exit_layer == self.num_layers:  # full depth: the whole vocabulary, exactly as the base model
+            logits = self.adapter.logits(hidden)[0, -1]
+            return sample(healing.apply(logits), options.temperature, options.top_p, generator), logits, 0
+        if healing:  # the text still to heal may need a token off the shortlist: the whole head, once
+            logits = self.adapter.exit_logits(exit_layer, hidden)[0, -1]
+            return sample(healing.apply(logits), options.temperature, options.top_p, generator), logits, 1
+        passes = 0
+        if logits is None:  # an exit decodes over the exit head's tokens (the shortlist), mapped back to ids
+            logits, passes = self._exit_logits(exit_layer, hidden), 1
+        return self._exit_token(sample(logits, options.temperature, options.top_p, generator)), logits, passes
 
     def _exit_top1(self, states: dict) -> list[int]:
         """The token decoding would emit at each exit point (the exit head's top-1, as a token id)."""
@@ -479,27 +380,21 @@ class EarlyExitEngine:
         observations = torch.stack([agent_observation(self.adapter, states[p]) for p in self.exit_points])
         return ExitTrace(observations.cpu().numpy(), self._exit_top1(states), int(final_logits.argmax()))
 
-    def _summary(self, text: _TextTracker, events: list[TokenEvent], prompt_tokens: int, dropped: int,
-                 prefill_seconds: float, total_seconds: float, stop: list[str], stop_reason: str,
-                 stop_rule=None) -> CompletionSummary:
+    def _summary(self, text: TextTracker, events: list[TokenEvent], prompt_tokens: int, dropped: int,
+                 prefill_seconds: float, total_seconds: float, options: DecodeOptions,
+                 stop_reason: str) -> CompletionSummary:
         completion_text = text.text
-        for s in stop:
+        stop_rule = options.stop_rule
+        for s in options.stop:
             if s in completion_text:
                 completion_text = completion_text[:completion_text.index(s)]
         if stop_reason == "eol":
-            body = completion_text.lstrip()
-            completion_text = completion_text[:len(completion_text) - len(body) + body.index("\n")]
+            completion_text = completion_text[:eol_cut(completion_text)]
         cut = stop_rule.cut(completion_text, finished=True) if stop_rule is not None else None
         if cut is not None:
             completion_text = completion_text[:cut]
             stop_reason = "stop" if stop_reason == "length" else stop_reason
-        L = self.num_layers
-        layers = [e.exit_layer for e in events]
-        return CompletionSummary(
-            text=completion_text, tokens=len(events), prompt_tokens=prompt_tokens, dropped_prompt_tokens=dropped,
+        return CompletionSummary.of(
+            events, self.num_layers, text=completion_text, prompt_tokens=prompt_tokens, dropped_prompt_tokens=dropped,
             seconds=max(0.0, total_seconds - prefill_seconds), prefill_seconds=prefill_seconds,
-            joules=sum(e.joules for e in events), energy_source=self.meter.source,
-            full_depth_joules=sum(e.full_depth_joules for e in events),
-            mean_exit_layer=float(np.mean(layers)) if layers else 0.0,
-            layers_skipped_frac=layers_skipped_frac(layers, L),
-            stop_reason=stop_reason, exit_layers=layers)
+            energy_source=self.meter.source, stop_reason=stop_reason)

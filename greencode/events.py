@@ -11,6 +11,13 @@ def layers_skipped_frac(exit_layers: list[int], num_layers: int) -> float:
     return 1 - sum(exit_layers) / (len(exit_layers) * num_layers) if exit_layers else 0.0
 
 
+def eol_cut(text: str) -> int | None:
+    """The one end-of-line rule (line mode): a completion ends at its first newline after some content;
+    where, or None while there is none. Leading blank lines do not end it."""
+    body = text.lstrip()
+    return len(text) - len(body) + body.index("\n") if "\n" in body else None
+
+
 @dataclass(frozen=True)
 class TokenEvent:
     index: int  # 0-based position in the completion
@@ -30,6 +37,67 @@ class TokenEvent:
     #                              had left at its exit layer, though it ran every layer)
 
 
+@dataclass
+class Figures:
+    """A completion's figures, or many completions' summed: the one place tokens/s, joules saved, the mean
+    exit layer and the share of layers skipped are computed. The engine's summary, the TUI (live, token by
+    token), bench and eval (over many completions) and serve (through the summary) all read these."""
+
+    num_layers: int  # L
+    tokens: int = 0
+    decode_tokens: int = 0  # tokens after each completion's first (the first comes out of the prefill)
+    decode_seconds: float = 0.0
+    joules: float = 0.0
+    full_depth_joules: float = 0.0  # the same tokens' estimated energy at full depth
+    energy_source: str = ""
+    exit_layers: list[int] = field(default_factory=list)
+
+    def add(self, event: TokenEvent) -> None:
+        """One more token, as it streams in."""
+        if event.index > 0:
+            self.decode_tokens += 1
+            self.decode_seconds += event.seconds
+        self.tokens += 1
+        self.joules += event.joules
+        self.full_depth_joules += event.full_depth_joules
+        self.energy_source = event.energy_source
+        self.exit_layers.append(event.exit_layer)
+
+    def add_completion(self, tokens: int, decode_seconds: float, joules: float, full_depth_joules: float,
+                       exit_layers: list[int], energy_source: str) -> None:
+        """One more finished completion (a summary, or a record eval stored)."""
+        self.tokens += tokens
+        self.decode_tokens += max(0, tokens - 1)
+        self.decode_seconds += decode_seconds
+        self.joules += joules
+        self.full_depth_joules += full_depth_joules
+        self.exit_layers += exit_layers
+        self.energy_source = energy_source
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode throughput: the tokens after each first over their time (prefill excluded)."""
+        return self.decode_tokens / self.decode_seconds if self.decode_tokens and self.decode_seconds > 0 else 0.0
+
+    @property
+    def joules_saved(self) -> float:
+        """Against the same tokens at full depth; negative when early exit cost more (confidence and entropy
+        decode logits at every exit point they pass, and the LM head costs several layers)."""
+        return self.full_depth_joules - self.joules
+
+    @property
+    def joules_saved_frac(self) -> float:
+        return self.joules_saved / self.full_depth_joules if self.full_depth_joules > 0 else 0.0
+
+    @property
+    def mean_exit_layer(self) -> float:
+        return sum(self.exit_layers) / len(self.exit_layers) if self.exit_layers else 0.0
+
+    @property
+    def layers_skipped_frac(self) -> float:
+        return layers_skipped_frac(self.exit_layers, self.num_layers)
+
+
 @dataclass(frozen=True)
 class CompletionSummary:
     text: str
@@ -47,12 +115,30 @@ class CompletionSummary:
     exit_layers: list[int] = field(default_factory=list)
     reused_prompt_tokens: int = 0  # leading prompt tokens whose prefill came from the prefix cache
     events: list[TokenEvent] = field(default_factory=list)  # filled by EarlyExitEngine.complete()
+    num_layers: int = 0  # L
+
+    @property
+    def figures(self) -> Figures:
+        figures = Figures(self.num_layers)
+        figures.add_completion(self.tokens, self.seconds, self.joules, self.full_depth_joules, self.exit_layers,
+                               self.energy_source)
+        return figures
 
     @property
     def tokens_per_s(self) -> float:
-        """Decode throughput: the tokens after the first over the decode time (prefill excluded)."""
-        return (self.tokens - 1) / self.seconds if self.tokens > 1 and self.seconds > 0 else 0.0
+        return self.figures.tokens_per_s
 
     @property
     def joules_saved(self) -> float:
-        return max(0.0, self.full_depth_joules - self.joules)
+        return self.figures.joules_saved
+
+    @classmethod
+    def of(cls, events: list[TokenEvent], num_layers: int, **fields) -> "CompletionSummary":
+        """The summary of streamed `events`: their figures, plus the fields only the stream knows (text,
+        prompt tokens, seconds, stop reason, ...)."""
+        figures = Figures(num_layers)
+        for event in events:
+            figures.add(event)
+        return cls(tokens=figures.tokens, joules=figures.joules, full_depth_joules=figures.full_depth_joules,
+                   mean_exit_layer=figures.mean_exit_layer, layers_skipped_frac=figures.layers_skipped_frac,
+                   exit_layers=figures.exit_layers, num_layers=num_layers, **fields)

@@ -6,7 +6,7 @@ nothing at full depth: the final layer is decoded exactly as the base model deco
 
 Normalising the input removes the large per-token scale differences of the residual stream, which a
 least-squares fit would otherwise chase. W_e starts as the identity (plain LITE-style decoding of an intermediate layer). The shipped default
-adaptation is a set of these, trained by `greencode train default` (train/exit_maps.py).
+adaptation is a set of these (with a low-rank MLP each), trained by `greencode train default` (train/exit_maps.py).
 
 Optionally each exit also has a small low-rank residual MLP on the same input (version 2):
 

@@ -28,16 +28,15 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _fused(modules: list[nn.Module], form: str) -> nn.Module | None:
-    """One GEMM for several projections of the same input, in the weights' fast form (None in fp32)."""
-    from greencode.weights import QuantizedLinear
-
-    if form == "fp32":
+def _fused(modules: list[nn.Module], form: str, linear: type | None) -> nn.Module | None:
+    """One GEMM for several projections of the same input, in the weights' fast form (None in fp32).
+    `linear` is greencode.weights.QuantizedLinear, handed in so the two modules import one way."""
+    if form == "fp32" or linear is None:
         return None
     bias = None
     if modules[0].bias is not None:
         bias = torch.cat([m.bias for m in modules])
-    return QuantizedLinear(torch.cat([m.weight for m in modules]), bias, form)
+    return linear(torch.cat([m.weight for m in modules]), bias, form)
 
 
 @dataclass
@@ -55,7 +54,7 @@ class _LeanLayer:
 class LeanLlama:
     """Decoder layers of a Llama-family model as plain functions over a KV cache with `update()`."""
 
-    def __init__(self, adapter, form: str):
+    def __init__(self, adapter, form: str, linear: type | None = None):
         config = adapter.config
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -67,8 +66,8 @@ class LeanLlama:
             projections = [attn.q_proj, attn.k_proj, attn.v_proj]
             self.layers.append(_LeanLayer(
                 layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
-                layer.input_layernorm.variance_epsilon, attn, mlp, _fused(projections, form),
-                _fused(projections[1:], form), _fused([mlp.gate_proj, mlp.up_proj], form)))
+                layer.input_layernorm.variance_epsilon, attn, mlp, _fused(projections, form, linear),
+                _fused(projections[1:], form, linear), _fused([mlp.gate_proj, mlp.up_proj], form, linear)))
 
     @staticmethod
     def supports(adapter) -> bool:

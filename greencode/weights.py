@@ -145,7 +145,7 @@ def apply_weights(adapter, requested: str, device: torch.device | str, dtype: to
 
     form = resolve_form(requested, adapter, device, dtype)
     if adapter.arch in ("llama", "mistral", "qwen2", "smollm") and LeanLlama.supports(adapter):
-        adapter.lean = LeanLlama(adapter, form)  # fuses projections from the float weights, so before quantizing
+        adapter.lean = LeanLlama(adapter, form, QuantizedLinear)  # fuses the float weights, so before quantizing
     if form == "fp32":
         return form
     for parent, attribute, linear in _linears(adapter):

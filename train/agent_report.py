@@ -57,6 +57,10 @@ def policy_figures(exit_now: np.ndarray, cache: TrajectoryCache) -> dict:
     }
 
 
+def mean_step_rewards(episodes: list[tuple[int, float]]) -> np.ndarray:
+    return np.asarray([reward / max(steps, 1) for steps, reward in episodes], dtype=np.float64)
+
+
 def layer_counts(cache: TrajectoryCache, positions: np.ndarray) -> dict[str, int]:
     layers = cache.layer_of(positions)
     return {str(layer): int(np.sum(layers == layer)) for layer in [*cache.exit_points, cache.num_layers]}
@@ -67,7 +71,6 @@ def build_report(agent_path: Path, cache: TrajectoryCache, held_out: TrajectoryC
                  held_out_samples: int, log_formats: list[str]) -> dict:
     from greencode.agent import ExitAgent
 
-    from train.ppo import mean_step_rewards
 
     agent = ExitAgent.load(agent_path, cache.obs_dim, list(cache.exit_points))
     probs = exit_probabilities(agent, held_out)
@@ -113,7 +116,6 @@ def plot_reward_curve(episodes: list[tuple[int, float]], path: Path, title: str)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from train.ppo import mean_step_rewards
 
     values = mean_step_rewards(episodes)
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -60,7 +60,7 @@ def _step(student: _Student, ids: torch.Tensor, targets: str, shortlist, teacher
 def _chunks(config, tokenizer, count: int) -> torch.Tensor:
     from train.finetune import prepare_data
 
-    train, _, _ = prepare_data(config, tokenizer, count)
+    train, _, _ = prepare_data(config, tokenizer, count, max_steps=1)  # tokenise only what the rounds read
     return torch.tensor(train.select(range(count))["input_ids"], dtype=torch.long)
 
 

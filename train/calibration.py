@@ -31,19 +31,22 @@ STATES_FORMAT = "greencode-calibration-states/1"
 PART_WINDOWS = 32  # windows per part file of the state cache (a stopped run resumes from its parts)
 
 
-def jdk_src_zips() -> tuple[Path | None, list[str]]:
+def jdk_src_zips(root: Path = Path("/usr/lib/jvm")) -> tuple[Path | None, list[str]]:
     """(a real JDK lib/src.zip or None, notes on the JDKs looked at: dangling links and missing ones)."""
     candidates = []
     javac = shutil.which("javac")
     if javac:
         candidates.append(Path(os.path.realpath(javac)).parent.parent / "lib" / "src.zip")
-    candidates += sorted(Path("/usr/lib/jvm").glob("*/lib/src.zip"))
+    if root.is_dir():  # not glob: it hides dangling links, which the manifest should name
+        candidates += [jdk / "lib" / "src.zip" for jdk in sorted(root.iterdir())]
     notes, found = [], None
     for candidate in dict.fromkeys(candidates):
         if candidate.is_file():  # is_file() follows links, so a dangling one is skipped
             found = found or candidate
         elif candidate.is_symlink():
             notes.append(f"{candidate}: dangling link to {os.readlink(candidate)}")
+        elif candidate.parent.is_dir():
+            notes.append(f"{candidate}: absent")
     return found, notes
 
 

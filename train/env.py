@@ -25,23 +25,13 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from greencode.config import check_reward
 from greencode.errors import GreencodeError
 from train.trajectories import TrajectoryCache
 
 CONTINUE, EXIT = 0, 1
 EXIT_CASES = ("optimal_exit", "late_exit", "early_exit", "wrong_late_exit")
 CONTINUE_CASES = ("optimal_continue", "late_continue")
-
-
-def check_reward(reward, where: str = "agent.reward") -> None:
-    """alpha, beta, gamma, epsilon in [0, 1] and alpha <= beta, else one clear error."""
-    for name in ("alpha", "beta", "gamma", "epsilon"):
-        value = getattr(reward, name)
-        if not 0.0 <= value <= 1.0:
-            raise GreencodeError(f"{where}: '{name}' = {value} is out of range; allowed: [0, 1]")
-    if reward.alpha > reward.beta:
-        raise GreencodeError(f"{where}: 'alpha' ({reward.alpha}) must be <= 'beta' ({reward.beta}); "
-                             "exiting late must cost no more than exiting early")
 
 
 def exit_reward(curr, opt, correct, num_exits: int, reward) -> tuple[np.ndarray, np.ndarray]:

@@ -202,12 +202,20 @@ def calibrate_exit_maps(loaded, train: CalibrationStates, validation: Calibratio
         "kl_epochs": kl_epochs, "mlp_rank": mlp_rank if "mlp" in candidates else 0, "mlp_epochs": mlp_epochs,
         "final_cross_entropy": {form: round(sum(v[-20:]) / len(v[-20:]), 4) for form, v in losses.items() if v},
         "agreement": tables,
+        # what `greencode info` shows: the shortlist head's agreement, mean of the two languages
+        "agreement_before": _mean_over_languages(tables["before"]),
+        "agreement_after": _mean_over_languages(tables[chosen]),
         "agreement_definition": "share of held-out tokens whose top-1 at the exit (full head, or the shortlist "
                                 "head: a final top-1 outside the shortlist counts as a miss) equals the final "
                                 "layer's full-vocabulary top-1",
         "seconds": round(time.perf_counter() - started, 1),
     }
     return candidates[chosen], report
+
+
+def _mean_over_languages(table: dict) -> dict[str, float]:
+    per_language = [per_head["shortlist"] for per_head in table.values()]
+    return {str(layer): round(sum(p[layer] for p in per_language) / len(per_language), 4) for layer in per_language[0]}
 
 
 def _languages():

@@ -33,6 +33,7 @@ from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
 from train.lite_loss import distill_loss, lite_loss, measure_languages, sample_positions
 from train.lite_report import layer_keys, measured_keys
+from train.run_lock import is_housekeeping, output_lock
 
 GREENCODE_JSON = "greencode.json"
 RUN_JSON = "run.json"  # measured before training; read back on --resume
@@ -154,23 +155,62 @@ def _last_checkpoint(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _stopped_before_first_checkpoint(output: Path) -> bool:
+    """run.json written, then stopped (a double Ctrl-C) before any checkpoint or model was saved."""
+    return ((output / RUN_JSON).is_file() and _last_checkpoint(output) is None
+            and not (output / GREENCODE_JSON).is_file())
+
+
+def _leftovers_only(output: Path) -> bool:
+    """The folder holds nothing but what an unfinished run writes (run.json, empty checkpoints, staging)."""
+    return all(is_housekeeping(entry.name) or entry.name in (RUN_JSON, CHECKPOINTS) or entry.name.startswith(".saving-")
+               for entry in output.iterdir())
+
+
 def check_output(output: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to write over an existing output unless asked to resume or overwrite it."""
     if resume and overwrite:
         raise GreencodeError("--resume and --overwrite exclude each other")
     if resume:
+        if output.is_dir() and _stopped_before_first_checkpoint(output):
+            raise GreencodeError(f"{output}: the run stopped before its first checkpoint, so there is nothing to "
+                                 "resume; start it again without --resume")
         if _last_checkpoint(output) is None or not (output / RUN_JSON).is_file():
             raise GreencodeError(f"{output}: no checkpoint to resume from (expected {output / CHECKPOINTS}/checkpoint-N)")
         return
     if output.exists() and not output.is_dir():
         raise GreencodeError(f"{output}: exists and is not a directory; choose another --output")
-    if output.is_dir() and any(output.iterdir()):
+    if output.is_dir() and _stopped_before_first_checkpoint(output) and _leftovers_only(output):
+        overwrite = True  # only an unfinished run's notes: nothing of value to keep, start it again
+    if output.is_dir() and any(not is_housekeeping(entry.name) for entry in output.iterdir()):
         if not overwrite:
             raise GreencodeError(f"{output}: already exists; pass --resume to continue it, --overwrite to replace "
                                  "it, or another --output")
         # The new run starts clean; the old model files stay until the new ones replace them.
         shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
         (output / RUN_JSON).unlink(missing_ok=True)
+
+
+def check_steps_left(output: Path, max_steps: int) -> None:
+    """Resuming a run whose checkpoint already reached its end would train one step more and rewrite the model."""
+    checkpoint = _last_checkpoint(output)
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return  # the Trainer itself reports an unreadable checkpoint
+    step, planned = int(state.get("global_step", 0)), int(state.get("max_steps", 0))
+    limit = max_steps if max_steps > 0 else planned
+    if limit > 0 and step >= limit:
+        raise GreencodeError(f"{output}: the checkpoint is at step {step}, which already reaches "
+                             f"{'max_steps ' + str(max_steps) if max_steps > 0 else 'the end of its epochs'}; "
+                             "pass a larger --max-steps to train further")
+
+
+class StepsFromArguments(TrainerCallback):
+    """On --resume the Trainer restores save_steps and logging_steps from the checkpoint: use this run's."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.save_steps, state.logging_steps = args.save_steps, args.logging_steps
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -211,22 +251,49 @@ def _corpus_splits(data_config):
     return train_files, validation_files, files.skipped_count
 
 
-def prepare_data(config, tokenizer, chunks_per_step: int = 1):
-    """(train chunks Dataset, {language: validation chunks (N, T)}, skipped count) from [data] and [finetune]."""
+CHARS_PER_TOKEN_BOUND = 8  # code is ~3-4 characters a token: files of 8 chars per token needed are plenty
+
+
+def _enough_files(files: list, tokens: int, seed: int) -> list:
+    """A seeded sample of `files` holding about `tokens` tokens with room to spare, so a bounded run does not
+    tokenise a whole corpus (the stdlib and a JDK are ~100 MB of text) before its first step."""
+    import random
+
+    order = list(files)
+    random.Random(seed).shuffle(order)
+    taken, chars = [], 0
+    for file in order:
+        if chars >= tokens * CHARS_PER_TOKEN_BOUND:
+            break
+        taken.append(file)
+        chars += len(file.text)
+    return taken
+
+
+def prepare_data(config, tokenizer, chunks_per_step: int = 1, max_steps: int = -1):
+    """(train chunks Dataset, {language: validation chunks (N, T)}, skipped count) from [data] and [finetune].
+    With max_steps > 0 only a seeded sample of the train files big enough for the run is tokenised."""
     from greencode.data import pack, to_dataset
 
-    seq_len = config.finetune.seq_len
+    ft = config.finetune
+    seq_len = ft.seq_len
     train_files, validation_files, skipped = _corpus_splits(config.data)
     if not train_files or not validation_files:
         raise GreencodeError(f"data.corpus: {config.data.corpus} gives {len(train_files)} train and "
                              f"{len(validation_files)} validation files; both need at least one "
                              "(use a larger corpus or change data.validation_fraction)")
-    train = pack(to_dataset(train_files), tokenizer, seq_len)
+    needed = max_steps * chunks_per_step * seq_len
+    sample = _enough_files(train_files, needed, ft.seed) if max_steps > 0 else train_files
+    train = pack(to_dataset(sample), tokenizer, seq_len)
+    if len(train) < max_steps * chunks_per_step and len(sample) < len(train_files):  # short after all: use every file
+        train = pack(to_dataset(train_files), tokenizer, seq_len)
     languages = sorted({file.language for file in validation_files})
     validation = {}
     for language in languages:  # held-out tokens of each language, measured apart
-        packed = pack(to_dataset([f for f in validation_files if f.language == language]), tokenizer, seq_len)
-        wanted = min(len(packed), math.ceil(config.finetune.validation_tokens / len(languages) / seq_len))
+        wanted = math.ceil(ft.validation_tokens / len(languages) / seq_len)
+        files = _enough_files([f for f in validation_files if f.language == language], wanted * seq_len, ft.seed)
+        packed = pack(to_dataset(files), tokenizer, seq_len)
+        wanted = min(len(packed), wanted)
         if wanted:
             validation[language] = torch.tensor(packed.select(range(wanted))["input_ids"], dtype=torch.long)
     if len(train) == 0 or not validation:
@@ -285,7 +352,16 @@ def _save_final(model, tokenizer, output: Path, info: dict, staging: Path) -> No
 def run_finetune(config, output: str | Path | None = None, max_steps: int | None = None, resume: bool = False,
                  overwrite: bool = False, callbacks: tuple = (), echo=print) -> dict:
     """Run LITE fine-tuning as [finetune] says; returns greencode.json's content (or, when interrupted,
-    {"interrupted": True, "checkpoint": ...})."""
+    {"interrupted": True, "checkpoint": ...}). The output folder is locked for the whole run."""
+    output = Path(output or config.finetune.output).expanduser()
+    if not _is_main_process():
+        return _run_finetune(config, output, max_steps, resume, overwrite, callbacks, echo)
+    with output_lock(output, "greencode train finetune"):  # before check_output may delete anything
+        return _run_finetune(config, output, max_steps, resume, overwrite, callbacks, echo)
+
+
+def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, overwrite: bool, callbacks: tuple,
+                  echo) -> dict:
     from greencode.exits import lite_weights
     from greencode.models import load_model
     from greencode.exits import resolve_exit_points
@@ -294,11 +370,12 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     from train.teacher import attach_cache, load_teacher
 
     ft = config.finetune
-    output = Path(output or ft.output).expanduser()
     use_cuda = torch.cuda.is_available() and config.model.device != "cpu"
     size = step_size(ft, use_cuda, max_steps)
     if _is_main_process():
         check_output(output, resume, overwrite)
+        if resume:
+            check_steps_left(output, size.max_steps)
     for note in size.notes:
         echo(note)
     loaded = load_model(config.model.spec, "float32", "cpu", config.model.cache_dir)  # the Trainer places it
@@ -307,7 +384,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     distill = ft.targets == "distill"
     teacher = load_teacher(config, loaded) if distill else None  # before any LoRA wrap changes the model
     chunks_per_step = size.batch_size * size.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
-    train_data, validation, skipped = prepare_data(config, loaded.tokenizer, chunks_per_step)
+    train_data, validation, skipped = prepare_data(config, loaded.tokenizer, chunks_per_step, size.max_steps)
     echo(f"data: {config.data.corpus}: {len(train_data)} train chunks of {ft.seq_len} tokens, validation tokens "
          f"{', '.join(f'{lang} {chunks.numel()}' for lang, chunks in validation.items())}, "
          f"{skipped} files skipped as not UTF-8")
@@ -343,7 +420,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     interrupt = CheckpointOnInterrupt()
     progress = ProgressLine(size.batch_size * ft.seq_len * args.world_size, echo=echo)
     trainer = LiteTrainer(model=model, args=args, train_dataset=train_data, data_collator=_collate,
-                          processing_class=loaded.tokenizer, callbacks=[interrupt, progress, *callbacks],
+                          processing_class=loaded.tokenizer, callbacks=[interrupt, progress, StepsFromArguments(), *callbacks],
                           adapter=loaded.adapter, teacher=teacher,
                           lite=LiteArguments(weights=weights, exit_position_fraction=ft.exit_position_fraction,
                                              targets=ft.targets, keep_final=ft.keep_final, shortlist=shortlist))
@@ -353,7 +430,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
     if not resume and _is_main_process():
         echo(f"measuring exit agreement before training ({sum(c.numel() for c in validation.values())} tokens) ...")
         measured = measure_languages(trainer.model, loaded.adapter, validation, points,
-                                     reference if ft.teacher else None, shortlist)
+                                     reference if ft.teacher else None, shortlist, echo=echo)
         before = {**run, **measured_keys("before", measured)}
         output.mkdir(parents=True, exist_ok=True)
         _write_json(output / RUN_JSON, before)
@@ -375,7 +452,7 @@ def run_finetune(config, output: str | Path | None = None, max_steps: int | None
         final.save_pretrained(staging / LORA_ADAPTER)  # the un-merged adapter, before merging changes it
         final = final.merge_and_unload()
     echo("measuring exit agreement after training ...")
-    measured = measure_languages(final, loaded.adapter, validation, points, reference, shortlist)
+    measured = measure_languages(final, loaded.adapter, validation, points, reference, shortlist, echo=echo)
     info = {**before, "steps": state.global_step, "tokens_trained": state.global_step * tokens_per_step,
             **measured_keys("after", measured), "agreement_reference": "teacher final layer" if distill else "own final layer",
             "throughput_tokens_per_s": round(clock.steps * tokens_per_step / max(clock.seconds, 1e-9), 2),

@@ -95,13 +95,14 @@ def lite_loss(adapter, hidden_states, final_logits: torch.Tensor, labels: torch.
 
 @torch.no_grad()
 def measure_exits(model, adapter, chunks: torch.Tensor, exit_points: list[int], batch_size: int = 4,
-                  reference=None, shortlist: torch.Tensor | None = None) -> dict:
+                  reference=None, shortlist: torch.Tensor | None = None, progress=None) -> dict:
     """On held-out chunks (N, T): per exit point, the share of positions whose top-1 equals the
     reference's top-1 ("agreement"), and the next-token cross-entropy at every exit point and at L.
 
     reference: ids (B, T) -> final-layer logits (B, T, V) of another model (the distillation teacher);
     None = the model's own final layer. With a reference, "final_agreement" is the share of positions
     where the model's own final layer agrees with it. shortlist: exits take their top-1 over it.
+    progress(tokens done, tokens in all) is called after each batch.
     """
     was_training = model.training
     model.eval()
@@ -130,6 +131,8 @@ def measure_exits(model, adapter, chunks: torch.Tensor, exit_points: list[int], 
             loss_sum[e] = loss_sum.get(e, 0.0) + F.cross_entropy(logits.flatten(0, 1), targets,
                                                                  reduction="sum").item()
             del logits
+        if progress:
+            progress(min(start + batch_size, len(chunks)) * chunks.shape[1], chunks.numel())
     model.train(was_training)
     return {
         "agreement": {e: agree[e] / counted for e in exit_points},
@@ -140,9 +143,23 @@ def measure_exits(model, adapter, chunks: torch.Tensor, exit_points: list[int], 
 
 
 def measure_languages(model, adapter, validation: dict[str, torch.Tensor], exit_points: list[int],
-                      reference=None, shortlist: torch.Tensor | None = None) -> dict:
-    """measure_exits on each language's held-out chunks, and their token-weighted means."""
-    per = {language: measure_exits(model, adapter, chunks, exit_points, reference=reference, shortlist=shortlist)
+                      reference=None, shortlist: torch.Tensor | None = None, echo=None,
+                      every_s: float = 30.0) -> dict:
+    """measure_exits on each language's held-out chunks, and their token-weighted means; with `echo`, a
+    progress line at most every `every_s` seconds (on a CPU this takes minutes)."""
+    import time
+
+    last = [time.perf_counter()]
+
+    def progress_of(language):
+        def report(done, total):
+            if echo and (time.perf_counter() - last[0] >= every_s or done == total):
+                last[0] = time.perf_counter()
+                echo(f"measured {language}: {done}/{total} tokens")
+        return report
+
+    per = {language: measure_exits(model, adapter, chunks, exit_points, reference=reference, shortlist=shortlist,
+                                   progress=progress_of(language))
            for language, chunks in validation.items()}
     total = sum(m["tokens"] for m in per.values())
 

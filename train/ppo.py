@@ -18,8 +18,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from train.env import EarlyExitEnv
 from train.trajectories import TrajectoryCache
 
@@ -124,20 +122,13 @@ def torch_threads(count: int):
         torch.set_num_threads(previous)
 
 
-def check_output(output: str | Path, overwrite: bool) -> None:
-    """Refuse to replace a trained agent unless asked (checked before any long work)."""
-    from greencode.errors import GreencodeError
-
-    existing = Path(output) / "agent.safetensors"
-    if existing.exists() and not overwrite:
-        raise GreencodeError(f"{existing}: already exists; pass --overwrite to replace it, or another --output")
-
-
 def train_agent(cache: TrajectoryCache, agent_config, output: str | Path, timesteps: int | None = None,
-                progress=None) -> dict:
+                progress=None, run=None) -> dict:
     """Train on most samples, report on the held-out rest, export; returns the report (also agent.json).
 
-    `progress(steps_done, steps_total)` is called every few hundred steps."""
+    `progress(steps_done, steps_total)` is called every few hundred steps. With `run` (a
+    train.agent_run.AgentRun) PPO is checkpointed during training and on Ctrl-C, and continues from its
+    checkpoint when the run is being resumed."""
     from train.agent_report import build_report, write_report
 
     output = Path(output)
@@ -148,12 +139,23 @@ def train_agent(cache: TrajectoryCache, agent_config, output: str | Path, timest
     if reused:  # a one-sample cache: report on what was trained on, and say so
         held_out = train_part
     env = make_vec_env(train_part, agent_config, agent_config.seed)
-    model = make_ppo(env, agent_config, agent_config.seed)
+    resuming = run is not None and run.resuming
+    model = run.load(env, agent_config) if resuming else make_ppo(env, agent_config, agent_config.seed)
     log_formats = _configure_logs(model, output)
     episodes = _episode_logger(progress, timesteps)
+    callbacks = [episodes]
+    if run is not None:
+        episodes.episodes = run.episodes  # the reward curve goes on where the interrupted run stopped
+        callbacks.append(run.callback(episodes))
     with torch_threads(PPO_THREADS):
         started = time.perf_counter()
-        model.learn(total_timesteps=timesteps, callback=episodes)
+        try:
+            model.learn(total_timesteps=max(0, timesteps - model.num_timesteps), callback=callbacks,
+                        reset_num_timesteps=not resuming)
+        except KeyboardInterrupt:
+            if run is not None:
+                run.save(model, episodes.episodes)
+            raise
         seconds = time.perf_counter() - started
     agent_path = export_agent(model, output / "agent.safetensors", cache, agent_config)
     _write_episodes(output / "episodes.csv", episodes.episodes)
@@ -161,6 +163,8 @@ def train_agent(cache: TrajectoryCache, agent_config, output: str | Path, timest
                           timesteps=int(model.num_timesteps), seconds=seconds,
                           held_out_samples=len(held_out.sample_bounds()), log_formats=log_formats)
     report["held_out"]["same_as_training"] = reused
+    if run is not None:
+        report["agent"] = str(run.output / "agent.safetensors")  # where it lands when the run is finished
     write_report(report, output, cache, held_out, episodes.episodes, agent_path)
     return report
 
@@ -171,7 +175,3 @@ def _write_episodes(path: Path, episodes: list[tuple[int, float]]) -> None:
         writer.writerow(["episode", "steps", "reward", "mean_step_reward"])
         for index, (steps, reward) in enumerate(episodes):
             writer.writerow([index, steps, f"{reward:.6f}", f"{reward / max(steps, 1):.6f}"])
-
-
-def mean_step_rewards(episodes: list[tuple[int, float]]) -> np.ndarray:
-    return np.asarray([reward / max(steps, 1) for steps, reward in episodes], dtype=np.float64)

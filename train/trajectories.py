@@ -15,7 +15,9 @@ On disk: `manifest.json` (model, exit points, observation form, shard list) and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,17 +190,22 @@ def load_cache(directory: str | Path) -> TrajectoryCache:
 
 def context_range(num_tokens: int, rng: np.random.Generator, fraction: tuple[float, float] = CONTEXT_FRACTION,
                   max_tokens: int = MAX_CONTEXT_TOKENS) -> tuple[int, int]:
-    """[start, stop) of a context cut at a uniform fraction of a file, at most max_tokens nearest the cut."""
-    cut = max(1, int(round(num_tokens * rng.uniform(*fraction))))
-    return max(0, cut - max_tokens), cut
+    """[start, stop) of a context cut at a uniform fraction of a file (greencode/eval/cut.py's rule), at
+    least one token."""
+    from greencode.eval.cut import context_bounds
+
+    start, cut = context_bounds(num_tokens, rng.uniform(*fraction), max_tokens)
+    return (start, cut) if cut >= 1 else (0, 1)
 
 
 def build_cache(loaded, exit_points: list[int], files: list, samples: int, tokens_per_sample: int,
-                seed: int, progress=None) -> TrajectoryCache:
+                seed: int, progress=None, resume=None) -> TrajectoryCache:
     """Sample files, cut contexts and record every generated token through the engine (record=True).
 
     `files` are greencode.data.CodeFile; `progress(done, total)` is called after each sample. Files are
-    drawn without replacement while they last (then again, with fresh cuts).
+    drawn without replacement while they last (then again, with fresh cuts). `resume` (a
+    train.trajectory_resume.PartialCache) holds samples an interrupted build recorded: their random draws
+    are replayed without running the model, and each new sample is handed to it.
     """
     from greencode.config import Config
     from greencode.runtime import engine_from_config
@@ -210,7 +217,9 @@ def build_cache(loaded, exit_points: list[int], files: list, samples: int, token
     rng = np.random.default_rng(seed)
     rounds = -(-samples // len(files)) + 1
     candidates = np.concatenate([rng.permutation(len(files)) for _ in range(rounds)])
-    observations, exit_top1, final_top1, sample_of, sources = [], [], [], [], []
+    observations, exit_top1, final_top1, sample_of, sources = ([list(part) for part in resume.restored]
+                                                                if resume is not None else ([], [], [], [], []))
+    already, drawn = len(sources), 0
     for index in candidates:
         if len(sources) == samples:
             break
@@ -219,6 +228,9 @@ def build_cache(loaded, exit_points: list[int], files: list, samples: int, token
         if len(ids) < 8:  # nothing to cut a context from
             continue
         start, stop = context_range(len(ids), rng)
+        drawn += 1
+        if drawn <= already:  # recorded before an interruption: replay the draw, not the generation
+            continue
         start += engine.encode(ids[start:stop], tokens_per_sample)[1]  # what the model window drops
         summary = engine.complete(ids[start:stop], max_new_tokens=tokens_per_sample, record=True)
         for event in summary.events:
@@ -227,6 +239,8 @@ def build_cache(loaded, exit_points: list[int], files: list, samples: int, token
             final_top1.append(event.trace.final_top1)
             sample_of.append(len(sources))
         sources.append({"file": file.path, "context": [start, stop], "tokens": len(summary.events)})
+        if resume is not None:
+            resume.record(observations, exit_top1, final_top1, sample_of, sources)
         if progress is not None:
             progress(len(sources), samples)
     dim = observations[0].shape[1] if observations else loaded.hidden_size
@@ -252,10 +266,23 @@ def ensure_cache(config, loaded, exit_points: list[int], force: bool = False, pr
         cache = load_cache(directory)
         check_compatible(cache, str(directory), loaded.name, exit_points, loaded.hidden_size)
         return cache
+    from train.trajectory_resume import PartialCache
+
     files = load_split(config.data, "train")
-    cache = build_cache(loaded, exit_points, files, config.agent.samples, config.agent.tokens_per_sample,
-                        config.agent.seed, progress)
+    settings = {"model": loaded.name, "exit_points": list(exit_points), "samples": config.agent.samples,
+                "tokens_per_sample": config.agent.tokens_per_sample, "seed": config.agent.seed,
+                "data": dataclasses.asdict(config.data)}
+    partial = PartialCache.open(directory, settings, fresh=force)  # what an interrupted build kept
+    try:
+        cache = build_cache(loaded, exit_points, files, config.agent.samples, config.agent.tokens_per_sample,
+                            config.agent.seed, progress, resume=partial)
+    except KeyboardInterrupt:
+        partial.flush()
+        print(f"trajectories: {partial.samples_kept} of {config.agent.samples} samples kept in {partial.dir}; "
+              "rerun the same command to continue", file=sys.stderr, flush=True)
+        raise
     save_cache(cache, directory, {"model_spec": loaded.spec, "corpus": config.data.corpus})
+    partial.remove()
     check_compatible(cache, str(directory))
     return cache
 

@@ -3,8 +3,6 @@ live joules and a threshold knob. The engine runs in thread workers; tokens come
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import threading
 from dataclasses import dataclass, field
 
@@ -19,30 +17,20 @@ from textual.worker import get_current_worker
 from greencode.errors import GreencodeError
 from greencode.events import CompletionSummary, TokenEvent
 from greencode.prefix_cache import text_window
-from greencode.runtime import policy_or_fallback
 from tui.editor import CodeEditor
 from tui.engines import EngineFactory, describe_engine
 from tui.ghost import drop_chars, ghost_pieces
+from tui.compare import CompareActions
+from tui.files import FileActions
+from tui.knob import KnobActions
 from tui.lens import LensActions
-from tui.messages import (CompareSideFinished, CompareTokenGenerated, CompletionFailed, CompletionFinished,
-                          GhostAccepted, GhostDismissed, ModelLoaded, ModelLoadFailed, ThresholdRequested,
-                          TokenGenerated)
-from tui.panel import CompletionView, SidePanel, snap
-from tui.screens import CompareScreen, ConfirmQuitScreen, FileChangedScreen, HelpScreen
-from tui.settings import POLICY_CYCLE, THRESHOLD_POLICIES, THRESHOLD_STEP, TuiSettings, policy_string
-from greencode.source import FileChangedOnDisk, SourceFile, open_source, save_text
+from tui.messages import (CompletionFailed, CompletionFinished, GhostAccepted, GhostDismissed, ModelLoaded,
+                          ModelLoadFailed, TokenGenerated, while_running)
+from tui.panel import CompletionView, SidePanel
+from tui.screens import HelpScreen
+from tui.settings import TuiSettings
+from greencode.source import SourceFile
 from tui.stats import CompletionStats, SessionStats
-
-
-def while_running(handler):
-    """Worker messages can still arrive while the app shuts down: drop them then."""
-
-    @functools.wraps(handler)
-    def guarded(self, message):
-        if self.is_running:
-            handler(self, message)
-
-    return guarded
 
 
 @dataclass
@@ -60,7 +48,7 @@ class LiveCompletion:
     accepted: int = 0  # characters of it already inserted by a word/line accept
 
 
-class GreencodeApp(LensActions, App[None]):
+class GreencodeApp(KnobActions, CompareActions, FileActions, LensActions, App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "greencode"
     ENABLE_COMMAND_PALETTE = False
@@ -92,7 +80,6 @@ class GreencodeApp(LensActions, App[None]):
         self.session = SessionStats()
         self.live: LiveCompletion | None = None
         self._run_id = 0
-        self._compare_run_id = -1
         self._stream = None  # the engine Completion being iterated, for cancel()
         self._engine_lock = threading.Lock()  # one stream at a time: a new one waits for the old to stop
         self._idle_timer = None
@@ -168,63 +155,6 @@ class GreencodeApp(LensActions, App[None]):
         self.model_error = message.error
         self.panel.show_model(f"model failed to load:\n{message.error}\nediting and saving still work", error=True)
         self.notify(f"model failed to load: {message.error}", severity="error", timeout=10)
-
-    # -- policy and threshold --------------------------------------------------------------------
-
-    @property
-    def policy(self) -> str:
-        return policy_string(self.policy_kind, self.threshold, self.policy_arg)
-
-    def _apply_policy(self, kind: str, announce: bool = True) -> None:
-        """Switch to `kind` (checked on the engine); agent falls back to confidence when the model has no
-        agent (greencode.runtime's rule and note) or its agent does not load."""
-        wanted = policy_string(kind, self.threshold, self.policy_arg)
-        note = None
-        if self.engine is not None:
-            try:
-                note = policy_or_fallback(self.engine, wanted)[1]
-            except GreencodeError as exc:
-                if kind != "agent":
-                    self.notify(f"policy {wanted}: {exc}; using confidence:{self.threshold:g}", severity="error")
-                    return self._apply_policy("confidence", announce)
-                note = f"agent unavailable: {exc}; using confidence:{self.threshold:g}"
-        if note:
-            self.agent_unavailable = note
-            if announce:
-                self.notify(note, severity="warning", timeout=8)
-            kind, self.policy_arg = "confidence", ""
-        self.policy_kind = kind
-        self._update_policy()
-
-    def action_cycle_policy(self) -> None:
-        if isinstance(self.screen, CompareScreen):
-            return
-        cycle = [k for k in POLICY_CYCLE if not (k == "agent" and self.agent_unavailable)]
-        position = cycle.index(self.policy_kind) if self.policy_kind in cycle else -1
-        self._apply_policy(cycle[(position + 1) % len(cycle)])
-
-    def action_threshold(self, direction: int) -> None:
-        self.set_threshold(snap(self.threshold + direction * THRESHOLD_STEP))
-
-    def on_threshold_requested(self, message: ThresholdRequested) -> None:
-        if message.value is not None:
-            self.set_threshold(snap(message.value))
-        else:
-            self.action_threshold(message.steps)
-
-    def set_threshold(self, value: float) -> None:
-        """The knob: the app owns the threshold; the completion streaming now uses it from its next token."""
-        if isinstance(self.screen, CompareScreen):
-            return
-        self.threshold = value
-        stream = self._stream
-        if stream is not None and self.policy_kind in THRESHOLD_POLICIES:
-            stream.set_threshold(value)
-        self._update_policy()
-
-    def action_toggle_mode(self) -> None:
-        self.mode = "block" if self.mode == "line" else "line"
-        self._update_policy()
 
     # -- completions -----------------------------------------------------------------------------
 
@@ -393,61 +323,6 @@ class GreencodeApp(LensActions, App[None]):
         self._idle_timer = None
         self.start_completion(explicit=False)
 
-    # -- compare view ----------------------------------------------------------------------------
-
-    def action_compare(self) -> None:
-        if isinstance(self.screen, CompareScreen):
-            return
-        if self.engine is None:
-            self.notify("the model is not loaded", severity="warning")
-            return
-        prompt = self._prompt()
-        if not prompt.strip():
-            self.notify("nothing before the cursor to complete", severity="warning")
-            return
-        self.cancel_completion()
-        kind = self.policy_kind
-        if kind == "full":
-            kind = "confidence" if self.agent_unavailable else "agent"
-        early = policy_string(kind, self.threshold, self.policy_arg)
-        line_mode = self.mode == "line"
-        self._run_id += 1
-        self._compare_run_id = self._run_id
-        self.push_screen(CompareScreen(early, self.engine.num_layers, line_mode), lambda _: self.cancel_completion())
-        self.run_compare(self._run_id, prompt, early, self._options(line_mode))
-
-    @work(thread=True, exclusive=True, group="complete")
-    def run_compare(self, run_id: int, prompt: str, early: str, options: dict) -> None:
-        with self._engine_lock:
-            try:
-                events = []
-                for side, policy in (("early", early), ("full", "full")):
-                    if get_current_worker().is_cancelled:
-                        return
-                    events = []
-                    summary = self._stream_tokens(prompt, dict(options, policy=policy),
-                                                  lambda e, side=side, kept=events: (
-                                                      kept.append(e),
-                                                      self.post_message(CompareTokenGenerated(run_id, side, e))))
-                    self.post_message(CompareSideFinished(run_id, side, summary))
-                if not get_current_worker().is_cancelled:
-                    self.mark_oracle(run_id, prompt, options, events)
-            except Exception as exc:
-                self._failed(run_id, exc)
-
-    @while_running
-    def on_compare_token_generated(self, message: CompareTokenGenerated) -> None:
-        self.session.add(message.event)
-        if message.run_id == self._compare_run_id and isinstance(self.screen, CompareScreen):
-            self.screen.add_token(message.side, message.event)
-        self._update_figures()
-
-    @while_running
-    def on_compare_side_finished(self, message: CompareSideFinished) -> None:
-        self.session.completions += 1
-        if message.run_id == self._compare_run_id and isinstance(self.screen, CompareScreen):
-            self.screen.finish(message.side, message.summary)
-
     # -- panel -----------------------------------------------------------------------------------
 
     def _idle_hint(self) -> str:
@@ -457,61 +332,6 @@ class GreencodeApp(LensActions, App[None]):
 
     def _update_figures(self) -> None:
         self.panel.show_figures(self.live.stats if self.live is not None else None, self.session)
-
-    def _update_policy(self) -> None:
-        tokens = self.settings.line_tokens if self.mode == "line" else self.settings.block_tokens
-        self.panel.show_policy(self.policy, self.policy_kind, self.threshold, self.mode, tokens, self.agent_unavailable)
-
-    def _update_title(self) -> None:
-        flags = " [read-only]" if self.source.read_only else (" [modified]" if self.dirty else "")
-        self.title = f"greencode · {self.source.name}{flags}"
-
-    # -- files -----------------------------------------------------------------------------------
-
-    def action_save(self, overwrite_changes: bool = False) -> bool:
-        try:
-            self.source = save_text(self.source, self.editor.text, overwrite_changes)
-        except FileChangedOnDisk as exc:  # another program wrote the file: ask before anything is lost
-            if not isinstance(self.screen, FileChangedScreen):
-                self.push_screen(FileChangedScreen(str(exc)), self._resolve_file_change)
-            return False
-        except GreencodeError as exc:
-            self.notify(str(exc), title="not saved", severity="error", timeout=12)
-            return False
-        self.dirty = False
-        self._update_title()
-        self.notify(f"saved {self.source.path}", timeout=3)
-        return True
-
-    def _resolve_file_change(self, choice: str | None) -> None:
-        if choice == "overwrite":
-            self.action_save(overwrite_changes=True)
-        elif choice == "reload":
-            try:
-                fresh = open_source(self.source.path)
-            except GreencodeError as exc:
-                self.notify(str(exc), title="not reloaded", severity="error", timeout=12)
-                return
-            self.source = dataclasses.replace(fresh, shown=self.source.shown)
-            with self.editor.prevent(TextArea.Changed):
-                self.editor.load_text(fresh.text)
-            self.dirty = False
-            self._update_title()
-            self.notify(f"reloaded {self.source.path} from disk", timeout=3)
-        else:
-            self.notify("not saved: the file on disk was left as the other program wrote it", timeout=6)
-
-    async def action_quit(self) -> None:
-        if not self.dirty:
-            self.exit()
-            return
-
-        def chosen(choice: str | None) -> None:
-            if choice == "discard" or (choice == "save" and self.action_save()):
-                self.exit()
-
-        if not isinstance(self.screen, ConfirmQuitScreen):
-            self.push_screen(ConfirmQuitScreen(self.source.name), chosen)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

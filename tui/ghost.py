@@ -5,15 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from greencode.events import TokenEvent
+from greencode.events import TokenEvent, eol_cut
 
 NEWLINE_MARK = "\u21b5"  # ↵ : a completion's line break, drawn inline at the cursor
-
-
-def eol_cut(text: str) -> int | None:
-    """Where line mode ends a completion: the first newline after some content (as the engine's eol stop)."""
-    body = text.lstrip()
-    return len(text) - len(body) + body.index("\n") if "\n" in body else None
 
 
 def ghost_pieces(events: Iterable[TokenEvent], final_text: str | None = None,

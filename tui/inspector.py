@@ -7,6 +7,7 @@ oracle exit (computed on demand for that one token, in a worker: see greencode/e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ from greencode.errors import GreencodeError
 from greencode.events import TokenEvent
 from tui.ghost import inline_text
 from tui.panel import Banded
+
+SETTLE_SECONDS = 0.15  # the selection must rest this long before its replay starts
 
 # What each policy's recorded score means (TokenEvent.exit_scores), by the policy's kind.
 SCORE_LABELS = {"agent": "P(exit)", "confidence": "max p", "entropy": "entropy"}
@@ -79,7 +82,7 @@ class InspectorScreen(ModalScreen[None]):
         self.events = list(events)
         self.exit_points = list(exit_points)
         self.selected = max(0, min(selected, len(self.events) - 1))
-        self._explain = explain  # index -> TokenExplanation; blocking: called in a worker
+        self._explain = explain  # (index, cancelled) -> TokenExplanation or None if cancelled; called in a worker
         self.explanations: dict[int, object] = {}
         self.errors: dict[int, str] = {}
         self.rows: list[tuple[str, str, str, str]] = []  # (exit, score, top-3, note) as drawn: tests read it
@@ -105,8 +108,12 @@ class InspectorScreen(ModalScreen[None]):
 
     @work(thread=True, exclusive=True, group="inspect")
     def compute(self, index: int) -> None:
+        worker = get_current_worker()
+        time.sleep(SETTLE_SECONDS)  # arrows held down: only the token the user stops on is replayed
+        if worker.is_cancelled:
+            return
         try:
-            explanation = self._explain(index)
+            explanation = self._explain(index, lambda: worker.is_cancelled)
         except GreencodeError as exc:
             self.post_message(TokenExplained(index, None, str(exc)))
             return
@@ -114,7 +121,7 @@ class InspectorScreen(ModalScreen[None]):
             self.log.error(exc)
             self.post_message(TokenExplained(index, None, f"{type(exc).__name__}: {exc}"))
             return
-        if not get_current_worker().is_cancelled:
+        if explanation is not None:  # kept even if the user moved on: coming back to it is then instant
             self.post_message(TokenExplained(index, explanation))
 
     def on_token_explained(self, message: TokenExplained) -> None:

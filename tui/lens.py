@@ -57,11 +57,15 @@ class LensActions:
         events = list(live.events)
         start = event_index if event_index is not None else next(
             (e.index for e in events if e.exit_layer < e.num_layers), 0)  # the first early exit, if any
-        self.push_screen(InspectorScreen(events, self.engine.exit_points, start, lambda i: self._explain(live, events, i)))
+        self.push_screen(InspectorScreen(events, self.engine.exit_points, start,
+                                         lambda i, cancelled: self._explain(live, events, i, cancelled)))
 
-    def _explain(self, live, events, index: int):
-        """In the inspector's worker: replay this completion up to token `index` (engine lock held)."""
+    def _explain(self, live, events, index: int, cancelled):
+        """In the inspector's worker: replay this completion up to token `index` (engine lock held);
+        None when the user moved on while it waited for the lock."""
         with self._engine_lock:
+            if cancelled():
+                return None
             return self.engine.explain(live.prompt, [e.token_id for e in events], [e.exit_layer for e in events],
                                        index, live.options["max_new_tokens"])
 

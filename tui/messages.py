@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from textual.message import Message
 
 from greencode.events import CompletionSummary, TokenEvent
+
+
+def while_running(handler):
+    """For handlers of worker messages: they can still arrive while the app shuts down; drop them then."""
+
+    @functools.wraps(handler)
+    def guarded(self, message):
+        if self.is_running:
+            handler(self, message)
+
+    return guarded
 
 
 @dataclass

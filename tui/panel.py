@@ -145,9 +145,9 @@ def figures_text(stats: CompletionStats | None, session: SessionStats) -> Text:
         row("tokens", f"{stats.tokens} · {stats.tokens_per_s:.1f} tok/s")
         row("energy", f"{stats.joules:.3f} J", f"({stats.energy_source})")
         if stats.joules_saved >= 0:
-            row("saved", f"{stats.joules_saved:.3f} J · {stats.saved_frac:.0%}", "of full depth")
+            row("saved", f"{stats.joules_saved:.3f} J · {stats.joules_saved_frac:.0%}", "of full depth")
         else:  # honest about policies that cost more than running every layer
-            row("extra", f"{-stats.joules_saved:.3f} J · {-stats.saved_frac:.0%}", "vs full")
+            row("extra", f"{-stats.joules_saved:.3f} J · {-stats.joules_saved_frac:.0%}", "vs full")
         row("mean exit", f"layer {stats.mean_exit_layer:.1f} of {stats.num_layers}")
         row("skipped", f"{stats.layers_skipped_frac:.0%} of layers")
     row("session", f"{session.joules:.3f} J", f"({session.energy_source or '-'})")

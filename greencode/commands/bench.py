@@ -23,6 +23,8 @@ def command(ctx: typer.Context,
             llama_cpp: bool = typer.Option(True, "--llama-cpp/--no-llama-cpp",
                                            help="Add llama.cpp (llama-cpp-python, the anchors extra) on the same "
                                                 "GGUF and thread count as a row; skipped with a note when missing."),
+            scores_off: bool = typer.Option(False, "--scores-off", help="Add each early-exit policy again with "
+                                            "the per-exit-point score recording (the TUI inspector's) off."),
             load: bool = typer.Option(False, "--load-times", help="Also time the default model's first "
                                       "(converting) and cached loads, in a temporary cache."),
             as_json: bool = typer.Option(False, "--json", help="Print {\"rows\": [...]} as JSON.")) -> None:
@@ -32,11 +34,11 @@ def command(ctx: typer.Context,
 
     from greencode.eval.bench import agent_decision_cost, bench_prompts, load_times, run_bench, untrained_agent_cost
     from greencode.cli import load_context_config
+    from greencode.progress import progress_bar
     from greencode.errors import GreencodeError
     from greencode.runtime import engine_from_config
 
     config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent})
-    console = Console(stderr=True)
     engine = engine_from_config(config)
     loaded, points = engine.loaded, engine.exit_points
     names = [p.strip() for p in policies.split(",") if p.strip()]
@@ -64,9 +66,9 @@ def command(ctx: typer.Context,
             notes.append(why_not)
         else:
             anchors["llama.cpp"] = generate
-    with console.status("benchmarking") as status:
-        result = run_bench(engine, ids, names, max_new_tokens, compare_hf,
-                           progress=lambda i, n: status.update(f"benchmarking: prompt {i}/{n}"), anchors=anchors)
+    with progress_bar("benchmarking: prompts", len(ids)) as update:
+        result = run_bench(engine, ids, names, max_new_tokens, compare_hf, scores_off=scores_off, progress=update,
+                           anchors=anchors)
     full_rows = [r for r in result["rows"] if r["policy"] == "full"]
     if full_rows:  # the agent's decision against one full-depth token
         timing_agent = agent_names[0] if agent_names and agent_names[0] in names else None

@@ -51,6 +51,7 @@ def command(ctx: typer.Context,
     """
     from greencode.cli import load_context_config
     from greencode.eval.run import format_summary, run_eval
+    from greencode.progress import progress_bar
 
     overrides = {"model.spec": model, "data.corpus": corpus, "eval.samples": samples, "eval.out": out,
                  "eval.split": split,
@@ -58,8 +59,9 @@ def command(ctx: typer.Context,
                  else None,
                  "eval.thresholds": _numbers(thresholds, "thresholds") if thresholds is not None else None}
     config = load_context_config(ctx, **overrides)
-    result = run_eval(config, config.eval.out, agent=agent, restart=restart, progress=not quiet,
-                      echo=lambda line: typer.echo(line, err=True))
+    with progress_bar("eval", config.eval.samples, enabled=not quiet) as update:
+        result = run_eval(config, config.eval.out, agent=agent, restart=restart, progress=update,
+                          echo=lambda line: typer.echo(line, err=True))
     typer.echo(format_summary(result))
     typer.echo(f"{result['samples']} samples, {result['wall_seconds']:.0f} s; wrote results.json, results.md, "
                f"quality.png, efficiency.png, tradeoff.png to {config.eval.out}")

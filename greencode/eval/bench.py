@@ -14,66 +14,54 @@ from dataclasses import dataclass, field
 import torch
 
 from greencode.errors import GreencodeError
-from greencode.events import layers_skipped_frac
+from greencode.events import Figures
 from greencode.oracle import oracle_share
 
 
 @dataclass
 class PolicyTotals:
     policy: str
-    tokens: int = 0
-    decode_tokens: int = 0
-    decode_seconds: float = 0.0
+    figures: Figures  # summed over the policy's completions (greencode.events: the one arithmetic)
     seconds: float = 0.0  # prefill + decode
-    joules: float = 0.0
-    full_depth_joules: float = 0.0
-    exit_layers: list[int] = field(default_factory=list)
-    energy_source: str = ""
-    token_ids: list[list[int]] = field(default_factory=list)
     prefill_seconds: float = 0.0
     prompt_tokens: int = 0
+    token_ids: list[list[int]] = field(default_factory=list)
     modelled_units: float = 0.0  # CostModel layer-units of the decoded tokens (the first comes with the prefill)
 
     def add(self, summary) -> None:
-        self.tokens += summary.tokens
-        self.decode_tokens += max(0, summary.tokens - 1)
-        self.decode_seconds += summary.seconds
+        self.figures.add_completion(summary.tokens, summary.seconds, summary.joules, summary.full_depth_joules,
+                                    summary.exit_layers, summary.energy_source)
         self.seconds += summary.seconds + summary.prefill_seconds
         self.prefill_seconds += summary.prefill_seconds
         self.prompt_tokens += summary.prompt_tokens
-        self.joules += summary.joules
-        self.full_depth_joules += summary.full_depth_joules
-        self.exit_layers += summary.exit_layers
-        self.energy_source = summary.energy_source
         self.token_ids.append([e.token_id for e in summary.events])
         self.modelled_units += sum(e.modelled_units for e in summary.events[1:])
 
     def add_anchor(self, token_ids: list[int], prompt_tokens: int, prefill_seconds: float,
                    decode_seconds: float) -> None:
-        """An anchor's completion (HF generate, llama.cpp), counted like the engine's."""
-        self.tokens += len(token_ids)
-        self.decode_tokens += max(0, len(token_ids) - 1)
-        self.decode_seconds += decode_seconds
+        """An anchor's completion (HF generate, llama.cpp), counted like the engine's (no exits, no joules)."""
+        self.figures.add_completion(len(token_ids), decode_seconds, 0.0, 0.0, [], "not measured")
         self.prefill_seconds += prefill_seconds
         self.prompt_tokens += prompt_tokens
         self.seconds += prefill_seconds + decode_seconds
         self.token_ids.append(token_ids)
 
-    def row(self, num_layers: int, full_units: float | None = None) -> dict:
+    def row(self, full_units: float | None = None) -> dict:
         """Its figures; with `full_units` (CostModel.full_units) also its modelled speed-up over full depth."""
-        layers = self.exit_layers
-        modelled = full_units * self.decode_tokens / self.modelled_units if full_units and self.modelled_units else None
+        figures = self.figures
+        modelled = (full_units * figures.decode_tokens / self.modelled_units
+                    if full_units and self.modelled_units else None)
         return {
             "policy": self.policy,
-            "tokens_per_s": round(self.decode_tokens / self.decode_seconds, 3) if self.decode_seconds else 0.0,
+            "tokens_per_s": round(figures.tokens_per_s, 3),
             "prefill_tokens_per_s": round(self.prompt_tokens / self.prefill_seconds, 1) if self.prefill_seconds else 0.0,
-            "mean_exit_layer": round(statistics.fmean(layers), 3) if layers else 0.0,
-            "layers_skipped_frac": round(layers_skipped_frac(layers, num_layers), 4),
-            "joules": round(self.joules, 4),
-            "joules_saved_frac": round(1 - self.joules / self.full_depth_joules, 4) if self.full_depth_joules else 0.0,
-            "energy_source": self.energy_source,
+            "mean_exit_layer": round(figures.mean_exit_layer, 3),
+            "layers_skipped_frac": round(figures.layers_skipped_frac, 4),
+            "joules": round(figures.joules, 4),
+            "joules_saved_frac": round(figures.joules_saved_frac, 4),
+            "energy_source": figures.energy_source,
             "seconds": round(self.seconds, 4),
-            "tokens": self.tokens,
+            "tokens": figures.tokens,
             "modelled_speedup": round(modelled, 3) if modelled else None,  # by the cost model, not measured
         }
 
@@ -124,18 +112,25 @@ def untrained_agent_cost(engine, net_arch: list[int]) -> dict:
         return agent_decision_cost(engine, Agent(agent, 0.9, engine.adapter, len(points)))
 
 
+SCORES_OFF = " (scores off)"  # a row's suffix: the same policy with TokenEvent.exit_scores not recorded
+
+
 def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tokens: int,
-              compare_hf: bool = False, progress=None, anchors: dict | None = None) -> dict:
+              compare_hf: bool = False, progress=None, anchors: dict | None = None,
+              scores_off: bool = False) -> dict:
     """Run every policy (and HF generate, and each anchor of greencode.eval.anchors) on every prompt,
-    interleaved; return {"rows": [...], ...}."""
+    interleaved; return {"rows": [...], ...}. `scores_off` adds each early-exit policy again with score
+    recording off (what the inspector costs)."""
     from greencode.eval.anchors import hf_generate
 
     anchors = dict(anchors or {})
     if compare_hf:
         anchors["hf-generate"] = hf_generate(engine.loaded)
-    names = list(policies) + list(anchors)
-    built = {name: engine.make_policy(name) for name in policies}
-    totals = {name: PolicyTotals(name) for name in names}
+    twins = [f"{name}{SCORES_OFF}" for name in policies if scores_off and name not in ("full", "oracle")]
+    policies = list(policies) + twins
+    names = policies + list(anchors)
+    built = {name: engine.make_policy(name.removesuffix(SCORES_OFF)) for name in policies}
+    totals = {name: PolicyTotals(name, Figures(engine.num_layers)) for name in names}
 
     def run(name: str, ids: list[int], record: bool = True) -> None:
         if name in anchors:
@@ -143,7 +138,8 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
             if record:
                 totals[name].add_anchor(tokens, len(ids), prefill, decode)
             return
-        summary = engine.complete(ids, built[name], max_new_tokens=max_new_tokens)
+        summary = engine.complete(ids, built[name], max_new_tokens=max_new_tokens,
+                                  record_scores=not name.endswith(SCORES_OFF))
         if record:
             totals[name].add(summary)
 
@@ -157,7 +153,7 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
             progress(index + 1, len(prompts))
 
     L = engine.num_layers
-    rows = [totals[name].row(L, engine.cost.full_units) for name in policies]
+    rows = [totals[name].row(engine.cost.full_units) for name in policies]
     full = next((r for r in rows if r["policy"] == "full"), None)
     oracle = next((r for r in rows if r["policy"] == "oracle"), None)
     for row in rows:
@@ -170,7 +166,7 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
             share = oracle_share(row["modelled_speedup"], oracle["modelled_speedup"])
             row["oracle_saving_share"] = round(share, 4) if share is not None else None
     for name in anchors:
-        row = totals[name].row(L)
+        row = totals[name].row()
         row.update(mean_exit_layer=float(L) if name == "hf-generate" else None, layers_skipped_frac=None,
                    joules=None, joules_saved_frac=None, energy_source="not measured")
         if full and row["tokens_per_s"]:
@@ -180,7 +176,7 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
         full["identical_to_hf"] = totals["full"].token_ids == totals["hf-generate"].token_ids
         full["time_ratio_vs_hf"] = round(totals["full"].seconds / totals["hf-generate"].seconds, 4)
     if full and "llama.cpp" in anchors:
-        llama = totals["llama.cpp"].row(L)
+        llama = totals["llama.cpp"].row()
         for row in rows:  # the anchor a user would run instead: decode and prefill speed against it
             if row.get("tokens_per_s") and llama["tokens_per_s"]:
                 row["decode_vs_llama_cpp"] = round(row["tokens_per_s"] / llama["tokens_per_s"], 3)

@@ -25,12 +25,19 @@ def _order(paths: list[str], seed: int) -> list[int]:
     return [i for _, i in sorted(keyed)]
 
 
+def context_bounds(num_tokens: int, fraction: float, max_context: int) -> tuple[int, int]:
+    """[start, cut) of a context: the first `fraction` of a file's tokens, at most `max_context` of them,
+    the ones nearest the cut. The one cut rule of bench, eval and the RL trajectories."""
+    cut = int(num_tokens * fraction)
+    return max(0, cut - max_context), cut
+
+
 def cut_file(ids: list[int], fraction: float, max_context: int, target: int) -> tuple[list[int], list[int]] | None:
     """(context, ground truth) for one file's tokens, or None when the file is too short to cut."""
-    cut = int(len(ids) * fraction)
+    start, cut = context_bounds(len(ids), fraction, max_context)
     if cut < 1 or cut + target > len(ids):
         return None
-    return ids[max(0, cut - max_context):cut], ids[cut:cut + target]
+    return ids[start:cut], ids[cut:cut + target]
 
 
 def make_samples(files, tokenizer, count: int, fraction: float = 0.2, max_context: int = 512,

@@ -1,4 +1,4 @@
-"""Completion quality metrics, offline and reproducible (DESIGN.md "Metrics", paper VI-A2).
+"""Completion quality metrics, offline and reproducible (docs/architecture.md "Metrics", paper VI-A2).
 
 Per sample: exact match (CodeXGLUE: the same whitespace-split tokens), edit similarity (CodeXGLUE:
 round(rapidfuzz.fuzz.ratio), 0..100) and syntax validity (tree-sitter). Per corpus: ROUGE-L (mean F1

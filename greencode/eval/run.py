@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from greencode.errors import GreencodeError
-from greencode.events import layers_skipped_frac
+from greencode.events import Figures
 from greencode.eval.samples import EvalSample, SampleSet, load_samples, read_corpus
 from greencode.eval.store import CompletionStore, file_stamp
 from greencode.oracle import Oracle, oracle_share
@@ -162,9 +162,11 @@ def _quality(records: list[dict], samples: list[EvalSample], line_protocol: bool
 def policy_row(contestant: Contestant, records: list[dict], samples: list[EvalSample], line_protocol: bool) -> dict:
     engine = contestant.engine
     L = engine.num_layers
-    layers = [layer for r in records for layer in r["exit_layers"]]
-    decode_tokens = sum(max(0, r["tokens"] - 1) for r in records)
-    decode_seconds = sum(r["seconds"] for r in records)
+    figures = Figures(L)
+    for r in records:
+        figures.add_completion(r["tokens"], r["seconds"], r["joules"], r["full_depth_joules"], r["exit_layers"],
+                               r["energy_source"])
+    decode_tokens = figures.decode_tokens
     quality = _quality(records, samples, line_protocol)
     n = len(records)
     row = {
@@ -172,11 +174,11 @@ def policy_row(contestant: Contestant, records: list[dict], samples: list[EvalSa
         **{k: quality.get(k) for k in ("rougeL", "bleu", "codebleu", "ngram_match", "weighted_ngram_match",
                                        "syntax_match", "dataflow_match", "exact_match", "edit_sim",
                                        "syntax_valid")},
-        "mean_exit_layer": statistics.fmean(layers) if layers else 0.0,
-        "layers_skipped_frac": layers_skipped_frac(layers, L),
+        "mean_exit_layer": figures.mean_exit_layer,
+        "layers_skipped_frac": figures.layers_skipped_frac,
         "seconds_per_completion": statistics.fmean(r["prefill_seconds"] + r["seconds"] for r in records),
         "prefill_seconds": statistics.fmean(r["prefill_seconds"] for r in records),
-        "tokens_per_s": decode_tokens / decode_seconds if decode_seconds > 0 else 0.0,
+        "tokens_per_s": figures.tokens_per_s,
         "joules": statistics.fmean(r["joules"] for r in records),
         "decode_joules": statistics.fmean(r["decode_joules"] for r in records),
         "energy_source": records[0]["energy_source"],
@@ -263,7 +265,7 @@ def _calibration(config) -> dict | None:
 
 
 def run_eval(config, out: str | Path | None = None, agent: str | None = None, restart: bool = False,
-             progress: bool = True, echo=print) -> dict:
+             progress=None, echo=print) -> dict:
     """Run the evaluation `config` describes; write results.json, results.md and plots into `out`."""
     import torch
 
@@ -330,23 +332,22 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
 
 
 def _run_all(samples: list[EvalSample], contestants: list[Contestant], store: CompletionStore, config,
-             line_protocol: bool, progress: bool, resumed: int) -> None:
-    from tqdm import tqdm
-
+             line_protocol: bool, progress, resumed: int) -> None:
+    """Every contestant on every sample; `progress(done, total, note)` after each stored completion."""
     # Warm-up (allocator, kernels, caches) so the first contestant isn't charged for it; not stored.
     for contestant in contestants:
         _complete(contestant, samples[0], config, line_protocol)
-    total = len(samples) * len(contestants)
-    with tqdm(total=total, initial=resumed, desc="eval", unit="completion", disable=not progress) as bar:
-        for index, sample in enumerate(samples):
-            prefills: dict = {}
-            shift = index % len(contestants)
-            for contestant in contestants[shift:] + contestants[:shift]:  # rotate: no one always goes first
-                if store.get(sample.key, contestant.identity) is not None:
-                    continue
-                bar.set_postfix_str(f"sample {index + 1}/{len(samples)} {contestant.name}", refresh=False)
-                store.add(_complete(contestant, sample, config, line_protocol, prefills))
-                bar.update()
+    total, done = len(samples) * len(contestants), resumed
+    for index, sample in enumerate(samples):
+        prefills: dict = {}
+        shift = index % len(contestants)
+        for contestant in contestants[shift:] + contestants[:shift]:  # rotate: no one always goes first
+            if store.get(sample.key, contestant.identity) is not None:
+                continue
+            store.add(_complete(contestant, sample, config, line_protocol, prefills))
+            done += 1
+            if progress:  # a callback; False or None: quiet
+                progress(done, total, f"sample {index + 1}/{len(samples)} {contestant.name}")
 
 
 def format_summary(result: dict) -> str:

@@ -1,6 +1,8 @@
 """Load benchmark of `greencode serve`: N requests from C concurrent clients, loopback only, bounded.
 
-    nice -n 10 python -m greencode.serve.loadtest --requests 200 --concurrency 20 --model default
+    nice -n 10 greencode serve-bench --requests 200 --concurrency 20 --model default
+
+(greencode/commands/serve_bench.py is the command; this module is what it runs.)
 
 It starts its own server process on 127.0.0.1 (a free port), sends editor-like prompts (the text before a
 cursor placed at the end of a line near [eval].context_fraction of a test-split file) and reports p50/p90/p99
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import socket
 import subprocess
@@ -20,11 +21,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
 
 MAX_REQUESTS, MAX_CONCURRENCY, MAX_TIME_LIMIT_S = 5000, 256, 3600
@@ -157,6 +156,8 @@ def run_bench(model: str, policy: str, requests: int, concurrency: int, max_new_
         raise GreencodeError(f"--requests must be in 1..{MAX_REQUESTS} and --concurrency in 1..{MAX_CONCURRENCY}")
     if not 1 <= time_limit_s <= MAX_TIME_LIMIT_S:
         raise GreencodeError(f"--time-limit must be in 1..{MAX_TIME_LIMIT_S} seconds")
+    if route not in ROUTES:
+        raise GreencodeError(f"--route {route!r} is not one of: {', '.join(ROUTES)}")
     prompts = editor_prompts(config.data, config.eval.context_fraction, min(requests, 100))
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -208,7 +209,7 @@ def _report(info, results, wall, requests, concurrency, max_new_tokens, rss_star
     }
 
 
-def _print(report: dict) -> None:
+def print_report(report: dict) -> None:
     lat, rss = report["latency_s"], report["server_rss_mb"]
     fmt = lambda v: f"{v:.0f}" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
     typer.echo(f"model {report['model']} | policy {report['policy']} | energy {report['energy_source']} | "
@@ -224,38 +225,3 @@ def _print(report: dict) -> None:
                f"middle {fmt(rss['middle'])}, end {fmt(rss['end'])} (second-half growth {rss['growth_second_half']})")
     for example in report["error_examples"]:
         typer.echo(f"  error: {example}")
-
-
-def main(model: str = typer.Option("default", help="Model spec the server loads."),
-         policy: str = typer.Option("confidence:0.9", help="The server's exit policy."),
-         requests: int = typer.Option(200, help=f"Requests to send (1..{MAX_REQUESTS})."),
-         concurrency: int = typer.Option(20, help=f"Concurrent clients (1..{MAX_CONCURRENCY})."),
-         max_new_tokens: int = typer.Option(15, help="New tokens per request."),
-         route: str = typer.Option("generate", help="generate (TGI /generate) | openai (/v1/completions)."),
-         time_limit: float = typer.Option(1800, help=f"Stop sending after this many seconds (<= {MAX_TIME_LIMIT_S})."),
-         server_threads: int = typer.Option(0, help="The server's torch CPU threads (0 = its default; "
-                                            "1 is fastest on a shared CPU)."),
-         config_path: Optional[str] = typer.Option(None, "--config", help="greencode.toml for [data] and [eval]."),
-         json_out: Optional[str] = typer.Option(None, "--json", help="Also write the report as JSON here.")) -> None:
-    """Benchmark a `greencode serve` process under concurrent load (loopback only)."""
-    from greencode.config import load_config
-
-    if route not in ROUTES:
-        raise GreencodeError(f"--route {route!r} is not one of: {', '.join(ROUTES)}")
-    report = run_bench(model, policy, requests, concurrency, max_new_tokens, time_limit, load_config(config_path),
-                       ["--threads", str(server_threads)] if server_threads else None, route)
-    _print(report)
-    if json_out:
-        target = Path(json_out)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target, json.dumps(report, indent=2))
-    if report["errors"]:
-        raise typer.Exit(1)
-
-
-if __name__ == "__main__":
-    try:
-        typer.run(main)
-    except GreencodeError as exc:
-        typer.echo(f"greencode: error: {exc}", err=True)
-        sys.exit(2)

@@ -15,8 +15,8 @@ import time
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from greencode.serve.app import (ServerState, StreamText, _start, collect, details, job_items, response_headers,
-                                  validated)
+from greencode.serve.jobs import (ServerState, StreamText, _start, collect, details, job_items, response_headers,
+                                   validated)
 from greencode.serve.openai import token_figures
 from greencode.serve.schema import OllamaGenerateRequest
 

@@ -15,8 +15,8 @@ import uuid
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from greencode.serve.app import (ServerState, StreamText, _start, collect, details, job_items, response_headers,
-                                  validated)
+from greencode.serve.jobs import (ServerState, StreamText, _start, collect, details, job_items, response_headers,
+                                   validated)
 from greencode.serve.schema import CompletionRequest
 
 FINISH = {"length": "length"}  # everything else (eos, stop sequence, suffix, end of line) is "stop"

@@ -74,13 +74,13 @@ def _reference_fixed(loaded, ids, exit_layer, n, allowed=None):
 
 def test_state_propagation_matches_a_slow_reference(tiny_model, monkeypatch):
     seen = []
-    real_sample = engine_module._sample
+    real_sample = engine_module.sample
 
     def recording_sample(logits, *args):
         seen.append(logits.clone())
         return real_sample(logits, *args)
 
-    monkeypatch.setattr(engine_module, "_sample", recording_sample)
+    monkeypatch.setattr(engine_module, "sample", recording_sample)
     engine = EarlyExitEngine(tiny_model)
     summary = engine.complete(PROMPT, "fixed:6", max_new_tokens=8)
     ids, _ = engine.encode(PROMPT, 8)

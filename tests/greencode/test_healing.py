@@ -70,3 +70,13 @@ def test_complete_command_heals_and_the_config_key_turns_it_off(tmp_path):
     assert healed.returncode == 0 and raw.returncode == 0, healed.stderr + raw.stderr
     assert healed.stdout.startswith("ows"), healed.stdout
     assert not raw.stdout.startswith("ows"), raw.stdout
+
+
+@pytest.mark.parametrize("overrides, typed, healed", [({}, True, True), ({"engine.token_healing": False}, True, False),
+                                                      ({}, False, False)])
+def test_front_ends_that_take_typed_text_heal_as_the_config_says(tiny_llama, overrides, typed, healed):
+    from greencode.config import load_config
+    from greencode.runtime import engine_from_config
+
+    engine = engine_from_config(load_config(None, overrides), tiny_llama, typed_text=typed)
+    assert engine.token_healing is healed

@@ -70,6 +70,7 @@ def test_the_recipe_builds_and_installs_on_a_tiny_model(tmp_path):
     assert set(agreement) == {"before", "least_squares", "kl", "mlp"}
     assert set(agreement["kl"]) == {"python", "java"} and set(agreement["kl"]["java"]) == {"full", "shortlist"}
     assert manifest["adaptation"]["chosen"] in agreement
+    assert set(manifest["adaptation"]["agreement_after"]) == {"4", "6", "10"}  # what `greencode info` shows
     assert manifest["agent_training"]["chosen"] in ("supervised", "ppo") and manifest["agent_training"]["why"]
     assert set(manifest["agent_training"]["held_out_trade_off"]) == {"supervised", "ppo"}
     assert 0 < manifest["agent_training"]["decision_cost"]["share_of_full_depth_token"] < 0.05
@@ -147,3 +148,24 @@ def test_default_loads_with_the_shipped_adaptation_and_agent():
     assert summary.tokens == 4
     base = load_model("default-base")
     assert base.adapter.exit_maps is None and "agent_path" not in base.info
+
+
+@pytest.mark.integration
+def test_the_first_completion_in_the_playground_exits_early_at_the_default_policy():
+    """`./dev.sh play` opens greencode/examples/fibonacci.py and completes at the end of its last line."""
+    from greencode.engine import EarlyExitEngine
+
+    config = load_config(ASSETS.parents[1] / "greencode.toml")
+    text = (ASSETS.parent / "examples" / "fibonacci.py").read_text().rstrip("\n")
+    engine = EarlyExitEngine(load_model("default"))
+    summary = engine.complete(text, config.engine.policy, max_new_tokens=config.engine.max_new_tokens, stop_at_eol=True)
+    assert any(layer < engine.num_layers for layer in summary.exit_layers[1:])  # the first comes from the prefill
+
+
+@pytest.mark.integration
+def test_info_describes_the_shipped_default():
+    from greencode.info import model_info
+
+    facts = model_info(load_config(ASSETS.parents[1] / "greencode.toml"))
+    assert set(facts["agreement_after"]) == {str(p) for p in shipped_adaptation()["exit_points"]}
+    assert facts["agent"].endswith(".safetensors")

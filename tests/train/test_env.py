@@ -159,9 +159,9 @@ def test_same_seed_same_episode():
 
 
 @pytest.mark.parametrize("reward, message", [
-    (RewardConfig(alpha=0.9, beta=0.2), "'alpha' \\(0.9\\) must be <= 'beta' \\(0.2\\)"),
-    (RewardConfig(gamma=1.5), "'gamma' = 1.5 is out of range; allowed: \\[0, 1\\]"),
-    (SimpleNamespace(alpha=0.1, beta=0.2, gamma=0.3, epsilon=-0.1), "'epsilon' = -0.1 is out of range"),
+    (RewardConfig(alpha=0.9, beta=0.2), "'agent.reward.alpha' \\(0.9\\) must be <= 'agent.reward.beta' \\(0.2\\)"),
+    (RewardConfig(gamma=1.5), "'agent.reward.gamma' = 1.5 is out of range; allowed: \\[0.0, 1.0\\]"),
+    (SimpleNamespace(alpha=0.1, beta=0.2, gamma=0.3, epsilon=-0.1), "'agent.reward.epsilon' = -0.1 is out of range"),
 ])
 def test_a_reward_config_out_of_range_is_one_clear_error(reward, message):
     with pytest.raises(GreencodeError, match=message):

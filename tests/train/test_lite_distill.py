@@ -285,3 +285,14 @@ def test_train_default_from_bad_input_is_one_line(tmp_path, extra, message):
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert not (tmp_path / "build").exists()
+
+
+def test_a_bounded_run_tokenises_only_a_sample_of_the_corpus(tmp_path):
+    from train.finetune import prepare_data
+
+    config = _config(tmp_path)
+    tokenizer = load_model("tiny-random-llama", device="cpu").tokenizer
+    everything, _, _ = prepare_data(config, tokenizer, 4)
+    bounded, validation, _ = prepare_data(config, tokenizer, 4, max_steps=1)
+    assert 4 <= len(bounded) < len(everything)
+    assert validation["python"].shape[1] == 32

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 from greencode.engine import CostModel, ExitTrace, TracedEvent
 from greencode.errors import GreencodeError
-from greencode.events import CompletionSummary, TokenEvent
+from greencode.events import CompletionSummary, TokenEvent, eol_cut
 from greencode.explain import Candidate, ExitCandidates, TokenExplanation
 from greencode.policies import THRESHOLD_KINDS, check_threshold, split_policy
 
@@ -86,7 +86,7 @@ class FakeCompletion:
                 text += piece
                 engine.tokens_computed += 1
                 yield event
-                if self.stop_at_eol and "\n" in text.lstrip():
+                if self.stop_at_eol and eol_cut(text) is not None:
                     reason = "eol"
                     break
                 if index == self.max_new_tokens - 1:
@@ -95,19 +95,11 @@ class FakeCompletion:
                     reason = "cancelled"
                     break
         finally:
-            final = text
-            if reason == "eol":
-                body = text.lstrip()
-                final = text[: len(text) - len(body) + body.index("\n")]
-            layers = [e.exit_layer for e in events]
-            self.summary = CompletionSummary(
-                text=final, tokens=len(events), prompt_tokens=3, dropped_prompt_tokens=0,
+            final = text[:eol_cut(text)] if reason == "eol" else text
+            self.summary = CompletionSummary.of(
+                events, L, text=final, prompt_tokens=3, dropped_prompt_tokens=0,
                 seconds=SECONDS_PER_TOKEN * max(0, len(events) - 1), prefill_seconds=SECONDS_PER_TOKEN,
-                joules=sum(e.joules for e in events), energy_source=engine.energy_source,
-                full_depth_joules=sum(e.full_depth_joules for e in events),
-                mean_exit_layer=sum(layers) / len(layers) if layers else 0.0,
-                layers_skipped_frac=1 - sum(layers) / (len(layers) * L) if layers else 0.0,
-                stop_reason=reason, exit_layers=layers)
+                energy_source=engine.energy_source, stop_reason=reason)
             engine.summaries.append(self.summary)
 
 
@@ -127,6 +119,7 @@ class FakeEngine:
         self.summaries: list[CompletionSummary] = []
         self.tokens_computed = 0
         self.explained: list[int] = []  # token indices explain() was asked for
+        self.explain_gate: threading.Event | None = None  # set: explain() waits for it (a slow replay)
         self.cost = CostModel(self.num_layers, 8.0, 0.06, 1.3)
         self._gate = threading.Semaphore(0)
 
@@ -153,6 +146,8 @@ class FakeEngine:
 
     def explain(self, prompt, token_ids, exit_layers, index, max_new_tokens) -> TokenExplanation:
         self.explained.append(index)
+        if self.explain_gate is not None and not self.explain_gate.wait(10):
+            raise RuntimeError("fake engine: the test never opened the explain gate")
         text = self.script[index % len(self.script)][0]
         token, oracle = token_ids[index], ORACLE[index % len(ORACLE)]
         exits = []

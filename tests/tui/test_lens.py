@@ -100,7 +100,7 @@ async def test_inspector_bad_input_is_one_line(tmp_path):
     gate = threading.Event()
     engine = FakeEngine()
     app, _, _ = make_app(tmp_path, engine)
-    app._engine_factory = lambda: (gate.wait(10), engine)[1]
+    app._engine_factory = lambda: (gate.wait(120), engine)[1]
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f6", "f7")  # before the model is there
         assert notified(app, "still loading") and not isinstance(app.screen, (InspectorScreen, SweepScreen))
@@ -254,3 +254,18 @@ async def test_enter_that_widens_the_gutter_keeps_the_editor_alive(tmp_path):
         await pilot.press("enter", "z")
         editor = app.query_one(CodeEditor)
         assert editor.document.line_count == 10 and editor.text.endswith("y\nz")
+
+
+async def test_arrows_held_down_replay_only_the_token_they_stop_on(tmp_path):
+    app, engine, _ = make_app(tmp_path, mode="block")
+    engine.explain_gate = threading.Event()  # the first replay is slow: the arrows pile up behind it
+    async with app.run_test(size=SIZE) as pilot:
+        await complete(pilot, app)
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: engine.explained == [0], what="the first replay")
+        await pilot.press(*["right"] * 8)
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.selected == 8, what="the arrows")
+        engine.explain_gate.set()
+        await wait_for(pilot, lambda: 8 in screen.explanations, what="token 9 explained")
+        assert engine.explained == [0, 8]  # not one replay per key press

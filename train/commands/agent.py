@@ -3,48 +3,23 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from typing import Optional
 
 import typer
 
 
-@contextmanager
-def progress_bar(label: str, total: int):
-    """Yields update(done): a rich bar on a terminal, else a line on stderr every 10% (logs of background runs)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        step, last = max(1, total // 10), [-1]
-
-        def report(done: int) -> None:
-            if done // step != last[0] // step or done >= total:
-                last[0] = done
-                typer.echo(f"{label}: {min(done, total)}/{total}", err=True)
-
-        yield report
-        return
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda done: bar.update(task, completed=min(done, total))
-
-
 def build_or_load_trajectories(settings, force: bool = False):
     """(cache, exit points) for [model].spec, with a progress bar while building."""
-    from rich.console import Console
-
     from greencode.exits import resolve_exit_points
+    from greencode.progress import progress_bar, working
     from greencode.runtime import load_from_config
     from train.trajectories import ensure_cache
 
-    with Console(stderr=True).status(f"loading {settings.model.spec}"):
+    with working(f"loading {settings.model.spec}"):
         loaded = load_from_config(settings)
     points = resolve_exit_points(settings, loaded.num_layers, loaded.info)
     with progress_bar("trajectories", settings.agent.samples) as update:
-        cache = ensure_cache(settings, loaded, points, force, progress=lambda done, total: update(done))
+        cache = ensure_cache(settings, loaded, points, force, progress=update)
     return cache, points
 
 
@@ -65,13 +40,19 @@ def command(ctx: typer.Context,
             trajectories: Optional[str] = typer.Option(None, help="Trajectory cache (default: [agent].trajectories); "
                                                        "built first when missing."),
             rebuild: bool = typer.Option(False, "--rebuild-trajectories", help="Rebuild the cache first."),
-            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an agent already in --output."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an agent already in --output (the "
+                                           "new run is staged in OUTPUT/.run-in-progress and moved in when done)."),
+            resume: bool = typer.Option(False, "--resume", help="Continue the run Ctrl-C stopped (its PPO checkpoint "
+                                        "in OUTPUT/.run-in-progress, loaded only if its recorded hash matches)."),
             benchmark: bool = typer.Option(False, "--benchmark", help="Measure raw env and PPO steps/s (beside "
                                            "CartPole) instead of training; writes nothing."),
             as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Train the RL exit agent with PPO (paper Table III settings from [agent]) and export it for agent:T.
 
     Writes OUTPUT/agent.safetensors (use it with --agent.path and policy agent:T).
+
+    Ctrl-C keeps what was done: the trajectory cache's recorded samples (a rerun continues the build) and a
+    PPO checkpoint (--resume continues the training).
 
     Also agent.json (optimal exit rate on held-out trajectories, exit rates by threshold, steps/s), reward_curve.png, exit_histogram.png, episodes.csv and logs/ (CSV; TensorBoard when installed).
     """
@@ -84,15 +65,28 @@ def command(ctx: typer.Context,
     if benchmark:
         _benchmark(settings, timesteps, as_json)
         return
-    from train.env import check_reward
-    from train.ppo import check_output
+    from pathlib import Path
+
+    from greencode.config import check_reward
+    from train.agent_run import AgentRun, run_settings
+    from train.run_lock import output_lock
 
     check_reward(settings.agent.reward)  # before any long work
-    check_output(settings.agent.output, overwrite)
-    cache, _ = build_or_load_trajectories(settings, rebuild)
-    if not as_json:
-        print_cache_summary(cache, settings.agent.trajectories)
-    report = _train_with_bar(cache, settings, timesteps)
+    output = Path(settings.agent.output)
+    with output_lock(output, "greencode train agent"):
+        AgentRun.start(output, None, overwrite, resume)  # the checks that need no cache, before building it
+        cache, _ = build_or_load_trajectories(settings, rebuild)
+        if not as_json:
+            print_cache_summary(cache, settings.agent.trajectories)
+        run = AgentRun.start(output, run_settings(settings.agent, cache), overwrite, resume)
+        try:
+            report = _train_with_bar(cache, settings, timesteps, run)
+        except KeyboardInterrupt:
+            if run.resuming:
+                typer.echo(f"agent: PPO checkpoint at {run.recorded['timesteps']} steps in {run.staging}; "
+                           "rerun with --resume to continue", err=True)
+            raise
+        run.finish()
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -108,13 +102,14 @@ def command(ctx: typer.Context,
     typer.echo(f"wrote {settings.agent.output}/agent.safetensors, agent.json, reward_curve.png, exit_histogram.png")
 
 
-def _train_with_bar(cache, settings, timesteps: Optional[int]) -> dict:
+def _train_with_bar(cache, settings, timesteps: Optional[int], run) -> dict:
     from train.ppo import train_agent
 
     total = timesteps or settings.agent.timesteps
+    from greencode.progress import progress_bar
+
     with progress_bar("PPO steps", total) as update:
-        return train_agent(cache, settings.agent, settings.agent.output, timesteps,
-                           progress=lambda done, _: update(done))
+        return train_agent(cache, settings.agent, run.staging, timesteps, progress=update, run=run)
 
 
 def _benchmark(settings, timesteps: Optional[int], as_json: bool) -> None:

@@ -15,7 +15,7 @@ def command(ctx: typer.Context,
             corpus: Optional[str] = typer.Option(None, help="Training corpus (default: data.corpus)."),
             output: Optional[str] = typer.Option(None, help="Output directory (default: finetune.output)."),
             max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimiser steps "
-                                                    "(default: finetune.max_steps; -1 = run the epochs)."),
+                                                    "(default: finetune.max_steps; 0 = auto: 100 on a CPU; -1 = run the epochs)."),
             resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --output."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output."),
             benchmark: bool = typer.Option(False, "--benchmark", help="Measure training-step tokens/s instead: "

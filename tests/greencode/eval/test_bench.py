@@ -30,12 +30,12 @@ def test_bench_rows_compare_policies_on_the_same_prompts(tiny_model):
 
 
 def test_policy_totals_row_arithmetic():
-    from greencode.events import CompletionSummary
+    from greencode.events import CompletionSummary, Figures
 
-    totals = PolicyTotals("fixed:4")
+    totals = PolicyTotals("fixed:4", Figures(12))
     summary = CompletionSummary("x", 5, 10, 0, 2.0, 1.0, 3.0, "estimate", 6.0, 6.0, 0.5, "length", [12, 4, 4, 4, 6])
     totals.add(summary)
-    row = totals.row(12)
+    row = totals.row()
     assert row["tokens_per_s"] == 2.0  # 4 decode tokens in 2 s
     assert row["seconds"] == 3.0 and row["joules_saved_frac"] == 0.5
     assert row["layers_skipped_frac"] == round(1 - 30 / 60, 4)
@@ -60,3 +60,12 @@ def test_bench_command_rejects_a_bad_policy():
     result = subprocess.run([sys.executable, "-m", "greencode.cli", "bench", "--model", "tiny-random-gpt2",
                              "--policies", "full,warp:9"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown policy 'warp:9'" in result.stderr
+
+
+def test_bench_scores_off_rows_run_the_same_policy_without_recording(tiny_llama):
+    engine = EarlyExitEngine(tiny_llama)
+    result = run_bench(engine, _prompts(tiny_llama), ["full", "confidence:0.005"], 5, scores_off=True)
+    rows = {row["policy"]: row for row in result["rows"]}
+    assert set(rows) == {"full", "confidence:0.005", "confidence:0.005 (scores off)"}
+    on, off = rows["confidence:0.005"], rows["confidence:0.005 (scores off)"]
+    assert on["mean_exit_layer"] == off["mean_exit_layer"] and on["tokens"] == off["tokens"]

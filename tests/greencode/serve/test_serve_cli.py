@@ -93,3 +93,12 @@ def test_typing_benchmark_runs_both_servers_side_by_side():
     assert report["reused_prompt_tokens_mean"] >= report["prompt_tokens"][0] - 3  # only the new tokens ran
     assert set(report["latency_s"]) == {"reuse", "no_reuse"} and report["p50_ratio"] > 0
     assert "--engine.prefix_cache 0" in report["server_commands"]["no_reuse"]
+
+
+def test_serve_bench_is_a_greencode_command_with_one_line_errors():
+    listed = subprocess.run([sys.executable, "-m", "greencode.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert "serve-bench" in listed.stdout
+    result = subprocess.run([sys.executable, "-m", "greencode.cli", "serve-bench", "--requests", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "greencode: error: --requests must be in 1..5000 and --concurrency in 1..256"
