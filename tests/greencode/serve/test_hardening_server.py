@@ -17,7 +17,7 @@ from greencode.engine import EarlyExitEngine
 from greencode.errors import GreencodeError
 from greencode.models import load_model
 from tests.conftest import _load
-from tests.greencode.serve.serve_server import PROMPT, running_server, serve_config, sse_events
+from tests.greencode.serve.serve_server import PROMPT, running_server, serve_config, sse_events, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 WINDOW = 32  # positions of the small-window GPT-2 below
@@ -149,16 +149,25 @@ def test_idle_connections_are_closed(strict_server):
         assert _read_all(sock) == b""
 
 
-def test_connections_past_the_limit_get_503(strict_server):
-    idle = [_connect(strict_server) for _ in range(3)]
+@pytest.fixture(scope="module")
+def crowded_server(tiny):
+    # A long keep-alive: on a loaded machine the strict server's 0.5 s would close the idle
+    # connections before the probe arrives, and the limit would never be reached.
+    engine = EarlyExitEngine(tiny)
+    config = serve_config(limit_concurrency=4, timeout_keep_alive_s=60)
+    with running_server(engine, config) as (url, _):
+        yield url
+
+
+def test_connections_past_the_limit_get_503(crowded_server):
+    idle = [_connect(crowded_server) for _ in range(3)]
     try:
         time.sleep(0.1)
-        assert httpx.get(f"{strict_server}/health").status_code == 503
+        assert httpx.get(f"{crowded_server}/health").status_code == 503
     finally:
         for sock in idle:
             sock.close()
-    time.sleep(0.2)
-    assert httpx.get(f"{strict_server}/health").status_code == 200
+    assert wait_for(lambda: httpx.get(f"{crowded_server}/health").status_code == 200, timeout=20)
 
 
 def test_the_shipped_toml_documents_the_new_serve_keys():
