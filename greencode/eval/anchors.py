@@ -52,16 +52,18 @@ def llama_cpp(spec: str, threads: int, context_tokens: int):
     if gguf is None:
         return None, f"llama.cpp row skipped: model {spec!r} has no GGUF file (use default or a .gguf spec)"
     try:
-        from llama_cpp import Llama
+        import llama_cpp
     except ImportError:
         return None, f"llama.cpp row skipped: llama-cpp-python is not installed; {ANCHORS_EXTRA}"
     import numpy as np
 
-    model = Llama(model_path=str(gguf), n_ctx=context_tokens, n_batch=512, n_threads=threads,
-                  n_threads_batch=threads, verbose=False)
+    model = llama_cpp.Llama(model_path=str(gguf), n_ctx=context_tokens, n_batch=512, n_threads=threads,
+                            n_threads_batch=threads, verbose=False)
 
-    def next_token() -> int:
-        return int(np.argmax(model.scores[model.n_tokens - 1]))
+    vocab = model.n_vocab()
+
+    def next_token() -> int:  # greedy over the last position's logits (kept by llama.cpp, not by the wrapper)
+        return int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits(model.ctx), shape=(vocab,))))
 
     def generate(ids: list[int], new_tokens: int):
         model.reset()  # no prefix reuse between prompts: every prompt is prefilled in full, as ours are
