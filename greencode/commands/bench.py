@@ -101,7 +101,10 @@ def command(ctx: typer.Context,
         table.add_column(column.replace("_", " "))
     for row in result["rows"]:
         table.add_row(*[str(row[c]) if row.get(c) is not None else "-" for c in columns])
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: rich would squeeze the table into 80 columns of ellipses
+        console.width = 240
+    console.print(table)
     for key in ("agent_decision", "load_times"):
         if key in result:
             typer.echo(f"{key.replace('_', ' ')}: {result[key]}")

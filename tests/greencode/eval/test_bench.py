@@ -56,6 +56,15 @@ def test_bench_command_prints_json_and_skips_a_missing_agent():
                 "seconds"} <= set(row)
 
 
+def test_bench_table_is_readable_when_piped():
+    result = subprocess.run(
+        [sys.executable, "-m", "greencode.cli", "bench", "--model", "tiny-random-gpt2", "--prompts", "1",
+         "--max-new-tokens", "3", "--policies", "full,fixed:6", "--min-context", "50", "--no-llama-cpp"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "fixed:6" in result.stdout and "…" not in result.stdout  # no cell cut to an ellipsis
+
+
 def test_bench_command_rejects_a_bad_policy():
     result = subprocess.run([sys.executable, "-m", "greencode.cli", "bench", "--model", "tiny-random-gpt2",
                              "--policies", "full,warp:9"], capture_output=True, text=True, timeout=120)
