@@ -110,14 +110,19 @@ class ExitMaps(nn.Module):
             raise GreencodeError(f"{path}: unreadable exit maps ({exc})") from None
         if metadata.get("format") not in FORMATS:
             raise GreencodeError(f"{path}: not a greencode exit-maps file (format {metadata.get('format')!r})")
-        if int(metadata["hidden_size"]) != hidden_size:
-            raise GreencodeError(f"{path}: exit maps are for hidden size {metadata['hidden_size']}, "
+        try:  # metadata written by hand or damaged: one line, never a KeyError or ValueError
+            size, points = int(metadata["hidden_size"]), json.loads(metadata["exit_points"])
+            mlp_rank = int(metadata.get("mlp_rank", "0"))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise GreencodeError(f"{path}: damaged exit-maps metadata ({type(exc).__name__}: {exc}); "
+                                 "rebuild them with `greencode train default`") from None
+        if size != hidden_size:
+            raise GreencodeError(f"{path}: exit maps are for hidden size {size}, "
                                  f"the model has {hidden_size}; rebuild them with `greencode train default`")
-        points = json.loads(metadata["exit_points"])
         if exit_points is not None and list(exit_points) != points:
             raise GreencodeError(f"{path}: exit maps are for exit points {points}, the model uses {list(exit_points)}; "
                                  "rebuild them with `greencode train default`")
-        maps = cls(hidden_size, points, metadata.get("normalize") == "true", int(metadata.get("mlp_rank", "0")))
+        maps = cls(hidden_size, points, metadata.get("normalize") == "true", mlp_rank)
         state = {(f"mlps.{key.replace('.mlp.', '.', 1)}" if ".mlp." in key else f"maps.{key}"): value.float()
                  for key, value in tensors.items()}
         try:

@@ -43,6 +43,22 @@ def test_a_version_1_file_still_loads(tmp_path):
     assert maps.mlp_rank == 0 and maps.exit_points == [4, 6]
 
 
+@pytest.mark.parametrize("bad", [{"hidden_size": None}, {"hidden_size": "wide"}, {"exit_points": "[4, 6"},
+                                 {"mlp_rank": "many"}])
+def test_damaged_metadata_is_one_clear_error(tmp_path, bad):
+    from safetensors.torch import save_file
+
+    metadata = {"format": "greencode-exit-maps/2", "hidden_size": "64", "exit_points": json.dumps([4]),
+                "normalize": "false", "mlp_rank": "0"}
+    metadata.update({key: value for key, value in bad.items() if value is not None})
+    for key in (key for key, value in bad.items() if value is None):
+        del metadata[key]
+    tensors = {"4.weight": torch.eye(64).half(), "4.bias": torch.zeros(64).half()}
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=metadata)
+    with pytest.raises(GreencodeError, match="bad.safetensors: damaged exit-maps metadata"):
+        ExitMaps.load(tmp_path / "bad.safetensors", 64)
+
+
 def test_maps_for_other_exit_points_or_another_width_are_one_clear_error(tmp_path):
     path = ExitMaps(64, [4, 6]).save(tmp_path / "maps.safetensors", "tiny")
     with pytest.raises(GreencodeError, match=r"maps.safetensors: exit maps are for exit points \[4, 6\]"):
