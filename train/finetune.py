@@ -19,24 +19,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
+from train.lite_callbacks import CheckpointOnInterrupt, StepClock, StepsFromArguments
 from train.lite_loss import distill_loss, lite_loss, measure_languages, sample_positions
 from train.lite_data import collate, exit_shortlist, prepare_data
+from train.lite_output import CHECKPOINTS, GREENCODE_JSON, RUN_JSON, check_output, check_steps_left, last_checkpoint
 from train.lite_report import layer_keys, measured_keys
-from train.run_lock import is_housekeeping, output_lock
+from train.run_lock import output_lock
 
-GREENCODE_JSON = "greencode.json"
-RUN_JSON = "run.json"  # measured before training; read back on --resume
-CHECKPOINTS = "checkpoints"
 LORA_ADAPTER = "lora-adapter"
 # What must match between a run and the one it resumes.
 RESUME_KEYS = ("base_model", "exit_points", "weights", "lora", "seq_len", "targets", "keep_final", "teacher")
@@ -100,116 +97,8 @@ class LiteTrainer(Trainer):
         super().log(logs, start_time)
 
 
-class CheckpointOnInterrupt(TrainerCallback):
-    """First Ctrl-C: finish the optimiser step, save a checkpoint, stop. A second one aborts at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\ngreencode: saving a checkpoint after this step (Ctrl-C again to abort without saving)",
-              flush=True)
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
-            control.should_save = True
-            control.should_training_stop = True
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-class StepClock(TrainerCallback):
-    """Seconds spent in optimiser steps (not in checkpoint saves or set-up), for tokens/s."""
-
-    def __init__(self):
-        self.steps, self.seconds, self._began = 0, 0.0, None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._began = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._began is not None:
-            self.steps += 1
-            self.seconds += time.perf_counter() - self._began
-
-
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def _last_checkpoint(output: Path) -> Path | None:
-    found = sorted((output / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return found[-1] if found else None
-
-
-def _stopped_before_first_checkpoint(output: Path) -> bool:
-    """run.json written, then stopped (a double Ctrl-C) before any checkpoint or model was saved."""
-    return ((output / RUN_JSON).is_file() and _last_checkpoint(output) is None
-            and not (output / GREENCODE_JSON).is_file())
-
-
-def _leftovers_only(output: Path) -> bool:
-    """The folder holds nothing but what an unfinished run writes (run.json, empty checkpoints, staging)."""
-    return all(is_housekeeping(entry.name) or entry.name in (RUN_JSON, CHECKPOINTS) or entry.name.startswith(".saving-")
-               for entry in output.iterdir())
-
-
-def check_output(output: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to write over an existing output unless asked to resume or overwrite it."""
-    if resume and overwrite:
-        raise GreencodeError("--resume and --overwrite exclude each other")
-    if resume:
-        if output.is_dir() and _stopped_before_first_checkpoint(output):
-            raise GreencodeError(f"{output}: the run stopped before its first checkpoint, so there is nothing to "
-                                 "resume; start it again without --resume")
-        if _last_checkpoint(output) is None or not (output / RUN_JSON).is_file():
-            raise GreencodeError(f"{output}: no checkpoint to resume from (expected {output / CHECKPOINTS}/checkpoint-N)")
-        return
-    if output.exists() and not output.is_dir():
-        raise GreencodeError(f"{output}: exists and is not a directory; choose another --output")
-    if output.is_dir() and _stopped_before_first_checkpoint(output) and _leftovers_only(output):
-        overwrite = True  # only an unfinished run's notes: nothing of value to keep, start it again
-    if output.is_dir() and any(not is_housekeeping(entry.name) for entry in output.iterdir()):
-        if not overwrite:
-            raise GreencodeError(f"{output}: already exists; pass --resume to continue it, --overwrite to replace "
-                                 "it, or another --output")
-        # The new run starts clean; the old model files stay until the new ones replace them.
-        shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
-        (output / RUN_JSON).unlink(missing_ok=True)
-
-
-def check_steps_left(output: Path, max_steps: int) -> None:
-    """Resuming a run whose checkpoint already reached its end would train one step more and rewrite the model."""
-    checkpoint = _last_checkpoint(output)
-    try:
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
-    except (OSError, ValueError, TypeError):
-        return  # the Trainer itself reports an unreadable checkpoint
-    step, planned = int(state.get("global_step", 0)), int(state.get("max_steps", 0))
-    limit = max_steps if max_steps > 0 else planned
-    if limit > 0 and step >= limit:
-        raise GreencodeError(f"{output}: the checkpoint is at step {step}, which already reaches "
-                             f"{'max_steps ' + str(max_steps) if max_steps > 0 else 'the end of its epochs'}; "
-                             "pass a larger --max-steps to train further")
-
-
-class StepsFromArguments(TrainerCallback):
-    """On --resume the Trainer restores save_steps and logging_steps from the checkpoint: use this run's."""
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        state.save_steps, state.logging_steps = args.save_steps, args.logging_steps
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -339,7 +228,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
     state = trainer.state
     tokens_per_step = size.batch_size * size.grad_accum * ft.seq_len * args.world_size
     if interrupt.requested:
-        return {"interrupted": True, "steps": state.global_step, "checkpoint": str(_last_checkpoint(output))}
+        return {"interrupted": True, "steps": state.global_step, "checkpoint": str(last_checkpoint(output))}
     if not trainer.is_world_process_zero():
         return {"steps": state.global_step}
 
