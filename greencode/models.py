@@ -25,6 +25,9 @@ TINY_SPECS = ("tiny-random-llama", "tiny-random-opt", "tiny-random-gpt2")
 TINY_LAYERS, TINY_HIDDEN, TINY_HEADS = 12, 64, 4
 GREENCODE_JSON = "greencode.json"  # written by `greencode train finetune` beside the weights
 ASSETS = Path(__file__).resolve().parent / "assets"  # the shipped adaptation of the default model
+# A fine-tuned model directory's own adaptation (exit maps, shortlist, agent), installed there by
+# `greencode train default --from DIR --install`; same layout as ASSETS.
+OWN_ADAPTATION = "adaptation"
 
 
 @dataclass
@@ -208,6 +211,12 @@ def shipped_adaptation() -> dict:
     return _read_json_if_present(ASSETS / "manifest.json", "reinstall greencode")
 
 
+def own_adaptation(directory: Path) -> dict:
+    """The manifest of a fine-tuned model directory's own adaptation (OWN_ADAPTATION), or {} if it has none."""
+    return _read_json_if_present(directory / OWN_ADAPTATION / "manifest.json",
+                                 f"build it again with `greencode train default --from {directory} --install`")
+
+
 def _apply_shipped_adaptation(adapter, tokenizer, manifest: dict, assets: Path) -> dict:
     """Attach the shipped exit maps; return the info the engine reads (exit points, agent path, shortlist)."""
     from greencode.exit_maps import ExitMaps
@@ -252,9 +261,10 @@ def resolve_device(device: str) -> str:
 
 
 def load_model(spec: str = "default", dtype: str = "float32", device: str = "auto",
-               cache: str = "", weights: str = "fp32") -> LoadedModel:
+               cache: str = "", weights: str = "fp32", adaptation: bool = True) -> LoadedModel:
     """Load `spec` with its tokenizer and adapter, in eval mode on `device`, its weights in the form `weights`
-    (greencode.weights: auto | fp32 | fp16 | int8)."""
+    (greencode.weights: auto | fp32 | fp16 | int8). adaptation: attach the exit maps, shortlist and agent that
+    `default` ships or a model directory carries (training leaves them off: it calibrates raw exits)."""
     import torch
 
     from greencode.adapters import adapter_for
@@ -268,6 +278,7 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
     torch_dtype = _torch_dtype(dtype)
     info: dict = {}
     name = spec
+    model_dir: Path | None = None  # a model directory, which may carry its own adaptation
     if spec in ("default", "default-base"):
         directory = default_model_dir(cache)
         model, tokenizer = _load_dir(directory, torch_dtype)
@@ -284,17 +295,20 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
         if not path.is_dir() or not (path / "config.json").is_file():
             raise GreencodeError(f"{spec}: not an HF model directory (no config.json)")
         model, tokenizer = _load_dir(path, torch_dtype)
-        info = _read_info(path)
+        info, model_dir = _read_info(path), path
     else:
         model, tokenizer = _load_hub(spec, torch_dtype)
     adapter = adapter_for(model)  # unsupported architectures fail here, before any work
     model.to(device).eval()
     model.requires_grad_(False)
     form = apply_weights(adapter, weights, device, torch_dtype)
-    manifest = shipped_adaptation() if spec == "default" else {}
-    if manifest:
+    if adaptation and spec == "default" and (manifest := shipped_adaptation()):
         info = _apply_shipped_adaptation(adapter, tokenizer, manifest, ASSETS)
         adapter.exit_maps.to(device)
         name = "SmolLM2-135M-Instruct (packaged) + greencode exit maps"
+    elif adaptation and model_dir is not None and (own := own_adaptation(model_dir)):
+        info = {**info, **_apply_shipped_adaptation(adapter, tokenizer, own, model_dir / OWN_ADAPTATION)}
+        adapter.exit_maps.to(device)
+        name = f"{spec} + its exit maps"
     return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, spec=spec, name=name, info=info,
                        load_seconds=time.perf_counter() - started, weights=form)

@@ -78,7 +78,7 @@ def run_step_benchmark(config, rounds: int = 3, echo=print) -> dict:
         raise GreencodeError(f"--bench-rounds {rounds}: give at least 1")
     ft = config.finetune
     size = step_size(ft, torch.cuda.is_available() and config.model.device != "cpu")
-    loaded = load_model(config.model.spec, "float32", "cpu", config.model.cache_dir)
+    loaded = load_model(config.model.spec, "float32", "cpu", config.model.cache_dir, adaptation=False)
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
     weights = lite_weights(loaded.num_layers, ft.weights, points)
     chunks = _chunks(config, loaded.tokenizer, size.batch_size * (rounds + 1))

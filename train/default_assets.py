@@ -176,7 +176,7 @@ def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, sp
     corpus = calibration_corpus(config, "train")  # bad input (a language missing) fails before any work
     validation = calibration_corpus(config, "validation")
     output.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(spec, device="cpu")
+    loaded = load_model(spec, device="cpu", adaptation=False)  # calibrates raw exits
     points = exit_points(loaded.num_layers)
     shortlist, shortlist_report = build_shortlist(loaded, corpus, validation, recipe, output, log)
 

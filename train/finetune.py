@@ -165,7 +165,8 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
             check_steps_left(output, size.max_steps)
     for note in size.notes:
         echo(note)
-    loaded = load_model(config.model.spec, "float32", "cpu", config.model.cache_dir)  # the Trainer places it
+    loaded = load_model(config.model.spec, "float32", "cpu", config.model.cache_dir,  # the Trainer places it
+                        adaptation=False)  # LITE trains the raw exits
     points = resolve_exit_points(config, loaded.num_layers, loaded.info)
     weights = lite_weights(loaded.num_layers, ft.weights, points)
     distill = ft.targets == "distill"

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -274,8 +275,46 @@ def test_train_default_from_a_lite_model_records_its_run(tmp_path):
     assert json.loads((tmp_path / "build" / "manifest.json").read_text())["lite"] == manifest["lite"]
 
 
+def _greencode(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "greencode.cli", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+def test_a_lite_model_loads_the_build_installed_into_its_folder(tmp_path):
+    """`train default --from DIR --install` puts the build into DIR/adaptation, and `--model DIR` uses it."""
+    from tests.train.test_default_assets import TINY_RECIPE, tiny_config, two_language_corpus
+    from tests.train.test_finetune import FAST
+    from train.default_assets import build_default
+
+    config = tiny_config(two_language_corpus(tmp_path / "corpus"))
+    lite = tmp_path / "lite"
+    run_finetune(replace(config, model={"spec": "tiny-random-llama"}, finetune=FAST), output=lite, max_steps=2,
+                 echo=lambda _: None)
+    assert load_model(str(lite), device="cpu").adapter.exit_maps is None  # nothing installed yet
+    build_default(config, tmp_path / "build", TINY_RECIPE, log=lambda _: None, spec=str(lite))
+    installed = _greencode("train", "default", "--from", str(lite), "--output", str(tmp_path / "build"), "--install-only")
+    assert installed.returncode == 0, installed.stderr
+    assert (lite / "adaptation" / "manifest.json").is_file()
+
+    loaded = load_model(str(lite), device="cpu")
+    assert loaded.adapter.exit_maps is not None and loaded.name == f"{lite} + its exit maps"
+    assert Path(loaded.info["agent_path"]).parent == lite / "adaptation"
+    assert loaded.info["base_model"] == "tiny-random-llama"  # greencode.json is read beside the adaptation
+    assert len(loaded.info["shortlist"]) == TINY_RECIPE.shortlist
+    assert load_model(str(lite), device="cpu", adaptation=False).adapter.exit_maps is None
+    code = str(tmp_path / "corpus" / "py" / "atomic.py")
+    completed = _greencode("complete", code, "--model", str(lite), "--policy", "agent:0.5", "--max-new-tokens", "4")
+    assert completed.returncode == 0, completed.stderr
+    assert "no exit agent" not in completed.stderr  # no fallback note: the model's own agent was found
+
+    (lite / "adaptation" / "manifest.json").write_text("{not json")
+    damaged = _greencode("complete", code, "--model", str(lite), "--max-new-tokens", "2")
+    assert damaged.returncode == 2 and len(damaged.stderr.strip().splitlines()) == 1, damaged.stderr
+    assert "adaptation/manifest.json: unreadable" in damaged.stderr and "--install" in damaged.stderr
+
+
 @pytest.mark.parametrize("extra, message", [
-    (["--install"], "with --install: the shipped default applies its assets to default-base's weights"),
+    (["--install"], "not a model directory (no config.json)"),
     ([], "not a model directory (no config.json)"),
 ])
 def test_train_default_from_bad_input_is_one_line(tmp_path, extra, message):

@@ -26,13 +26,15 @@ def command(ctx: typer.Context,
             tokens_per_sample: int = typer.Option(Recipe.tokens_per_sample, help="Greedy tokens generated per trajectory prompt."),
             timesteps: int = typer.Option(Recipe.timesteps, help="PPO steps with the paper's rewards (0 = supervised agent only); "
                                           "PPO ships only when its held-out trade-off is at least as good."),
-            install: bool = typer.Option(False, "--install", help="Put the artifacts into greencode/assets/."),
+            install: bool = typer.Option(False, "--install", help="Put the artifacts into greencode/assets/ (with --from DIR: "
+                                         "into DIR/adaptation/, which `--model DIR` then loads)."),
             install_only: bool = typer.Option(False, "--install-only", help="Install what OUTPUT holds; train nothing."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Build again into an OUTPUT that holds a build "
                                            "(its caches are reused when they match)."),
             from_dir: Optional[str] = typer.Option(None, "--from", help="Build on a fine-tuned model directory "
                                                    "(greencode train finetune's OUTPUT) instead of default-base; "
-                                                   "the manifest records its LITE run.")) -> None:
+                                                   "the manifest records its LITE run; --install puts the build "
+                                                   "into DIR/adaptation/.")) -> None:
     """Calibrate the packaged SmolLM2-135M on Python (stdlib) and Java (a JDK's src.zip): a shortlist exit head,
     exit maps (least squares, KL, low-rank MLP: the best on held-out tokens), and an exit agent.
 
@@ -41,14 +43,11 @@ def command(ctx: typer.Context,
     """
     from greencode.cli import load_context_config
     from greencode.errors import GreencodeError
+    from greencode.models import ASSETS, OWN_ADAPTATION
     from train.default_assets import MANIFEST, build_default, install as install_assets
 
     config = load_context_config(ctx)
     target = Path(output)
-    if from_dir is not None and (install or install_only):
-        raise GreencodeError(f"--from {from_dir} with --install: the shipped default applies its assets to default-base's "
-                             "weights, which a build on a fine-tuned model does not fit; evaluate it with "
-                             f"greencode eval --model {from_dir} instead")
     if from_dir is not None and not (Path(from_dir).expanduser() / "config.json").is_file():
         raise GreencodeError(f"--from {from_dir}: not a model directory (no config.json); give the OUTPUT of "
                              "greencode train finetune")
@@ -63,5 +62,7 @@ def command(ctx: typer.Context,
                                  spec=from_dir or "default-base")
         typer.echo(f"exit maps: {manifest['adaptation']['chosen']}; agent: {manifest['agent_training']['chosen']}")
     if install or install_only:
-        for path in install_assets(target):
+        # The shipped default's assets fit default-base's weights; a fine-tuned model's go into its own folder.
+        where = ASSETS if from_dir is None else Path(from_dir).expanduser() / OWN_ADAPTATION
+        for path in install_assets(target, where):
             typer.echo(f"installed {path}")
