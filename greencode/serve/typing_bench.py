@@ -1,7 +1,7 @@
 """Typing benchmark of `greencode serve`: an editor's requests while the user types, with and without
 prefix reuse, side by side in one run (loopback only, bounded).
 
-    nice -n 10 python -m greencode.serve.typing_bench --model default --requests 30
+    greencode typing-bench --model default --requests 30
 
 Two server processes on 127.0.0.1 serve the same model, one with [engine].prefix_cache on and one with
 it off. A cursor is placed at the end of a line near [eval].context_fraction of a test-split file; the
@@ -14,15 +14,10 @@ latency of each, their ratio, whether the completions are identical, and the pro
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-from pathlib import Path
-from typing import Optional
 
 import typer
 
-from greencode.atomic import atomic_write_text
 from greencode.errors import GreencodeError
 from greencode.serve.loadtest import _free_port, _percentile, serve_command, serve_process
 
@@ -115,7 +110,7 @@ def _report(info: dict, servers: dict, session: list, step: int, max_new_tokens:
     }
 
 
-def _print(report: dict) -> None:
+def print_report(report: dict) -> None:
     lat = report["latency_s"]
     typer.echo(f"model {report['model']} | policy {report['policy']} | "
                f"{report['cpu_threads']} CPU thread(s) per server")
@@ -127,33 +122,3 @@ def _print(report: dict) -> None:
     typer.echo(f"with reuse / without: p50 x{report['p50_ratio']}, p95 x{report['p95_ratio']}; "
                f"{report['reused_prompt_tokens_mean']} prompt tokens reused per request after the first; "
                f"identical completions {report['identical_completions']}/{report['requests']}")
-
-
-def main(model: str = typer.Option("default", help="Model spec both servers load."),
-         policy: str = typer.Option("confidence:0.9", help="The servers' exit policy."),
-         requests: int = typer.Option(30, help=f"Requests in the typing session (2..{MAX_REQUESTS})."),
-         step: int = typer.Option(3, help=f"Characters typed between requests (1..{MAX_STEP})."),
-         context_chars: int = typer.Option(1500, help="About this many characters before the cursor."),
-         max_new_tokens: int = typer.Option(15, help="New tokens per request."),
-         time_limit: float = typer.Option(1800, help="Give up after this many seconds."),
-         server_threads: int = typer.Option(1, help="torch CPU threads of each server."),
-         config_path: Optional[str] = typer.Option(None, "--config", help="greencode.toml for [data] and [eval]."),
-         json_out: Optional[str] = typer.Option(None, "--json", help="Also write the report as JSON here.")) -> None:
-    """Time an editor's requests while the user types, with and without prefix reuse (loopback only)."""
-    from greencode.config import load_config
-
-    report = run_typing_bench(model, policy, requests, step, context_chars, max_new_tokens, time_limit,
-                              load_config(config_path), server_threads)
-    _print(report)
-    if json_out:
-        target = Path(json_out)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target, json.dumps(report, indent=2))
-
-
-if __name__ == "__main__":
-    try:
-        typer.run(main)
-    except GreencodeError as exc:
-        typer.echo(f"greencode: error: {exc}", err=True)
-        sys.exit(2)

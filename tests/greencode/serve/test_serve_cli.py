@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -102,3 +103,18 @@ def test_serve_bench_is_a_greencode_command_with_one_line_errors():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "greencode: error: --requests must be in 1..5000 and --concurrency in 1..256"
+
+
+def test_typing_bench_is_a_greencode_command_with_one_line_errors(tmp_path):
+    listed = subprocess.run([sys.executable, "-m", "greencode.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert "typing-bench" in listed.stdout
+    result = subprocess.run([sys.executable, "-m", "greencode.cli", "typing-bench", "--requests", "1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "greencode: error: --requests must be in 2..500 and --step in 1..40"
+    ran = subprocess.run([sys.executable, "-m", "greencode.cli", "typing-bench", "--model", "tiny-random-llama",
+                          "--policy", "full", "--requests", "2", "--context-chars", "400", "--max-new-tokens", "2",
+                          "--json", str(tmp_path / "typing.json")], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert "with reuse / without" in ran.stdout
+    assert json.loads((tmp_path / "typing.json").read_text())["requests"] == 2
