@@ -16,6 +16,7 @@ from textual.worker import get_current_worker
 
 from greencode.errors import GreencodeError
 from greencode.events import CompletionSummary, TokenEvent
+from greencode.fim import SuffixStop
 from greencode.prefix_cache import text_window
 from tui.editor import CodeEditor
 from tui.engines import EngineFactory, describe_engine
@@ -32,6 +33,8 @@ from tui.settings import TuiSettings
 from greencode.source import SourceFile
 from tui.stats import CompletionStats, SessionStats
 
+SUFFIX_LINES = 40  # lines after the cursor a block's stop rule reads (it needs only the first non-blank one)
+
 
 @dataclass
 class LiveCompletion:
@@ -46,6 +49,12 @@ class LiveCompletion:
     events: list[TokenEvent] = field(default_factory=list)
     summary: CompletionSummary | None = None
     accepted: int = 0  # characters of it already inserted by a word/line accept
+
+    def pieces(self) -> list[tuple[str, int]]:
+        """What Tab would insert so far, as (text, exit layer) pieces: cut at the end of the line in line mode,
+        before the code after the cursor in block mode, at the final text once it is done."""
+        final = self.summary.text if self.summary is not None else None
+        return ghost_pieces(self.events, final, self.stop_at_eol, self.options.get("stop_rule"))
 
 
 class GreencodeApp(KnobActions, CompareActions, FileActions, LensActions, App[None]):
@@ -193,8 +202,18 @@ class GreencodeApp(KnobActions, CompareActions, FileActions, LensActions, App[No
 
     def _options(self, line_mode: bool) -> dict:
         tokens = self.settings.line_tokens if line_mode else self.settings.block_tokens
-        return {"policy": self.policy, "max_new_tokens": tokens, "stop_at_eol": line_mode,
-                "temperature": self.settings.temperature, "top_p": self.settings.top_p}
+        options = {"policy": self.policy, "max_new_tokens": tokens, "stop_at_eol": line_mode,
+                   "temperature": self.settings.temperature, "top_p": self.settings.top_p}
+        if not line_mode:  # a block stops before it repeats the code after the cursor, as the server's suffix rule
+            options["stop_rule"] = SuffixStop(self._prompt(), self._suffix())
+        return options
+
+    def _suffix(self) -> str:
+        """The code after the cursor (SUFFIX_LINES lines of it: the rule reads only the first lines)."""
+        editor = self.editor
+        row, column = editor.cursor_location
+        last = min(editor.document.line_count - 1, row + SUFFIX_LINES)
+        return editor.get_text_range((row, column), (last, len(editor.document.get_line(last))))
 
     def _stream_tokens(self, prompt: str, options: dict, post_event) -> CompletionSummary:
         """In a worker thread: iterate the engine's stream, post each token, stop early when cancelled."""
@@ -268,8 +287,7 @@ class GreencodeApp(KnobActions, CompareActions, FileActions, LensActions, App[No
             self.preview.show(f"completion failed: {message.error}", [], 1)
 
     def _show_live(self, live: LiveCompletion, status: str) -> None:
-        final = live.summary.text if live.summary is not None else None
-        pieces = drop_chars(ghost_pieces(live.events, final, live.stop_at_eol), live.accepted)
+        pieces = drop_chars(live.pieces(), live.accepted)
         num_layers = live.stats.num_layers
         editor = self.editor
         if pieces:

@@ -10,12 +10,18 @@ from greencode.events import TokenEvent, eol_cut
 NEWLINE_MARK = "\u21b5"  # ↵ : a completion's line break, drawn inline at the cursor
 
 
-def ghost_pieces(events: Iterable[TokenEvent], final_text: str | None = None,
-                 stop_at_eol: bool = False) -> list[tuple[str, int]]:
-    """Token texts with their exit layers, cut at final_text's length (or, while streaming, at line end)."""
+def ghost_pieces(events: Iterable[TokenEvent], final_text: str | None = None, stop_at_eol: bool = False,
+                 stop_rule=None) -> list[tuple[str, int]]:
+    """Token texts with their exit layers, cut at final_text's length (or, while streaming, at line end, or
+    where `stop_rule` (greencode.fim.SuffixStop) says a later cut may reach)."""
     pieces = [(event.text, event.exit_layer) for event in events if event.text]
     joined = "".join(text for text, _ in pieces)
-    limit = len(final_text) if final_text is not None else (eol_cut(joined) if stop_at_eol else None)
+    if final_text is not None:
+        limit = len(final_text)
+    elif stop_at_eol:
+        limit = eol_cut(joined)
+    else:
+        limit = stop_rule.visible(joined) if stop_rule is not None else None
     if limit is None:
         return pieces
     kept, used = [], 0

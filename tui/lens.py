@@ -8,7 +8,7 @@ from textual import work
 from textual.worker import get_current_worker
 
 from greencode.sweep import run_sweep, sweep_thresholds
-from tui.ghost import drop_chars, ghost_pieces, next_line, next_word
+from tui.ghost import drop_chars, next_line, next_word
 from tui.goto import GotoLineScreen
 from tui.inspector import InspectorScreen
 from tui.messages import (GhostClicked, GhostPartRequested, OracleMarked, SweepFinished, SweepRowDone)
@@ -73,8 +73,7 @@ class LensActions:
         live = self.live
         if live is None:
             return
-        final = live.summary.text if live.summary is not None else None
-        pieces = ghost_pieces(live.events, final, live.stop_at_eol)
+        pieces = live.pieces()
         hidden = len(pieces) - len(drop_chars(pieces, live.accepted))  # whole pieces already accepted
         with_text = [e.index for e in live.events if e.text]
         position = message.piece + hidden

@@ -33,8 +33,9 @@ def fake_scores(index: int, exit_points: list[int], exit_layer: int) -> tuple:
 
 class FakeCompletion:
     def __init__(self, engine: "FakeEngine", policy: str, max_new_tokens: int, stop_at_eol: bool,
-                 record: bool = False):
+                 record: bool = False, stop_rule=None):
         self.engine, self.max_new_tokens, self.stop_at_eol, self.record = engine, max_new_tokens, stop_at_eol, record
+        self.stop_rule = stop_rule  # as the real engine: stop once it cuts, and cut the final text with it
         self.policy = policy
         self._cancelled = threading.Event()
         self.summary: CompletionSummary | None = None
@@ -89,6 +90,9 @@ class FakeCompletion:
                 if self.stop_at_eol and eol_cut(text) is not None:
                     reason = "eol"
                     break
+                if self.stop_rule is not None and self.stop_rule.cut(text) is not None:
+                    reason = "stop"
+                    break
                 if index == self.max_new_tokens - 1:
                     break
                 if self._cancelled.is_set():
@@ -96,6 +100,8 @@ class FakeCompletion:
                     break
         finally:
             final = text[:eol_cut(text)] if reason == "eol" else text
+            cut = self.stop_rule.cut(final, finished=True) if self.stop_rule is not None else None
+            final = final if cut is None else final[:cut]
             self.summary = CompletionSummary.of(
                 events, L, text=final, prompt_tokens=3, dropped_prompt_tokens=0,
                 seconds=SECONDS_PER_TOKEN * max(0, len(events) - 1), prefill_seconds=SECONDS_PER_TOKEN,
@@ -173,10 +179,10 @@ class FakeEngine:
         return f"{kind}:{float(arg):g}" if kind in THRESHOLD_KINDS else policy
 
     def stream(self, prompt, policy="full", max_new_tokens=15, stop=None, stop_at_eol=False, temperature=0.0,
-               top_p=1.0, record=False, seed=None, prefilled=None, record_scores=True) -> FakeCompletion:
+               top_p=1.0, record=False, seed=None, prefilled=None, record_scores=True, stop_rule=None) -> FakeCompletion:
         if not prompt:
             raise GreencodeError("the prompt is empty: give some code before the cursor")
         self.prompts.append(prompt)
         policy = self.make_policy(policy)
         self.streamed_policies.append(policy)
-        return FakeCompletion(self, policy, max_new_tokens, stop_at_eol, record)
+        return FakeCompletion(self, policy, max_new_tokens, stop_at_eol, record, stop_rule)

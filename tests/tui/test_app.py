@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from greencode.errors import GreencodeError
@@ -172,6 +174,34 @@ async def test_block_mode_runs_past_the_end_of_the_line(tmp_path):
         assert editor.suggestion == "print(fibonacci(10))\u21b5    return"  # drawn on one line at the cursor
         await pilot.press("tab")
         assert editor.text.endswith("    print(fibonacci(10))\n    return")
+
+
+async def test_a_block_stops_before_repeating_the_code_after_the_cursor(tmp_path):
+    text = "def fibonacci(n):\n    return n\n\n\ndef main():\n    \n    return 0\n"
+    app, engine, _ = make_app(tmp_path, text=text, block_tokens=10, mode="block")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        editor = app.query_one(CodeEditor)
+        editor.move_cursor((5, 4))  # the empty line above `return 0`
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: app.live and app.live.summary, what="a block completion")
+        # the script goes on with "\n    return", which the line after the cursor already says
+        assert engine.summaries[-1].text == "print(fibonacci(10))"
+        assert editor.ghost_text == "print(fibonacci(10))"
+        await pilot.press("tab")
+        assert editor.text == "def fibonacci(n):\n    return n\n\n\ndef main():\n    print(fibonacci(10))\n    return 0\n"
+
+
+async def test_while_streaming_a_block_shows_only_what_the_suffix_rule_will_keep():
+    from greencode.fim import SuffixStop
+    from tui.ghost import ghost_pieces
+
+    events = [SimpleNamespace(text=text, exit_layer=layer) for text, layer in
+              [("x = 1", 4), ("\n", 30), ("    ret", 8)]]
+    rule = SuffixStop("def f():\n    ", "\n    return x\n")
+    # "    ret" may yet become "return x" (the suffix's first line): it is held back, the rest is shown
+    assert ghost_pieces(events, stop_rule=rule) == [("x = 1", 4)]
+    assert ghost_pieces(events) == [("x = 1", 4), ("\n", 30), ("    ret", 8)]
 
 
 async def test_idle_pause_triggers_a_completion(tmp_path):
