@@ -65,10 +65,10 @@ class DataConfig:
 class FinetuneConfig:
     output: str = _opt("runs/lite")
     targets: str = _opt("distill", choices=("distill", "labels"))  # distill: KL to the frozen teacher; labels: eq. 1
-    keep_final: float = _opt(1.0, lo=0.0)  # distill: extra weight on the final layer's KL to the teacher
+    keep_final: float = _opt(100.0, lo=0.0)  # distill: weight on the final layer's KL to the teacher (a guard: 0 at the start)
     teacher: str = _opt("")  # distill: "" = the model being fine-tuned, frozen as it starts; else a spec
     teacher_cache: str = _opt("")  # distill: "" = teacher runs per batch; DIR = its final states cached there
-    learning_rate: float = _opt(1e-5, lo=0.0, hi=1.0)
+    learning_rate: float = _opt(0.0, lo=0.0, hi=1.0)  # 0 = auto: 1e-5 with full weights (paper), 3e-4 with LoRA
     batch_size: int = _opt(0, lo=0)  # 0 = auto: 4 on a GPU (paper), 2 on a CPU
     grad_accum: int = _opt(0, lo=0)  # 0 = auto: 32 on a GPU (paper), 4 on a CPU
     epochs: float = _opt(1.0, lo=0.0)
@@ -76,7 +76,7 @@ class FinetuneConfig:
     seq_len: int = _opt(256, lo=8)
     weights: Any = _opt("geometric")  # geometric | uniform | [w per exit point..., w final]
     exit_position_fraction: float = _opt(1.0, lo=0.0, hi=1.0)  # share of positions whose exit losses count
-    lora: bool = _opt(False)
+    lora: bool | str = _opt("auto", choices=("auto", True, False))  # auto: LoRA on a CPU, full weights on a GPU (paper)
     lora_rank: int = _opt(16, lo=1)
     lora_alpha: int = _opt(32, lo=1)
     bf16: str = _opt("auto", choices=("auto", "on", "off"))
@@ -206,7 +206,13 @@ def _check_finite(value: Any, where: str, dotted: str) -> None:
             raise GreencodeError(f"{where}: '{dotted}' = {value!r} is not a finite number; give a plain number")
 
 
+def _toml_spelling(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _type_name(annotation: Any) -> str:
+    if typing.get_args(annotation) and annotation is not Any:  # a union such as bool | str
+        return " or ".join(_type_name(part) for part in typing.get_args(annotation))
     return {Any: "a string or a list"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
@@ -237,7 +243,8 @@ def _build(cls: type, values: dict, where: str, prefix: str) -> Any:
             value = float(value)
         if meta.get("choices") and value not in meta["choices"]:
             raise GreencodeError(
-                f"{where}: '{dotted}' = {value!r} is not allowed; choose one of: {', '.join(meta['choices'])}"
+                f"{where}: '{dotted}' = {value!r} is not allowed; choose one of: "
+                f"{', '.join(_toml_spelling(choice) for choice in meta['choices'])}"
             )
         lo, hi = meta.get("lo"), meta.get("hi")
         if (lo is not None and value < lo) or (hi is not None and value > hi):

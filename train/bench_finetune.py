@@ -31,6 +31,7 @@ class _Student:
 def _student(base, lora: bool, ft) -> _Student:
     from greencode.adapters import adapter_for
     from train.finetune import _lora_wrap
+    from train.lite_schedule import learning_rate
 
     model = copy.deepcopy(base).requires_grad_(True)
     adapter = adapter_for(model)  # LoRA wraps the same modules in place, so the adapter still reads them
@@ -38,7 +39,7 @@ def _student(base, lora: bool, ft) -> _Student:
         model = _lora_wrap(model, ft.lora_rank, ft.lora_alpha)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    return _Student(model, adapter, torch.optim.AdamW(params, lr=ft.learning_rate))
+    return _Student(model, adapter, torch.optim.AdamW(params, lr=learning_rate(ft, lora)))
 
 
 def _step(student: _Student, ids: torch.Tensor, targets: str, shortlist, teacher, weights, ft) -> None:

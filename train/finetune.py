@@ -178,7 +178,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
          f"{skipped} files skipped as not UTF-8")
     shortlist = exit_shortlist(config, loaded) if distill else None
     run = {"base_model": loaded.info.get("base_model", loaded.spec), "exit_points": points,
-           "weights": layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if ft.lora else False,
+           "weights": layer_keys(weights), "lora": {"rank": ft.lora_rank, "alpha": ft.lora_alpha} if size.lora else False,
            "seq_len": ft.seq_len, "targets": ft.targets, "keep_final": ft.keep_final if distill else None,
            "teacher": teacher.name if distill else None,
            "shortlist": None if shortlist is None else len(shortlist)}
@@ -191,7 +191,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
 
     model = loaded.model
     model.requires_grad_(True)
-    if ft.lora:
+    if size.lora:
         model = _lora_wrap(model, ft.lora_rank, ft.lora_alpha)
     model.train()
     if distill and ft.teacher_cache:
@@ -199,7 +199,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
                                   echo)
     args = TrainingArguments(
         output_dir=str(output / CHECKPOINTS), per_device_train_batch_size=size.batch_size,
-        gradient_accumulation_steps=size.grad_accum, learning_rate=ft.learning_rate, num_train_epochs=ft.epochs,
+        gradient_accumulation_steps=size.grad_accum, learning_rate=size.learning_rate, num_train_epochs=ft.epochs,
         max_steps=size.max_steps, logging_steps=ft.logging_steps,
         save_strategy="steps", save_steps=ft.save_steps, save_total_limit=1, bf16=bf16_enabled(ft.bf16),
         seed=ft.seed, report_to="none", remove_unused_columns=False, use_cpu=not use_cuda,
@@ -236,7 +236,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
     staging = output / f".saving-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     final = trainer.accelerator.unwrap_model(trainer.model)
-    if ft.lora:
+    if size.lora:
         final.save_pretrained(staging / LORA_ADAPTER)  # the un-merged adapter, before merging changes it
         final = final.merge_and_unload()
     echo("measuring exit agreement after training ...")
@@ -246,7 +246,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
             "throughput_tokens_per_s": round(clock.steps * tokens_per_step / max(clock.seconds, 1e-9), 2),
             "corpus": config.data.corpus, "validation_tokens": measured["tokens"],
             "batch_size": size.batch_size, "grad_accum": size.grad_accum,
-            "learning_rate": ft.learning_rate, "exit_position_fraction": ft.exit_position_fraction,
+            "learning_rate": size.learning_rate, "exit_position_fraction": ft.exit_position_fraction,
             "bf16": args.bf16, "world_size": args.world_size, "train_seconds": round(clock.seconds, 1)}
     _save_final(final, loaded.tokenizer, output, info, staging)
     return info

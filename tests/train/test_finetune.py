@@ -19,7 +19,7 @@ from greencode.models import load_model
 from train.finetune import CHECKPOINTS, LORA_ADAPTER, run_finetune
 from train.lite_loss import lite_loss, measure_exits, sample_positions
 
-FAST = {"batch_size": 4, "grad_accum": 1, "seq_len": 32, "learning_rate": 3e-3, "logging_steps": 5,
+FAST = {"batch_size": 4, "grad_accum": 1, "seq_len": 32, "learning_rate": 3e-3, "logging_steps": 5, "lora": False,
         "validation_tokens": 512, "save_steps": 1000}
 
 
