@@ -36,9 +36,11 @@ def model_info(config: Config) -> dict:
         if key in loaded.info:
             facts[key] = loaded.info[key]
     adaptation = loaded.info.get("adaptation")
-    if adaptation:  # the shipped default: exit maps + agent
+    if adaptation:  # exit maps + agent: the shipped default's, or a fine-tuned model's own (DIR/adaptation)
         facts["adaptation"] = adaptation["adaptation"]["method"]
-        facts["agreement_before"] = adaptation["adaptation"]["agreement_before"]
-        facts["agreement_after"] = adaptation["adaptation"]["agreement_after"]
+        # A LITE model already shows its fine-tuning's agreement: the maps' figures go beside it, not over it.
+        prefix = "maps_" if "agreement_before" in facts else ""
+        facts[f"{prefix}agreement_before"] = adaptation["adaptation"]["agreement_before"]
+        facts[f"{prefix}agreement_after"] = adaptation["adaptation"]["agreement_after"]
         facts["agent"] = loaded.info["agent_path"]
     return facts

@@ -322,6 +322,14 @@ def test_a_lite_model_loads_the_build_installed_into_its_folder(tmp_path):
     assert loaded.info["base_model"] == "tiny-random-llama"  # greencode.json is read beside the adaptation
     assert len(loaded.info["shortlist"]) == TINY_RECIPE.shortlist
     assert load_model(str(lite), device="cpu", adaptation=False).adapter.exit_maps is None
+    from greencode.config import load_config
+    from greencode.info import model_info
+
+    facts = model_info(replace(load_config(None), model={"spec": str(lite)}))
+    lite_run = json.loads((lite / "greencode.json").read_text())
+    assert facts["agreement_after"] == lite_run["agreement_after"]  # the fine-tuning's figures, not the maps'
+    assert facts["maps_agreement_after"] == json.loads((lite / "adaptation" / "manifest.json").read_text())[
+        "adaptation"]["agreement_after"]
     code = str(tmp_path / "corpus" / "py" / "atomic.py")
     completed = _greencode("complete", code, "--model", str(lite), "--policy", "agent:0.5", "--max-new-tokens", "4")
     assert completed.returncode == 0, completed.stderr
