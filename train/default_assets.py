@@ -227,6 +227,23 @@ def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, sp
     return manifest
 
 
+def check_fits(output: Path, model_dir: str | None) -> None:
+    """A build goes only where the model it was calibrated on is loaded: default-base's into greencode/assets/,
+    a fine-tuned model's (`--from DIR`) into DIR/adaptation/. Maps calibrated on other weights would load without
+    complaint (same shapes) and exit wrongly."""
+    try:
+        built_on = (json.loads((output / MANIFEST).read_text()).get("lite") or {}).get("model")
+    except (OSError, ValueError, AttributeError):
+        return  # install() names a missing or unreadable manifest
+    if model_dir is None and built_on:
+        raise GreencodeError(f"{output}: built on {built_on}, not default-base, so it does not fit the shipped "
+                             f"default; install it into that model with --from {built_on}")
+    if model_dir is not None and (built_on is None or
+                                  Path(built_on).expanduser().resolve() != Path(model_dir).expanduser().resolve()):
+        raise GreencodeError(f"{output}: built on {built_on or 'default-base'}, not {model_dir}; build it with "
+                             f"greencode train default --from {model_dir} --output DIR first")
+
+
 def install(output: Path, assets: Path = ASSETS) -> list[Path]:
     """Put a build into `assets` so that readers see the old set or the new one, never a mix.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import torch
 from greencode.config import replace
 from greencode.errors import GreencodeError
 from greencode.exits import lite_weights
-from greencode.models import load_model
+from greencode.models import ASSETS, load_model
 from tests.train.test_finetune import _config as _any_config
 from tests.train.test_finetune import _corpus
 from train.finetune import RUN_JSON, run_finetune
@@ -304,7 +305,7 @@ def test_a_lite_model_loads_the_build_installed_into_its_folder(tmp_path):
     """`train default --from DIR --install` puts the build into DIR/adaptation, and `--model DIR` uses it."""
     from tests.train.test_default_assets import TINY_RECIPE, tiny_config, two_language_corpus
     from tests.train.test_finetune import FAST
-    from train.default_assets import build_default
+    from train.default_assets import build_default, check_fits
 
     config = tiny_config(two_language_corpus(tmp_path / "corpus"))
     lite = tmp_path / "lite"
@@ -312,6 +313,17 @@ def test_a_lite_model_loads_the_build_installed_into_its_folder(tmp_path):
                  echo=lambda _: None)
     assert load_model(str(lite), device="cpu").adapter.exit_maps is None  # nothing installed yet
     build_default(config, tmp_path / "build", TINY_RECIPE, log=lambda _: None, spec=str(lite))
+    # A build goes only into the model it was calibrated on: not into the shipped default (checked in-process:
+    # the command would write greencode/assets/), nor into another model's folder.
+    with pytest.raises(GreencodeError, match=f"built on {lite}, not default-base"):
+        check_fits(tmp_path / "build", None)
+    shipped_before = sorted(path.name for path in ASSETS.iterdir())
+    shutil.copytree(lite, tmp_path / "lite2", ignore=shutil.ignore_patterns("checkpoints"))
+    refused = _greencode("train", "default", "--from", str(tmp_path / "lite2"), "--output", str(tmp_path / "build"),
+                         "--install-only")
+    assert refused.returncode == 2 and f"built on {lite}, not {tmp_path / 'lite2'}" in refused.stderr
+    assert not (tmp_path / "lite2" / "adaptation").exists()
+    assert sorted(path.name for path in ASSETS.iterdir()) == shipped_before
     installed = _greencode("train", "default", "--from", str(lite), "--output", str(tmp_path / "build"), "--install-only")
     assert installed.returncode == 0, installed.stderr
     assert (lite / "adaptation" / "manifest.json").is_file()

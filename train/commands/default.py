@@ -44,7 +44,7 @@ def command(ctx: typer.Context,
     from greencode.cli import load_context_config
     from greencode.errors import GreencodeError
     from greencode.models import ASSETS, OWN_ADAPTATION
-    from train.default_assets import MANIFEST, build_default, install as install_assets
+    from train.default_assets import MANIFEST, build_default, check_fits, install as install_assets
 
     config = load_context_config(ctx)
     target = Path(output)
@@ -63,6 +63,7 @@ def command(ctx: typer.Context,
         typer.echo(f"exit maps: {manifest['adaptation']['chosen']}; agent: {manifest['agent_training']['chosen']}")
     if install or install_only:
         # The shipped default's assets fit default-base's weights; a fine-tuned model's go into its own folder.
+        check_fits(target, from_dir)
         where = ASSETS if from_dir is None else Path(from_dir).expanduser() / OWN_ADAPTATION
         for path in install_assets(target, where):
             typer.echo(f"installed {path}")
