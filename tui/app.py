@@ -193,19 +193,19 @@ class GreencodeApp(KnobActions, CompareActions, FileActions, LensActions, App[No
         self._run_id += 1
         line_mode = self.mode == "line"
         editor = self.editor
-        options = self._options(line_mode)
+        options = self._options(line_mode, prompt)
         self.live = LiveCompletion(self._run_id, editor.cursor_location, line_mode,
                                    CompletionStats(self.engine.num_layers), prompt, options)
         self.preview.show(f"{self.policy} · waiting for the first token...", [], 1)
         self.run_completion(self._run_id, prompt, options)
         return None
 
-    def _options(self, line_mode: bool) -> dict:
+    def _options(self, line_mode: bool, prompt: str) -> dict:
         tokens = self.settings.line_tokens if line_mode else self.settings.block_tokens
         options = {"policy": self.policy, "max_new_tokens": tokens, "stop_at_eol": line_mode,
                    "temperature": self.settings.temperature, "top_p": self.settings.top_p}
         if not line_mode:  # a block stops before it repeats the code after the cursor, as the server's suffix rule
-            options["stop_rule"] = SuffixStop(self._prompt(), self._suffix())
+            options["stop_rule"] = SuffixStop(prompt, self._suffix())
         return options
 
     def _suffix(self) -> str:

@@ -36,7 +36,7 @@ class CompareActions:
         self._run_id += 1
         self._compare_run_id = self._run_id
         self.push_screen(CompareScreen(early, self.engine.num_layers, line_mode), lambda _: self.cancel_completion())
-        self.run_compare(self._run_id, prompt, early, self._options(line_mode))
+        self.run_compare(self._run_id, prompt, early, self._options(line_mode, prompt))
 
     @work(thread=True, exclusive=True, group="complete")
     def run_compare(self, run_id: int, prompt: str, early: str, options: dict) -> None:

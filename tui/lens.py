@@ -140,7 +140,7 @@ class LensActions:
         self._run_id += 1
         self._sweep_run_id = self._run_id
         self.push_screen(SweepScreen(kind, thresholds, self.engine.num_layers), lambda value: self._sweep_closed(kind, value))
-        self.run_sweep(self._run_id, prompt, kind, thresholds, self._options(self.mode == "line"))
+        self.run_sweep(self._run_id, prompt, kind, thresholds, self._options(self.mode == "line", prompt))
 
     @work(thread=True, exclusive=True, group="complete")
     def run_sweep(self, run_id: int, prompt: str, kind: str, thresholds: list[float], options: dict) -> None:
