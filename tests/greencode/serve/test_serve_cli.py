@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from tests.greencode.serve.serve_server import PROMPT, wait_for
 
@@ -96,22 +97,20 @@ def test_typing_benchmark_runs_both_servers_side_by_side():
     assert "--engine.prefix_cache 0" in report["server_commands"]["no_reuse"]
 
 
-def test_serve_bench_is_a_greencode_command_with_one_line_errors():
+@pytest.mark.parametrize("command, bad, message", [
+    ("serve-bench", "0", "--requests must be in 1..5000 and --concurrency in 1..256"),
+    ("typing-bench", "1", "--requests must be in 2..500 and --step in 1..40"),
+])
+def test_benchmarks_are_greencode_commands_with_one_line_errors(command, bad, message):
     listed = subprocess.run([sys.executable, "-m", "greencode.cli", "--help"], capture_output=True, text=True, timeout=60)
-    assert "serve-bench" in listed.stdout
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", "serve-bench", "--requests", "0"],
+    assert command in listed.stdout
+    result = subprocess.run([sys.executable, "-m", "greencode.cli", command, "--requests", bad],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == "greencode: error: --requests must be in 1..5000 and --concurrency in 1..256"
+    assert result.stderr.strip() == f"greencode: error: {message}"
 
 
-def test_typing_bench_is_a_greencode_command_with_one_line_errors(tmp_path):
-    listed = subprocess.run([sys.executable, "-m", "greencode.cli", "--help"], capture_output=True, text=True, timeout=60)
-    assert "typing-bench" in listed.stdout
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", "typing-bench", "--requests", "1"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == "greencode: error: --requests must be in 2..500 and --step in 1..40"
+def test_typing_bench_command_runs_and_writes_its_report(tmp_path):
     ran = subprocess.run([sys.executable, "-m", "greencode.cli", "typing-bench", "--model", "tiny-random-llama",
                           "--policy", "full", "--requests", "2", "--context-chars", "400", "--max-new-tokens", "2",
                           "--json", str(tmp_path / "typing.json")], capture_output=True, text=True, timeout=300)
