@@ -125,19 +125,25 @@ def _train(cache, config, run):
     return train_agent(cache, config, run.staging, run=run)
 
 
-def test_ctrl_c_in_ppo_keeps_a_hashed_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
-    import hashlib
-    import json
-
+def _train_until_ctrl_c(run, cache, config, with_ctrl_c, monkeypatch) -> None:
+    """Train the agent run until the planted Ctrl-C stops it."""
     import train.ppo as ppo
-    from train.agent_run import CHECKPOINT, AgentRun, run_settings
 
-    output = tmp_path / "agent"
-    run, cache, config, with_ctrl_c = _interrupted_agent_run(output)
     with monkeypatch.context() as patch:
         patch.setattr(ppo, "_episode_logger", with_ctrl_c)
         with pytest.raises(KeyboardInterrupt):
             _train(cache, config, run)
+
+
+def test_ctrl_c_in_ppo_keeps_a_hashed_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
+    import hashlib
+    import json
+
+    from train.agent_run import CHECKPOINT, AgentRun, run_settings
+
+    output = tmp_path / "agent"
+    run, cache, config, with_ctrl_c = _interrupted_agent_run(output)
+    _train_until_ctrl_c(run, cache, config, with_ctrl_c, monkeypatch)
     recorded = json.loads((run.staging / "run.json").read_text())
     checkpoint = run.staging / CHECKPOINT
     assert recorded["timesteps"] >= 200 and recorded["checkpoint"]["sha256"] == hashlib.sha256(
@@ -163,15 +169,11 @@ def replace_agent(config, **keys):
 
 
 def test_a_checkpoint_that_does_not_match_its_hash_is_never_loaded(tmp_path, monkeypatch):
-    import train.ppo as ppo
     from train.agent_run import CHECKPOINT, AgentRun, run_settings
 
     output = tmp_path / "agent"
     run, cache, config, with_ctrl_c = _interrupted_agent_run(output)
-    with monkeypatch.context() as patch:
-        patch.setattr(ppo, "_episode_logger", with_ctrl_c)
-        with pytest.raises(KeyboardInterrupt):
-            _train(cache, config, run)
+    _train_until_ctrl_c(run, cache, config, with_ctrl_c, monkeypatch)
     checkpoint = run.staging / CHECKPOINT
     planted = bytearray(checkpoint.read_bytes())
     planted[-10] ^= 0xFF  # someone else's bytes in place of ours
@@ -181,7 +183,6 @@ def test_a_checkpoint_that_does_not_match_its_hash_is_never_loaded(tmp_path, mon
 
 
 def test_an_interrupted_overwrite_leaves_the_old_agent_and_its_logs(tmp_path, monkeypatch):
-    import train.ppo as ppo
     from train.agent_run import AgentRun, run_settings
 
     output = tmp_path / "agent"
@@ -190,10 +191,7 @@ def test_an_interrupted_overwrite_leaves_the_old_agent_and_its_logs(tmp_path, mo
     (output / "logs" / "progress.csv").write_text("the old run's log\n")
     (output / "notes.txt").write_text("the user's own file\n")
     run, cache, config, with_ctrl_c = _interrupted_agent_run(output, overwrite=True)
-    with monkeypatch.context() as patch:
-        patch.setattr(ppo, "_episode_logger", with_ctrl_c)
-        with pytest.raises(KeyboardInterrupt):
-            _train(cache, config, run)
+    _train_until_ctrl_c(run, cache, config, with_ctrl_c, monkeypatch)
     assert (output / "agent.safetensors").read_bytes() == b"the old agent"
     assert (output / "logs" / "progress.csv").read_text() == "the old run's log\n"
     assert not (output / "agent.json").exists()  # the new run's report is staged, not beside the old agent
