@@ -31,7 +31,7 @@ async def wait_for(pilot, condition, timeout: float = 600.0) -> None:
 
 async def main(out: Path) -> None:
     from greencode.config import load_config
-    from greencode.source import open_source
+    from greencode.files.source import open_source
     from tui.app import GreencodeApp
     from tui.editor import CodeEditor
     from tui.engines import real_engine_factory

@@ -13,9 +13,9 @@ from typing import Optional
 
 import typer
 
+from greencode.context import OVERRIDES, load_context_config
 from greencode.errors import GreencodeError
-
-OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+from greencode.mount import mount_commands, mount_group
 
 app = typer.Typer(
     name="greencode",
@@ -34,35 +34,6 @@ def root(ctx: typer.Context,
     ctx.obj = {"config_path": config}
 
 
-def parse_dotted_args(args: list[str]) -> dict:
-    """["--agent.threshold", "0.9", "--tui.mode=block"] -> {"agent.threshold": 0.9, "tui.mode": "block"}."""
-    from greencode.config import parse_override_value
-
-    overrides: dict = {}
-    rest = list(args)
-    while rest:
-        arg = rest.pop(0)
-        if not arg.startswith("--") or "." not in arg.split("=")[0]:
-            raise GreencodeError(f"unexpected argument {arg!r}; config overrides look like --section.key VALUE")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if not rest:
-                raise GreencodeError(f"--{key} needs a value")
-            value = rest.pop(0)
-        overrides[key] = parse_override_value(value)
-    return overrides
-
-
-def load_context_config(ctx: typer.Context, **explicit):
-    """The config for a command: file, then dotted overrides, then the command's own options."""
-    from greencode.config import load_config
-
-    overrides = parse_dotted_args(ctx.args)
-    overrides.update({key: value for key, value in explicit.items() if value is not None})
-    root_obj = ctx.find_root().obj or {}
-    return load_config(root_obj.get("config_path"), overrides)
-
-
 @app.command(context_settings=OVERRIDES)
 def info(ctx: typer.Context,
          model: Optional[str] = typer.Option(None, help="Model spec (default: [model].spec)."),
@@ -79,31 +50,21 @@ def info(ctx: typer.Context,
         typer.echo(f"{key:>22}: {value}")
 
 
-def _mount_groups() -> None:
-    """Commands from greencode/commands/ (each module's `command`, named after the module), and the groups from the tui/ and train/ packages.
+# Every command and group, by "module:attribute": the whole surface of `greencode`, in one place.
+COMMANDS = {
+    "bench": "greencode.commands.bench:command",
+    "complete": "greencode.commands.complete:command",
+    "eval": "greencode.commands.eval:command",
+    "serve": "greencode.commands.serve:command",
+    "serve-bench": "greencode.commands.serve_bench:command",
+    "typing-bench": "greencode.commands.typing_bench:command",
+    "tui": "tui.cli:tui",
+}
+GROUPS = {"train": "train.cli:app"}
 
-    Each module keeps its heavy imports inside the command body, so mounting them costs nothing.
-    """
-    import importlib
-    import pkgutil
-
-    import greencode.commands
-
-    for found in sorted(pkgutil.iter_modules(greencode.commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"greencode.commands.{found.name}")
-        app.command(found.name.replace("_", "-"), context_settings=OVERRIDES)(module.command)  # serve_bench: serve-bench
-    for module_name, group in (("train.cli", "train"), ("tui.cli", "tui")):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            continue
-        if group == "tui":
-            app.command("tui", context_settings=OVERRIDES)(module.tui)
-        else:
-            app.add_typer(module.app, name=group)
-
-
-_mount_groups()
+mount_commands(app, COMMANDS)
+for _name, _spec in GROUPS.items():
+    mount_group(app, _name, _spec)
 
 
 def main() -> None:

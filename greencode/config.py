@@ -41,7 +41,7 @@ class ModelConfig:
     spec: str = _opt("default")  # default | default-base | tiny-random-* | HF dir | .gguf | hub id
     dtype: str = _opt("float32", choices=("float32", "bfloat16", "float16"))
     device: str = _opt("auto")  # auto | cpu | cuda | cuda:N
-    weights: str = _opt("auto", choices=("auto", "fp32", "fp16", "int8"))  # greencode.weights.FORMS
+    weights: str = _opt("auto", choices=("auto", "fp32", "fp16", "int8"))  # greencode.model.weights.FORMS
     cache_dir: str = _opt("")  # "" = $GREENCODE_CACHE or $XDG_CACHE_HOME/greencode
 
 
@@ -255,9 +255,9 @@ def _build(cls: type, values: dict, where: str, prefix: str) -> Any:
 
 
 def _check_policies(config: Config, where: str) -> None:
-    """Policy strings follow the one grammar and threshold rule (greencode.policies); layers and agent
+    """Policy strings follow the one grammar and threshold rule (greencode.exits.policies); layers and agent
     files are checked against the model when it is loaded."""
-    from greencode.policies import split_policy
+    from greencode.exits.policies import split_policy
 
     named = {"engine.policy": [config.engine.policy], "tui.policy": [config.tui.policy] if config.tui.policy else [],
              "eval.policies": list(config.eval.policies)}
@@ -273,7 +273,7 @@ def _check_policies(config: Config, where: str) -> None:
 
 def check_reward(reward, where: str = "agent") -> None:
     """The reward rule (paper eq. 2 and 3): alpha, beta, gamma, epsilon in [0, 1] and alpha <= beta, else one
-    clear error. load_config applies it to every file; train/env.py to whatever reward it is handed."""
+    clear error. load_config applies it to every file; train/agent/env.py to whatever reward it is handed."""
     for name in ("alpha", "beta", "gamma", "epsilon"):
         value = getattr(reward, name)
         if not 0.0 <= value <= 1.0:

@@ -207,7 +207,7 @@ def _hf_rows(name: str, subset: str | None):
         elif local.exists():
             loaded = datasets.load_dataset(str(local), subset)
         else:
-            from greencode.models import _hub_reachable
+            from greencode.model.load import _hub_reachable
 
             if not _hub_reachable():
                 raise GreencodeError(

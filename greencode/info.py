@@ -7,10 +7,10 @@ from greencode.config import Config
 
 def model_info(config: Config) -> dict:
     from greencode.energy import describe_energy_source
-    from greencode.exits import lite_weights
-    from greencode.fim import describe_fim
+    from greencode.exits.points import lite_weights
+    from greencode.decoding.fim import describe_fim
     from greencode.runtime import engine_from_config
-    from greencode.weights import describe_weights
+    from greencode.model.weights import describe_weights
 
     engine = engine_from_config(config)
     loaded, points = engine.loaded, engine.exit_points

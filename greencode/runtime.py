@@ -9,14 +9,14 @@ run): agent:T falls back to confidence:T, and every front end says so with the s
 from __future__ import annotations
 
 from greencode.config import Config
-from greencode.policies import ExitPolicy, split_policy
+from greencode.exits.policies import ExitPolicy, split_policy
 
 AGENT_FALLBACK = "confidence"  # what agent:T becomes when the model has no agent: confidence:T
 
 
 def load_from_config(config: Config, spec: str | None = None):
     """Load `spec` (default [model].spec) with the config's dtype, device, cache and weights form."""
-    from greencode.models import load_model
+    from greencode.model.load import load_model
 
     return load_model(spec or config.model.spec, config.model.dtype, config.model.device, config.model.cache_dir,
                       config.model.weights)
@@ -35,9 +35,9 @@ def engine_from_config(config: Config, model=None, *, agent_path: str | None = N
     TUI) get the prefix cache [engine].prefix_cache asks for. The library (eval, bench, train) cuts at
     token boundaries and gets neither."""
     from greencode.energy import EnergyMeter
-    from greencode.engine import EarlyExitEngine
-    from greencode.exits import resolve_exit_points
-    from greencode.prefix_cache import prefix_cache_for
+    from greencode.decoding.engine import EarlyExitEngine
+    from greencode.exits.points import resolve_exit_points
+    from greencode.decoding.prefix_cache import prefix_cache_for
 
     loaded = load_from_config(config, model) if model is None or isinstance(model, str) else model
     points = exit_points or resolve_exit_points(config, loaded.num_layers, loaded.info)

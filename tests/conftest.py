@@ -11,7 +11,7 @@ TINY = ("tiny-random-llama", "tiny-random-opt", "tiny-random-gpt2")
 
 @functools.lru_cache(maxsize=None)
 def _load(spec: str):
-    from greencode.models import load_model
+    from greencode.model.load import load_model
 
     return load_model(spec, device="cpu")
 

@@ -15,9 +15,9 @@ from textual.widgets import Footer, Header, Static, TextArea
 from textual.worker import get_current_worker
 
 from greencode.errors import GreencodeError
-from greencode.events import CompletionSummary, TokenEvent
-from greencode.fim import SuffixStop
-from greencode.prefix_cache import text_window
+from greencode.decoding.events import CompletionSummary, TokenEvent
+from greencode.decoding.fim import SuffixStop
+from greencode.decoding.prefix_cache import text_window
 from tui.editor import CodeEditor
 from tui.engines import EngineFactory, describe_engine
 from tui.ghost import drop_chars, ghost_pieces
@@ -30,7 +30,7 @@ from tui.messages import (CompletionFailed, CompletionFinished, GhostAccepted, G
 from tui.panel import CompletionView, SidePanel
 from tui.screens import HelpScreen
 from tui.settings import TuiSettings
-from greencode.source import SourceFile
+from greencode.files.source import SourceFile
 from tui.stats import CompletionStats, SessionStats
 
 SUFFIX_LINES = 40  # lines after the cursor a block's stop rule reads (it needs only the first non-blank one)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from greencode.errors import GreencodeError
-from greencode.policies import POLICY_FORMS
+from greencode.exits.policies import POLICY_FORMS
 
 
 def tui(ctx: typer.Context,
@@ -29,9 +29,9 @@ def tui(ctx: typer.Context,
     Writes FILE only when you save (ctrl+s, atomic). F1 lists the keys. Config overrides work too:
     --tui.idle_ms 0 (explicit key only), --tui.mode block, --engine.max_new_tokens 20.
     """
-    from greencode.cli import load_context_config
+    from greencode.context import load_context_config
     from tui.settings import settings_from_config
-    from greencode.source import open_source
+    from greencode.files.source import open_source
 
     config = load_context_config(ctx, **{"tui.model": model, "tui.agent": agent, "tui.policy": policy})
     settings = settings_from_config(config, threshold)

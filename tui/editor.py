@@ -17,7 +17,7 @@ from textual.strip import Strip
 from textual.document._wrapped_document import WrappedDocument
 from textual.widgets import TextArea
 
-from greencode.bands import BANDS, band_class
+from greencode.exits.bands import BANDS, band_class
 from tui.ghost import inline_text
 from tui.indent import closing_dedent, newline_text
 from tui.messages import GhostAccepted, GhostClicked, GhostDismissed, GhostPartRequested

@@ -1,4 +1,4 @@
-"""Saving and quitting, mixed into GreencodeApp: atomic saves (greencode.source), a file another program
+"""Saving and quitting, mixed into GreencodeApp: atomic saves (greencode.files.source), a file another program
 changed is never overwritten unasked, and unsaved changes are never lost on quit."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import dataclasses
 from textual.widgets import TextArea
 
 from greencode.errors import GreencodeError
-from greencode.source import FileChangedOnDisk, open_source, save_text
+from greencode.files.source import FileChangedOnDisk, open_source, save_text
 from tui.screens import ConfirmQuitScreen, FileChangedScreen
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from greencode.events import TokenEvent, eol_cut
+from greencode.decoding.events import TokenEvent, eol_cut
 
 NEWLINE_MARK = "\u21b5"  # ↵ : a completion's line break, drawn inline at the cursor
 
@@ -13,7 +13,7 @@ NEWLINE_MARK = "\u21b5"  # ↵ : a completion's line break, drawn inline at the 
 def ghost_pieces(events: Iterable[TokenEvent], final_text: str | None = None, stop_at_eol: bool = False,
                  stop_rule=None) -> list[tuple[str, int]]:
     """Token texts with their exit layers, cut at final_text's length (or, while streaming, at line end, or
-    where `stop_rule` (greencode.fim.SuffixStop) says a later cut may reach)."""
+    where `stop_rule` (greencode.decoding.fim.SuffixStop) says a later cut may reach)."""
     pieces = [(event.text, event.exit_layer) for event in events if event.text]
     joined = "".join(text for text, _ in pieces)
     if final_text is not None:

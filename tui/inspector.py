@@ -2,7 +2,7 @@
 
 For the selected token: where it exited, the policy's score at every exit point it passed (recorded by the
 engine while streaming), and the top-3 candidates at every exit point with full depth's top-1 and the
-oracle exit (computed on demand for that one token, in a worker: see greencode/explain.py).
+oracle exit (computed on demand for that one token, in a worker: see greencode/decoding/explain.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from textual.widgets import Label, Static
 from textual.worker import get_current_worker
 
 from greencode.errors import GreencodeError
-from greencode.events import TokenEvent
+from greencode.decoding.events import TokenEvent
 from tui.ghost import inline_text
 from tui.panel import Banded
 
@@ -49,7 +49,7 @@ def token_label(text: str) -> str:
 @dataclass
 class TokenExplained(Message):
     index: int
-    explanation: object | None  # greencode.explain.TokenExplanation
+    explanation: object | None  # greencode.decoding.explain.TokenExplanation
     error: str = ""
 
 

@@ -1,5 +1,5 @@
 """The policy switch and the threshold knob, mixed into GreencodeApp. The app owns the policy and its
-threshold (UI-free rules in tui/settings.py and greencode/policies.py); a streaming completion follows the
+threshold (UI-free rules in tui/settings.py and greencode/exits/policies.py); a streaming completion follows the
 knob from its next token (Completion.set_threshold)."""
 
 from __future__ import annotations

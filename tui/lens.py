@@ -7,7 +7,7 @@ from __future__ import annotations
 from textual import work
 from textual.worker import get_current_worker
 
-from greencode.sweep import run_sweep, sweep_thresholds
+from greencode.decoding.sweep import run_sweep, sweep_thresholds
 from tui.ghost import drop_chars, next_line, next_word
 from tui.goto import GotoLineScreen
 from tui.inspector import InspectorScreen

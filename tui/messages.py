@@ -8,7 +8,7 @@ from typing import Any
 
 from textual.message import Message
 
-from greencode.events import CompletionSummary, TokenEvent
+from greencode.decoding.events import CompletionSummary, TokenEvent
 
 
 def while_running(handler):
@@ -96,7 +96,7 @@ class ThresholdRequested(Message):
 @dataclass
 class SweepRowDone(Message):
     run_id: int
-    row: Any  # greencode.sweep.SweepRow
+    row: Any  # greencode.decoding.sweep.SweepRow
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """Oracle marks for the compare view (F4): under each full-depth token, the first exit point whose top-1
-equals it (greencode.oracle), and what an oracle that stopped there would have cost (modelled joules)."""
+equals it (greencode.exits.oracle), and what an oracle that stopped there would have cost (modelled joules)."""
 
 from __future__ import annotations
 
 from rich.text import Text
 
-from greencode.oracle import first_agreeing_exit
+from greencode.exits.oracle import first_agreeing_exit
 from tui.inspector import token_label
 
 

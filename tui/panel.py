@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Label, LoadingIndicator, Static
 
-from greencode.bands import BANDS, band_class, band_label, band_layers, band_of
+from greencode.exits.bands import BANDS, band_class, band_label, band_layers, band_of
 from tui.messages import ThresholdRequested
 from tui.settings import THRESHOLD_POLICIES, THRESHOLD_STEP
 from tui.stats import CompletionStats, SessionStats

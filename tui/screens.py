@@ -10,7 +10,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
-from greencode.events import CompletionSummary, TokenEvent
+from greencode.decoding.events import CompletionSummary, TokenEvent
 from tui.ghost import ghost_pieces
 from tui.panel import CompletionView
 from tui.stats import CompletionStats

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from greencode.config import Config
-from greencode.policies import THRESHOLD_KINDS, check_threshold, split_policy
+from greencode.exits.policies import THRESHOLD_KINDS, check_threshold, split_policy
 
 # The policies the switch key cycles through, in order; the knob sets the threshold of those that have one.
 POLICY_CYCLE = ("agent", "full", "confidence")
@@ -18,7 +18,7 @@ class TuiSettings:
     config: Config = field(default_factory=Config)
     model_spec: str = "default"
     agent_path: str = ""  # "" = the agent shipped with the model, if any
-    policy_kind: str = "agent"  # one of greencode.policies.POLICY_KINDS
+    policy_kind: str = "agent"  # one of greencode.exits.policies.POLICY_KINDS
     policy_arg: str = ""  # fixed:N's layer, entropy:H's nats (the knob covers agent/confidence)
     threshold: float = 0.9  # T of agent:T, P of confidence:P
     idle_ms: int = 700  # complete after this idle pause; 0 = only on the explicit key

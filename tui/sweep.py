@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
-from greencode.sweep import SweepRow
+from greencode.decoding.sweep import SweepRow
 
 BAR_WIDTH = 30
 COLUMNS = ("threshold", "tokens", "mean exit", "joules", "saved", "same as full", "first differing token")

@@ -33,7 +33,7 @@ def command(ctx: typer.Context,
     from rich.table import Table
 
     from greencode.eval.bench import agent_decision_cost, bench_prompts, load_times, run_bench, untrained_agent_cost
-    from greencode.cli import load_context_config
+    from greencode.context import load_context_config
     from greencode.progress import progress_bar
     from greencode.errors import GreencodeError
     from greencode.runtime import engine_from_config

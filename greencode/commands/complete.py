@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from greencode.policies import POLICY_FORMS
+from greencode.exits.policies import POLICY_FORMS
 
 
 def prompt_at(text: str, at: str | None) -> str:
@@ -42,11 +42,11 @@ def command(ctx: typer.Context,
     from rich.console import Console
     from rich.text import Text
 
-    from greencode.bands import band_colour
-    from greencode.cli import load_context_config
+    from greencode.exits.bands import band_colour
+    from greencode.context import load_context_config
     from greencode.errors import GreencodeError
     from greencode.runtime import engine_from_config, policy_or_fallback
-    from greencode.source import open_source
+    from greencode.files.source import open_source
 
     config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent, "engine.policy": policy,
                                          "engine.max_new_tokens": max_new_tokens})

@@ -49,7 +49,7 @@ def command(ctx: typer.Context,
     as ground truth; a .jsonl corpus uses CodeXGLUE line completion (stop at end of line). CodeBLEU is
     always scored as with PYTHONHASHSEED=0 (its dataflow part depends on string hashing).
     """
-    from greencode.cli import load_context_config
+    from greencode.context import load_context_config
     from greencode.eval.run import format_summary, run_eval
     from greencode.progress import progress_bar
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from greencode.policies import POLICY_FORMS
+from greencode.exits.policies import POLICY_FORMS
 
 
 def refuse_open_host(serve) -> None:
@@ -41,7 +41,7 @@ def command(ctx: typer.Context,
             ) -> None:
     """Serve completions over HTTP: TGI (POST /generate, /generate_stream) for llm-vscode, OpenAI (POST
     /v1/completions) and Ollama (POST /api/generate) for Continue, Twinny and llm-ls; fill-in-the-middle on all."""
-    from greencode.cli import load_context_config
+    from greencode.context import load_context_config
     from greencode.errors import GreencodeError
 
     levels = ("critical", "error", "warning", "info", "debug")

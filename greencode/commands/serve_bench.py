@@ -24,8 +24,8 @@ def command(ctx: typer.Context,
     (the text before a cursor in test-split files) from concurrent clients, and print p50/p90/p99 latency,
     tokens/s, J/token, errors and the server's memory over the run. Writes only --json's file; exits 1 when a
     request failed."""
-    from greencode.atomic import atomic_write_text
-    from greencode.cli import load_context_config
+    from greencode.files.atomic import atomic_write_text
+    from greencode.context import load_context_config
     from greencode.serve.loadtest import print_report, run_bench
 
     config = load_context_config(ctx)

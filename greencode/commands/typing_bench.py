@@ -24,8 +24,8 @@ def command(ctx: typer.Context,
     """Time an editor's requests while the user types, with [engine].prefix_cache on and off: two servers on
     127.0.0.1 get the same growing prompts (test-split files, --step characters more each time) in turn, and
     the report gives p50/p95 latency of each, their ratio and whether the completions are identical."""
-    from greencode.atomic import atomic_write_text
-    from greencode.cli import load_context_config
+    from greencode.files.atomic import atomic_write_text
+    from greencode.context import load_context_config
     from greencode.serve.typing_bench import print_report, run_typing_bench
 
     report = run_typing_bench(model, policy, requests, step, context_chars, max_new_tokens, time_limit,

@@ -37,7 +37,7 @@ def hf_generate(loaded):
 
 def gguf_of(spec: str) -> Path | None:
     """The GGUF file behind a model spec (the packaged default's, or a .gguf spec), or None."""
-    from greencode.models import default_gguf_path
+    from greencode.model.load import default_gguf_path
 
     if spec in ("default", "default-base"):
         return default_gguf_path()

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 import torch
 
 from greencode.errors import GreencodeError
-from greencode.events import Figures
-from greencode.oracle import oracle_share
+from greencode.decoding.events import Figures
+from greencode.exits.oracle import oracle_share
 
 
 @dataclass
 class PolicyTotals:
     policy: str
-    figures: Figures  # summed over the policy's completions (greencode.events: the one arithmetic)
+    figures: Figures  # summed over the policy's completions (greencode.decoding.events: the one arithmetic)
     seconds: float = 0.0  # prefill + decode
     prefill_seconds: float = 0.0
     prompt_tokens: int = 0
@@ -83,7 +83,7 @@ def bench_prompts(loaded, count: int, data_config, min_context: int = 300, max_c
 def agent_decision_cost(engine, policy, repeats: int = 300) -> dict:
     """Seconds per agent decision (`policy`: agent:T, as an ExitPolicy or its string form) on a real-sized
     hidden state, against one full-depth token."""
-    from greencode.policies import Agent
+    from greencode.exits.policies import Agent
 
     policy = engine.make_policy(policy)
     if not isinstance(policy, Agent):
@@ -101,8 +101,8 @@ def agent_decision_cost(engine, policy, repeats: int = 300) -> dict:
 def untrained_agent_cost(engine, net_arch: list[int]) -> dict:
     """agent_decision_cost of an untrained agent of the configured shape (it costs what a trained one does),
     written to a scratch directory that is removed afterwards."""
-    from greencode.agent import ExitAgent, build_mlp, save_agent
-    from greencode.policies import Agent
+    from greencode.exits.agent import ExitAgent, build_mlp, save_agent
+    from greencode.exits.policies import Agent
 
     hidden, points = engine.adapter.hidden_size, engine.exit_points
     with tempfile.TemporaryDirectory() as scratch:
@@ -196,7 +196,7 @@ def load_times(spec: str = "default") -> dict:
     """Seconds to load the default model the first time (GGUF conversion) and from the cache."""
     import os
 
-    from greencode.models import load_model
+    from greencode.model.load import load_model
 
     with tempfile.TemporaryDirectory() as cache:
         previous = os.environ.get("GREENCODE_CACHE")

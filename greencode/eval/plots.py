@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from greencode.atomic import atomic_write_text
+from greencode.files.atomic import atomic_write_text
 
 QUALITY = (("rougeL", "ROUGE-L"), ("bleu", "BLEU"), ("codebleu", "CodeBLEU"), ("syntax_match", "Syntax"),
            ("dataflow_match", "Dataflow"))

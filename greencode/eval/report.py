@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from greencode.atomic import atomic_write_text
+from greencode.files.atomic import atomic_write_text
 
 # (row key, column title, format)
 COLUMNS = (
@@ -57,7 +57,7 @@ def markdown(result: dict) -> str:
         f"- energy: {source}; `decode J` = joules per completion after its first token (the prefill, the "
         "same for every policy, is left out), `J vs full` = that against full depth in this run",
         f"- {result.get('exit_head', 'exit head: all tokens')}; `modelled x` = decode speed-up over full depth by "
-        "the cost model (layer-units of weights read per token, greencode/engine.py CostModel), not measured; "
+        "the cost model (layer-units of weights read per token, greencode/decoding/engine.py CostModel), not measured; "
         "`oracle` = full depth, each token credited with the first exit point whose top-1 was that token (its "
         "text is full depth's; its measured columns are blank); `of oracle` = the share of the oracle's modelled "
         "saving a row gets, `regret` = 1 - that",

@@ -24,10 +24,10 @@ from importlib import metadata
 from pathlib import Path
 
 from greencode.errors import GreencodeError
-from greencode.events import Figures
+from greencode.decoding.events import Figures
 from greencode.eval.samples import EvalSample, SampleSet, load_samples, read_corpus
 from greencode.eval.store import CompletionStore, file_stamp
-from greencode.oracle import Oracle, oracle_share
+from greencode.exits.oracle import Oracle, oracle_share
 
 VERSIONED = ("greencode", "torch", "transformers", "codebleu", "tree-sitter", "tree-sitter-python",
              "tree-sitter-java", "rouge-score", "sacrebleu", "rapidfuzz", "zeus-ml")
@@ -258,8 +258,8 @@ def summarise(contestants: list[Contestant], sample_set: SampleSet, store: Compl
 
 def _calibration(config) -> dict | None:
     """What the model's calibration read (the shipped default's manifest), for [eval].split = all."""
-    from greencode.holdout import calibration_of
-    from greencode.models import shipped_adaptation
+    from greencode.eval.holdout import calibration_of
+    from greencode.model.load import shipped_adaptation
 
     return calibration_of(shipped_adaptation(), config.data) if config.model.spec == "default" else None
 

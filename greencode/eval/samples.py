@@ -43,10 +43,10 @@ def is_line_corpus(corpus: str) -> bool:
 
 def read_corpus(config, calibration: dict | None = None):
     """The files to draw from (file protocol: the test split, or with [eval].split = all every file that
-    `calibration` (greencode.holdout) did not read) or the jsonl records (line protocol): read before any
+    `calibration` (greencode.eval.holdout) did not read) or the jsonl records (line protocol): read before any
     model is loaded, so a missing or empty corpus fails at once."""
     from greencode.data import CodeFiles, load_line_completion_jsonl, load_split
-    from greencode.holdout import unseen_files
+    from greencode.eval.holdout import unseen_files
 
     if is_line_corpus(config.data.corpus):
         path = Path(config.data.corpus.strip()).expanduser()

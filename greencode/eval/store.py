@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from greencode.atomic import atomic_write_text
+from greencode.files.atomic import atomic_write_text
 from greencode.errors import GreencodeError
 
 COMPLETIONS = "completions.jsonl"

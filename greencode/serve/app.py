@@ -9,7 +9,7 @@ Routes (TGI and HF Inference API shapes, see docs/architecture.md 'Editor endpoi
     /v1/completions, /v1/models                  OpenAI (greencode/serve/openai.py)
     /api/generate, /api/tags, /api/version       Ollama (greencode/serve/ollama.py)
 
-Every route goes through the same guard, validation (schema.py), FIM plan (greencode/fim.py) and queue.
+Every route goes through the same guard, validation (schema.py), FIM plan (greencode/decoding/fim.py) and queue.
 Every error is JSON in the route's protocol shape (`error_body`): TGI {"error", "error_type"} (what llm-ls
 shows the user), OpenAI {"error": {"message", "type", "code"}}, Ollama {"error"}: 401 bad token, 413 body or
 input too long, 422 malformed JSON / wrong types / bad policy / bad FIM prompt, 429 queue full, never a traceback.
@@ -33,7 +33,7 @@ from greencode.serve.guard import GuardMiddleware, error_body, public_message
 from greencode.serve.jobs import (ServerState, ServeError, _details, _policy_threshold, _start, _text, _token_json,
                                   generate_once, log, response_headers)
 from greencode.serve.queue import GenerationJob, GenerationQueue
-from greencode.fim import describe_fim
+from greencode.decoding.fim import describe_fim
 from greencode.serve.schema import GenerateRequest, describe_errors, describe_protocol_errors
 
 def _sse(data: dict) -> bytes:
@@ -75,7 +75,7 @@ async def stream_events(state: ServerState, job: GenerationJob, body: GenerateRe
 def build_app(engine, config: Config, default_policy=None):
     """The ASGI app around one engine. `default_policy` (an ExitPolicy or its string form; default
     [engine].policy, agent:T falling back as greencode.runtime says) serves requests that name none."""
-    from greencode.fim import model_fim_form
+    from greencode.decoding.fim import model_fim_form
     from greencode.runtime import policy_or_fallback
 
     default_policy, _ = policy_or_fallback(engine, default_policy or config.engine.policy)

@@ -38,7 +38,7 @@ class ServerState:
     queue: GenerationQueue
     started: float
     special_ids: frozenset
-    fim_form: Any = None  # greencode.fim.FimForm when the model has FIM tokens
+    fim_form: Any = None  # greencode.decoding.fim.FimForm when the model has FIM tokens
 
 
 def _policy_threshold(policy) -> float | None:
@@ -60,7 +60,7 @@ def _request_policy(state: ServerState, request: GenerateRequest):
 
 
 def _fim_plan(state: ServerState, request: GenerateRequest):
-    from greencode.fim import plan_completion
+    from greencode.decoding.fim import plan_completion
 
     try:
         return plan_completion(request.inputs, request.suffix, state.engine.loaded.tokenizer, state.fim_form,
@@ -230,7 +230,7 @@ class StreamText:
     """What a stream may show of the text so far: never what a stop sequence or the suffix rule will cut."""
 
     def __init__(self, job: GenerationJob):
-        from greencode.fim import stream_safe_length
+        from greencode.decoding.fim import stream_safe_length
 
         self._safe = stream_safe_length
         self.stop, self.rule = job.options.get("stop") or [], job.options.get("stop_rule")

@@ -37,7 +37,7 @@ class GenerationJob:
     items: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     completion: Any = None  # the engine's Completion while running
-    fim: Any = None  # greencode.fim.FimPlan of this request
+    fim: Any = None  # greencode.decoding.fim.FimPlan of this request
     warnings: list = field(default_factory=list)  # what was changed from the request (e.g. a capped max_new_tokens)
 
     def deliver(self, kind: str, payload: Any = None) -> None:

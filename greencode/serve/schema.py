@@ -11,7 +11,7 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from greencode.policies import POLICY_FORMS
+from greencode.exits.policies import POLICY_FORMS
 
 MAX_STOP_SEQUENCES = 32  # editors send their templates' stop lists (Continue's Qwen template: 9 strings)
 MAX_STOP_CHARS = 256
@@ -26,7 +26,7 @@ class GreencodeParameters(BaseModel):
 
     policy: Optional[str] = Field(None, min_length=1, max_length=MAX_POLICY_CHARS,
                                   description=POLICY_FORMS)
-    threshold: Optional[float] = Field(None, allow_inf_nan=False,  # its range is the policy's (greencode.policies)
+    threshold: Optional[float] = Field(None, allow_inf_nan=False,  # its range is the policy's (greencode.exits.policies)
                                        description="the policy's threshold (T, P or H) for this request")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from greencode import paths
+from greencode.files import paths
 from greencode.config import load_config
 from greencode.errors import GreencodeError
 

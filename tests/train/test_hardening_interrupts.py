@@ -10,8 +10,8 @@ from transformers import TrainerCallback
 
 from greencode.config import replace
 from greencode.errors import GreencodeError
-from tests.train.test_finetune import _config
-from train.finetune import CHECKPOINTS, run_finetune
+from tests.train.lite.test_finetune import _config
+from train.lite.finetune import CHECKPOINTS, run_finetune
 from train.run_lock import output_lock
 
 QUIET = {"echo": lambda _: None}
@@ -96,9 +96,9 @@ def _agent_config(**keys):
 
 def _interrupted_agent_run(output, overwrite=False, at=200):
     """Train until Ctrl-C at step `at` (checkpoints at each rollout end); returns (run, cache, config)."""
-    import train.ppo as ppo
-    from train.agent_run import AgentRun, run_settings
-    from train.trajectories import synthetic_cache
+    import train.agent.ppo as ppo
+    from train.agent.run import AgentRun, run_settings
+    from train.agent.trajectories import synthetic_cache
 
     cache, config = synthetic_cache(samples=16, seed=3), _agent_config()
     run = AgentRun.start(output, run_settings(config, cache), overwrite, resume=False, every_s=0.0)
@@ -120,14 +120,14 @@ def _interrupted_agent_run(output, overwrite=False, at=200):
 
 
 def _train(cache, config, run):
-    from train.ppo import train_agent
+    from train.agent.ppo import train_agent
 
     return train_agent(cache, config, run.staging, run=run)
 
 
 def _train_until_ctrl_c(run, cache, config, with_ctrl_c, monkeypatch) -> None:
     """Train the agent run until the planted Ctrl-C stops it."""
-    import train.ppo as ppo
+    import train.agent.ppo as ppo
 
     with monkeypatch.context() as patch:
         patch.setattr(ppo, "_episode_logger", with_ctrl_c)
@@ -139,7 +139,7 @@ def test_ctrl_c_in_ppo_keeps_a_hashed_checkpoint_and_resume_finishes(tmp_path, m
     import hashlib
     import json
 
-    from train.agent_run import CHECKPOINT, AgentRun, run_settings
+    from train.agent.run import CHECKPOINT, AgentRun, run_settings
 
     output = tmp_path / "agent"
     run, cache, config, with_ctrl_c = _interrupted_agent_run(output)
@@ -169,7 +169,7 @@ def replace_agent(config, **keys):
 
 
 def test_a_checkpoint_that_does_not_match_its_hash_is_never_loaded(tmp_path, monkeypatch):
-    from train.agent_run import CHECKPOINT, AgentRun, run_settings
+    from train.agent.run import CHECKPOINT, AgentRun, run_settings
 
     output = tmp_path / "agent"
     run, cache, config, with_ctrl_c = _interrupted_agent_run(output)
@@ -183,7 +183,7 @@ def test_a_checkpoint_that_does_not_match_its_hash_is_never_loaded(tmp_path, mon
 
 
 def test_an_interrupted_overwrite_leaves_the_old_agent_and_its_logs(tmp_path, monkeypatch):
-    from train.agent_run import AgentRun, run_settings
+    from train.agent.run import AgentRun, run_settings
 
     output = tmp_path / "agent"
     (output / "logs").mkdir(parents=True)
@@ -226,9 +226,9 @@ def test_trajectory_build_resumes_after_ctrl_c_and_equals_an_uninterrupted_one(t
 
     from greencode.config import load_config
     from tests.conftest import _load
-    from tests.train.test_finetune import _corpus
-    from train.trajectories import ensure_cache
-    from train.trajectory_resume import PARTIAL, PROGRESS
+    from tests.train.lite.test_finetune import _corpus
+    from train.agent.trajectories import ensure_cache
+    from train.agent.trajectory_resume import PARTIAL, PROGRESS
 
     loaded = _load("tiny-random-llama")
     corpus = _corpus(tmp_path)
@@ -262,7 +262,7 @@ def test_trajectory_build_resumes_after_ctrl_c_and_equals_an_uninterrupted_one(t
 
 
 def test_an_interrupted_trajectory_build_for_other_settings_is_one_line(tmp_path):
-    from train.trajectory_resume import PartialCache
+    from train.agent.trajectory_resume import PartialCache
 
     import numpy as np
 

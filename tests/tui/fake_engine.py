@@ -12,11 +12,11 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
-from greencode.engine import CostModel, ExitTrace, TracedEvent
+from greencode.decoding.engine import CostModel, ExitTrace, TracedEvent
 from greencode.errors import GreencodeError
-from greencode.events import CompletionSummary, TokenEvent, eol_cut
-from greencode.explain import Candidate, ExitCandidates, TokenExplanation
-from greencode.policies import THRESHOLD_KINDS, check_threshold, split_policy
+from greencode.decoding.events import CompletionSummary, TokenEvent, eol_cut
+from greencode.decoding.explain import Candidate, ExitCandidates, TokenExplanation
+from greencode.exits.policies import THRESHOLD_KINDS, check_threshold, split_policy
 
 JOULES_PER_LAYER = 0.01
 SECONDS_PER_TOKEN = 0.05

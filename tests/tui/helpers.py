@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.tui.fake_engine import FakeEngine
 from tui.app import GreencodeApp
 from tui.settings import TuiSettings
-from greencode.source import open_source
+from greencode.files.source import open_source
 
 EXAMPLE = "def fibonacci(n):\n    return n\n\n\ndef main():\n    "
 

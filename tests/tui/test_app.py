@@ -13,7 +13,7 @@ from tui.editor import GHOST_META, CodeEditor
 from tui.app import GreencodeApp
 from tui.screens import CompareScreen, ConfirmQuitScreen, HelpScreen
 from tui.settings import TuiSettings
-from greencode.source import open_source
+from greencode.files.source import open_source
 
 pytestmark = pytest.mark.asyncio
 SIZE = (110, 36)
@@ -193,7 +193,7 @@ async def test_a_block_stops_before_repeating_the_code_after_the_cursor(tmp_path
 
 
 async def test_while_streaming_a_block_shows_only_what_the_suffix_rule_will_keep():
-    from greencode.fim import SuffixStop
+    from greencode.decoding.fim import SuffixStop
     from tui.ghost import ghost_pieces
 
     events = [SimpleNamespace(text=text, exit_layer=layer) for text, layer in

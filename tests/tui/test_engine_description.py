@@ -1,7 +1,7 @@
 import dataclasses
 
-from greencode.engine import EarlyExitEngine
-from tests.greencode.test_shortlist import stdlib_shortlist
+from greencode.decoding.engine import EarlyExitEngine
+from tests.greencode.exits.test_shortlist import stdlib_shortlist
 from tui.engines import describe_engine
 
 

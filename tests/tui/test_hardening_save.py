@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from greencode.source import FileChangedOnDisk, open_source, restore_line_endings, save_text
+from greencode.files.source import FileChangedOnDisk, open_source, restore_line_endings, save_text
 from tests.tui.helpers import EXAMPLE, make_app, wait_for
 from tui.editor import CodeEditor
 from tui.screens import FileChangedScreen
@@ -171,7 +171,7 @@ def test_uniform_files_are_untouched_by_the_restore():
 async def test_tui_save_keeps_mixed_endings(tmp_path):
     app, _, path = make_app(tmp_path, text="")
     path.write_bytes(b"a = 1\r\nb = 2\nc = 3\r\n")
-    from greencode.source import open_source as reopen
+    from greencode.files.source import open_source as reopen
     from tui.app import GreencodeApp
     from tui.settings import TuiSettings
     from tests.tui.fake_engine import FakeEngine

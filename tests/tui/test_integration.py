@@ -13,7 +13,7 @@ from tui.app import GreencodeApp
 from tui.editor import CodeEditor
 from tui.engines import real_engine_factory
 from tui.settings import settings_from_config
-from greencode.source import open_source
+from greencode.files.source import open_source
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "greencode" / "examples" / "fibonacci.py"
 

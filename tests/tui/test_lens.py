@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from greencode.engine import EarlyExitEngine
-from greencode.oracle import first_agreeing_exit
+from greencode.decoding.engine import EarlyExitEngine
+from greencode.exits.oracle import first_agreeing_exit
 from tests.conftest import _load
 from tests.tui.fake_engine import ORACLE, FakeEngine
 from tests.tui.helpers import loaded, make_app, wait_for
@@ -19,7 +19,7 @@ from tui.inspector import InspectorScreen, format_score
 from tui.screens import CompareScreen
 from tui.settings import TuiSettings
 from tui.sweep import SweepScreen
-from greencode.source import open_source
+from greencode.files.source import open_source
 
 pytestmark = pytest.mark.asyncio
 SIZE = (120, 40)

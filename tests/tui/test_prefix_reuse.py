@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from greencode.config import load_config
-from greencode.source import open_source
+from greencode.files.source import open_source
 from tests.tui.helpers import wait_for
 from tui.app import GreencodeApp
 from tui.editor import CodeEditor

@@ -12,7 +12,7 @@ from tests.tui.helpers import EXAMPLE, loaded, wait_for
 from tui.app import GreencodeApp
 from tui.editor import CodeEditor
 from tui.settings import TuiSettings
-from greencode.source import open_source
+from greencode.files.source import open_source
 
 SIZE = (110, 34)
 

@@ -11,7 +11,7 @@ import pytest
 
 from greencode.errors import GreencodeError
 from tui.settings import settings_from_config
-from greencode.source import HIGHLIGHT_MAX_LINES, open_source, save_text
+from greencode.files.source import HIGHLIGHT_MAX_LINES, open_source, save_text
 
 
 def test_language_follows_the_extension(tmp_path):
@@ -147,7 +147,7 @@ def test_tcss_band_colours_match_the_shared_palette():
     import re
     from pathlib import Path
 
-    from greencode.bands import BAND_COLOURS
+    from greencode.exits.bands import BAND_COLOURS
 
     tcss = (Path(__file__).resolve().parents[2] / "tui" / "app.tcss").read_text()
     found = dict(re.findall(r"\$band-(\d): (#[0-9a-fA-F]{6});", tcss))

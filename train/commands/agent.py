@@ -10,10 +10,10 @@ import typer
 
 def build_or_load_trajectories(settings, force: bool = False):
     """(cache, exit points) for [model].spec, with a progress bar while building."""
-    from greencode.exits import resolve_exit_points
+    from greencode.exits.points import resolve_exit_points
     from greencode.progress import progress_bar, working
     from greencode.runtime import load_from_config
-    from train.trajectories import ensure_cache
+    from train.agent.trajectories import ensure_cache
 
     with working(f"loading {settings.model.spec}"):
         loaded = load_from_config(settings)
@@ -56,7 +56,7 @@ def command(ctx: typer.Context,
 
     Also agent.json (optimal exit rate on held-out trajectories, exit rates by threshold, steps/s), reward_curve.png, exit_histogram.png, episodes.csv and logs/ (CSV; TensorBoard when installed).
     """
-    from greencode.cli import load_context_config
+    from greencode.context import load_context_config
 
     if config is not None:
         ctx.find_root().obj = {**(ctx.find_root().obj or {}), "config_path": config}
@@ -68,7 +68,7 @@ def command(ctx: typer.Context,
     from pathlib import Path
 
     from greencode.config import check_reward
-    from train.agent_run import AgentRun, run_settings
+    from train.agent.run import AgentRun, run_settings
     from train.run_lock import output_lock
 
     check_reward(settings.agent.reward)  # before any long work
@@ -103,7 +103,7 @@ def command(ctx: typer.Context,
 
 
 def _train_with_bar(cache, settings, timesteps: Optional[int], run) -> dict:
-    from train.ppo import train_agent
+    from train.agent.ppo import train_agent
 
     total = timesteps or settings.agent.timesteps
     from greencode.progress import progress_bar
@@ -115,8 +115,8 @@ def _train_with_bar(cache, settings, timesteps: Optional[int], run) -> dict:
 def _benchmark(settings, timesteps: Optional[int], as_json: bool) -> None:
     from pathlib import Path
 
-    from train.bench_agent import run_benchmark
-    from train.trajectories import MANIFEST, load_cache
+    from train.agent.bench import run_benchmark
+    from train.agent.trajectories import MANIFEST, load_cache
 
     directory = Path(settings.agent.trajectories)
     cache = load_cache(directory) if (directory / MANIFEST).is_file() else None

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from train.default_assets import Recipe  # light: its heavy imports are inside functions
+from train.assets.recipe import Recipe  # light: its heavy imports are inside functions
 
 
 def command(ctx: typer.Context,
@@ -41,10 +41,10 @@ def command(ctx: typer.Context,
     Writes OUTPUT/shortlist.safetensors, exit_maps.safetensors, agent.safetensors and manifest.json (with the
     figures); with --install, puts them into greencode/assets/ (the old set stays until the new one is complete).
     """
-    from greencode.cli import load_context_config
+    from greencode.context import load_context_config
     from greencode.errors import GreencodeError
-    from greencode.models import ASSETS, OWN_ADAPTATION
-    from train.default_assets import MANIFEST, build_default, check_fits, install as install_assets
+    from greencode.model.load import ASSETS, OWN_ADAPTATION
+    from train.assets.recipe import MANIFEST, build_default, check_fits, install as install_assets
 
     config = load_context_config(ctx)
     target = Path(output)

@@ -39,13 +39,13 @@ def command(ctx: typer.Context,
     from rich.console import Console
     from rich.markup import escape
 
-    from greencode.cli import load_context_config
+    from greencode.context import load_context_config
 
     if config is not None:
         ctx.find_root().obj = {**(ctx.find_root().obj or {}), "config_path": config}
     settings = load_context_config(ctx, **{"model.spec": model, "data.corpus": corpus})
 
-    from train.finetune import run_finetune
+    from train.lite.finetune import run_finetune
 
     console = Console(stderr=True, soft_wrap=True)  # one line per message, however narrow
     if benchmark:
@@ -96,7 +96,7 @@ def _benchmark(console, settings, rounds: int, as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from train.bench_finetune import run_step_benchmark
+    from train.lite.bench import run_step_benchmark
 
     result = run_step_benchmark(settings, rounds, echo=lambda text: console.print(f"{PREFIX}: {escape(text)}"))
     if as_json:

@@ -21,7 +21,7 @@ def command(ctx: typer.Context,
 
     Writes OUTPUT/manifest.json (model, exit points, observation form) and npz shards. An existing cache for this model is reused unless --force.
     """
-    from greencode.cli import load_context_config
+    from greencode.context import load_context_config
 
     if config is not None:
         ctx.find_root().obj = {**(ctx.find_root().obj or {}), "config_path": config}

@@ -2,7 +2,7 @@ import sys
 
 import pytest
 
-from greencode.engine import EarlyExitEngine
+from greencode.decoding.engine import EarlyExitEngine
 from greencode.eval.anchors import gguf_of, llama_cpp
 from greencode.eval.bench import run_bench
 from tests.greencode.eval.test_bench import _prompts

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from greencode.eval.bench import PolicyTotals, run_bench
-from greencode.engine import EarlyExitEngine
+from greencode.decoding.engine import EarlyExitEngine
 
 
 def _prompts(loaded):
@@ -30,7 +30,7 @@ def test_bench_rows_compare_policies_on_the_same_prompts(tiny_model):
 
 
 def test_policy_totals_row_arithmetic():
-    from greencode.events import CompletionSummary, Figures
+    from greencode.decoding.events import CompletionSummary, Figures
 
     totals = PolicyTotals("fixed:4", Figures(12))
     summary = CompletionSummary("x", 5, 10, 0, 2.0, 1.0, 3.0, "estimate", 6.0, 6.0, 0.5, "length", [12, 4, 4, 4, 6])

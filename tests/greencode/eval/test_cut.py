@@ -4,7 +4,7 @@ def test_bench_eval_and_trajectories_cut_by_one_rule():
     import numpy as np
 
     from greencode.eval.cut import context_bounds, cut_file
-    from train.trajectories import context_range
+    from train.agent.trajectories import context_range
 
     ids = list(range(1000))
     start, cut = context_bounds(len(ids), 0.2, 150)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from greencode.config import load_config
-from greencode.engine import EarlyExitEngine
+from greencode.decoding.engine import EarlyExitEngine
 from greencode.errors import GreencodeError
 from greencode.eval.samples import load_samples, read_corpus
 from greencode.eval.run import run_eval
@@ -98,8 +98,8 @@ def test_missing_agent_skips_agent_rows_with_one_line(corpus, tmp_path):
 
 
 def test_agent_thresholds_and_overhead(corpus, tmp_path, tiny_llama):
-    from greencode.agent import build_mlp, save_agent
-    from greencode.exits import exit_points
+    from greencode.exits.agent import build_mlp, save_agent
+    from greencode.exits.points import exit_points
 
     net = build_mlp(tiny_llama.hidden_size, [8, 8])
     agent = save_agent(tmp_path / "agent.safetensors", net.state_dict(), [8, 8], "tanh", tiny_llama.hidden_size,
@@ -117,7 +117,7 @@ def test_agent_thresholds_and_overhead(corpus, tmp_path, tiny_llama):
 
 
 def test_a_stale_agent_in_the_default_place_is_skipped_but_a_named_one_is_an_error(corpus, tmp_path):
-    from greencode.agent import build_mlp, save_agent
+    from greencode.exits.agent import build_mlp, save_agent
 
     stale = save_agent(tmp_path / "agents" / "agent.safetensors", build_mlp(32, [4]).state_dict(), [4], "tanh", 32,
                        [4, 6, 10], "another model")

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from greencode.engine import EarlyExitEngine
-from greencode.oracle import first_agreeing_exit, oracle_share
+from greencode.decoding.engine import EarlyExitEngine
+from greencode.exits.oracle import first_agreeing_exit, oracle_share
 from tests.greencode.eval.test_evaluate import _cli, _config, _quiet, corpus  # noqa: F401 (fixture)
 
 
 def test_oracle_row_modelled_speedup_and_regret(corpus, tmp_path, tiny_llama):  # noqa: F811
-    from greencode.agent import build_mlp, save_agent
-    from greencode.exits import exit_points
+    from greencode.exits.agent import build_mlp, save_agent
+    from greencode.exits.points import exit_points
 
     net = build_mlp(tiny_llama.hidden_size, [8, 8])
     agent = save_agent(tmp_path / "agent.safetensors", net.state_dict(), [8, 8], "tanh", tiny_llama.hidden_size,

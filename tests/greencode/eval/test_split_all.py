@@ -10,7 +10,7 @@ from greencode.config import load_config
 from greencode.data import load_split
 from greencode.errors import GreencodeError
 from greencode.eval.samples import read_corpus
-from greencode.holdout import calibration_of, calibration_record, unseen_files
+from greencode.eval.holdout import calibration_of, calibration_record, unseen_files
 from tests.greencode.eval.test_evaluate import FILES, _config, _quiet, corpus  # noqa: F401 (fixture)
 
 

@@ -9,11 +9,11 @@ import ollama
 import openai
 import pytest
 
-from greencode.engine import EarlyExitEngine
-from greencode.fim import SuffixStop
-from greencode.models import load_model
+from greencode.decoding.engine import EarlyExitEngine
+from greencode.decoding.fim import SuffixStop
+from greencode.model.load import load_model
 from tests.greencode.serve.serve_server import running_server, serve_config, wait_for
-from tests.greencode.test_fim import AFTER, BEFORE, LLM_LS_PROMPTS
+from tests.greencode.decoding.test_fim import AFTER, BEFORE, LLM_LS_PROMPTS
 
 CAP = 6
 

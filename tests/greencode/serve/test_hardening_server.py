@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from greencode.engine import EarlyExitEngine
+from greencode.decoding.engine import EarlyExitEngine
 from greencode.errors import GreencodeError
-from greencode.models import load_model
+from greencode.model.load import load_model
 from tests.conftest import _load
 from tests.greencode.serve.serve_server import PROMPT, running_server, serve_config, sse_events, wait_for
 

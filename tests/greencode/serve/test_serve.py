@@ -8,8 +8,8 @@ import threading
 import httpx
 import pytest
 
-from greencode.engine import EarlyExitEngine
-from greencode.models import load_model
+from greencode.decoding.engine import EarlyExitEngine
+from greencode.model.load import load_model
 from tests.greencode.serve.serve_server import PROMPT, running_server, serve_config, sse_events, wait_for
 
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from greencode.engine import EarlyExitEngine
-from greencode.models import load_model
+from greencode.decoding.engine import EarlyExitEngine
+from greencode.model.load import load_model
 from tests.greencode.serve.serve_server import running_server, serve_config, sse_events
 
 ROUTES = ["/generate", "/generate_stream", "/", "/models/any/name"]

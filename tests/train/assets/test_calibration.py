@@ -1,0 +1,52 @@
+import zipfile
+
+import pytest
+import torch
+
+from greencode.config import load_config
+from greencode.errors import GreencodeError
+from train.assets.calibration import (CalibrationStates, calibration_corpus, coverage, jdk_src_zips, shortlist_ids,
+                               token_counts)
+
+
+def test_a_dangling_src_zip_is_skipped_and_named(tmp_path, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)  # only the folder given is looked at
+    (tmp_path / "jdk-a" / "lib").mkdir(parents=True)
+    (tmp_path / "jdk-a" / "lib" / "src.zip").symlink_to("../../missing/src.zip")
+    found, notes = jdk_src_zips(tmp_path)
+    assert found is None and "jdk-a/lib/src.zip: dangling link" in notes[0]
+    (tmp_path / "jdk-b" / "lib").mkdir(parents=True)
+    with zipfile.ZipFile(tmp_path / "jdk-b" / "lib" / "src.zip", "w") as archive:
+        archive.writestr("java.base/A.java", "class A {}\n")
+    assert jdk_src_zips(tmp_path)[0] == tmp_path / "jdk-b" / "lib" / "src.zip"
+
+
+def test_a_corpus_without_python_is_one_clear_error(tmp_path):
+    (tmp_path / "A.java").write_text("class A { int x() { return 1; } }\n")
+    config = load_config(overrides={"data.corpus": str(tmp_path), "data.validation_fraction": 0.0,
+                                    "data.test_fraction": 0.0})
+    with pytest.raises(GreencodeError, match=f"calibration corpus {tmp_path}: no python files in its train split"):
+        calibration_corpus(config, "train")
+
+
+def test_the_shortlist_weighs_languages_equally_and_reports_coverage(tiny_llama):
+    from greencode.data import CodeFile
+
+    tokenizer = tiny_llama.tokenizer
+    python = [CodeFile("a.py", "def f(x):\n    return x\n" * 50, "python")]
+    java = [CodeFile("A.java", "class A { int f(int x) { return x; } }\n", "java")]
+    counts = {"python": token_counts(python, tokenizer, 0, log=lambda line: None),
+              "java": token_counts(java, tokenizer, 0, log=lambda line: None)}
+    ids = shortlist_ids(counts, 8)
+    java_ids = set(tokenizer("class A { int f(int x) { return x; } }\n", add_special_tokens=False)["input_ids"])
+    assert java_ids & set(ids.tolist())  # the short Java file is not drowned by 50x more Python
+    assert coverage(shortlist_ids(counts, 10_000), counts["python"]) == 1.0
+
+
+def test_states_round_trip_and_select_by_language(tmp_path):
+    states = CalibrationStates({4: torch.randn(6, 8).half()}, torch.randn(6, 8).half(),
+                               torch.randint(0, 100, (6, 3)), torch.randn(6, 3), torch.tensor([0, 1, 0, 1, 0, 1]))
+    states.save(tmp_path / "s.safetensors", {"seed": 0})
+    again, meta = CalibrationStates.load(tmp_path / "s.safetensors")
+    assert meta == {"seed": 0} and torch.equal(again.exits[4], states.exits[4])
+    assert again.only("java").count == 3 and again.spread(2).count == 2
