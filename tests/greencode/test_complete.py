@@ -1,10 +1,8 @@
-import subprocess
-import sys
-
 import pytest
 
 from greencode.commands.complete import prompt_at
 from greencode.errors import GreencodeError
+from tests.cli import run_cli
 
 TEXT = "def f(x):\n    return x\n\nprint(f(2))\n"
 
@@ -20,8 +18,7 @@ def test_prompt_at_cuts_before_the_cursor():
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "greencode.cli", "complete", *args], capture_output=True,
-                          text=True, timeout=300)
+    return run_cli("complete", *args)
 
 
 def test_complete_streams_and_summarises(tmp_path):

@@ -1,11 +1,10 @@
-from pathlib import Path
 
 import pytest
 
 from greencode.config import load_config, replace
 from greencode.errors import GreencodeError
+from tests.cli import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_shipped_toml_loads_and_equals_the_defaults():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -15,9 +14,9 @@ import pytest
 from greencode.files import paths
 from greencode.config import load_config
 from greencode.errors import GreencodeError
+from tests.cli import REPO
 
 MAX_CONFIG_BYTES = 1 << 20
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("toml, key", [

@@ -204,14 +204,9 @@ def test_an_interrupted_overwrite_leaves_the_old_agent_and_its_logs(tmp_path, mo
 
 
 def test_cli_resume_without_a_run_is_one_line(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.cli import run_cli
 
-    repo = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", "train", "agent", "--resume", "--output",
-                             str(tmp_path / "agent")], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(repo)})
+    result = run_cli("train", "agent", "--resume", "--output", str(tmp_path / "agent"), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"greencode: error: {tmp_path / 'agent' / '.run-in-progress'}: no interrupted agent run to resume (no "

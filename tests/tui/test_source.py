@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 
 import pytest
 
 from greencode.errors import GreencodeError
 from tui.settings import settings_from_config
 from greencode.files.source import HIGHLIGHT_MAX_LINES, open_source, save_text
+from tests.cli import run_cli
 
 
 def test_language_follows_the_extension(tmp_path):
@@ -136,8 +135,7 @@ def test_settings_take_tui_keys_then_fall_back(tmp_path, monkeypatch):
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, expected):
     (tmp_path / "blob.bin").write_bytes(b"\x00\x01")
     (tmp_path / "ok.py").write_text("x = 1\n")
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", "tui", *args], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = run_cli("tui", *args, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("greencode: error:") and expected in lines[0]

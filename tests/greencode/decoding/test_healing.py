@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
 from greencode.decoding.engine import EarlyExitEngine
 from greencode.decoding.healing import HealingConstraint
+from tests.cli import run_cli
 
 JAVA = ("import java.io.IOException;\nimport java.util.Date;\n\nfinal class DateTypeAdapter extends TypeAdapter<Date> {\n"
         "  @Override\n  public Date read(JsonReader in) thr")
@@ -63,10 +62,9 @@ def test_complete_command_heals_and_the_config_key_turns_it_off(tmp_path):
     code.write_text(JAVA + "\n  }\n}\n")
     line = JAVA.count("\n") + 1
     at = f"{line}:{len(JAVA.splitlines()[-1]) + 1}"
-    base = [sys.executable, "-m", "greencode.cli", "complete", str(code), "--at", at, "--policy", "full",
-            "--max-new-tokens", "3"]
-    healed = subprocess.run(base, capture_output=True, text=True, timeout=600)
-    raw = subprocess.run(base + ["--engine.token_healing", "false"], capture_output=True, text=True, timeout=600)
+    base = ["complete", str(code), "--at", at, "--policy", "full", "--max-new-tokens", "3"]
+    healed = run_cli(*base)
+    raw = run_cli(*base, "--engine.token_healing", "false")
     assert healed.returncode == 0 and raw.returncode == 0, healed.stderr + raw.stderr
     assert healed.stdout.startswith("ows"), healed.stdout
     assert not raw.stdout.startswith("ows"), raw.stdout

@@ -1,11 +1,11 @@
 import json
-import subprocess
 import sys
 
 import pytest
 
 from greencode.eval.bench import PolicyTotals, run_bench
 from greencode.decoding.engine import EarlyExitEngine
+from tests.cli import run_cli
 
 
 def _prompts(loaded):
@@ -42,10 +42,8 @@ def test_policy_totals_row_arithmetic():
 
 
 def test_bench_command_prints_json_and_skips_a_missing_agent():
-    result = subprocess.run(
-        [sys.executable, "-m", "greencode.cli", "bench", "--model", "tiny-random-gpt2", "--prompts", "2",
-         "--max-new-tokens", "4", "--policies", "full,fixed:6,agent:0.9", "--min-context", "50", "--json"],
-        capture_output=True, text=True, timeout=300)
+    result = run_cli("bench", "--model", "tiny-random-gpt2", "--prompts", "2", "--max-new-tokens", "4",
+                     "--policies", "full,fixed:6,agent:0.9", "--min-context", "50", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [r["policy"] for r in data["rows"]] == ["full", "fixed:6"]
@@ -57,17 +55,14 @@ def test_bench_command_prints_json_and_skips_a_missing_agent():
 
 
 def test_bench_table_is_readable_when_piped():
-    result = subprocess.run(
-        [sys.executable, "-m", "greencode.cli", "bench", "--model", "tiny-random-gpt2", "--prompts", "1",
-         "--max-new-tokens", "3", "--policies", "full,fixed:6", "--min-context", "50", "--no-llama-cpp"],
-        capture_output=True, text=True, timeout=300)
+    result = run_cli("bench", "--model", "tiny-random-gpt2", "--prompts", "1", "--max-new-tokens", "3",
+                     "--policies", "full,fixed:6", "--min-context", "50", "--no-llama-cpp")
     assert result.returncode == 0, result.stderr
     assert "fixed:6" in result.stdout and "…" not in result.stdout  # no cell cut to an ellipsis
 
 
 def test_bench_command_rejects_a_bad_policy():
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", "bench", "--model", "tiny-random-gpt2",
-                             "--policies", "full,warp:9"], capture_output=True, text=True, timeout=120)
+    result = run_cli("bench", "--model", "tiny-random-gpt2", "--policies", "full,warp:9")
     assert result.returncode == 2 and "unknown policy 'warp:9'" in result.stderr
 
 

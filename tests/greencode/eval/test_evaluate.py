@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import sysconfig
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from greencode.decoding.engine import EarlyExitEngine
 from greencode.errors import GreencodeError
 from greencode.eval.samples import load_samples, read_corpus
 from greencode.eval.run import run_eval
+from tests.cli import run_cli
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 FILES = ("textwrap.py", "string.py", "bisect.py", "heapq.py", "colorsys.py", "fnmatch.py", "glob.py",
@@ -206,9 +205,8 @@ def test_codexglue_line_protocol(tmp_path):
     assert {r["key"] for r in records} == {"line 1", "line 2"}
 
 
-def _cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "greencode.cli", "eval", *args], capture_output=True, text=True,
-                          timeout=timeout)
+def _cli(*args):
+    return run_cli("eval", *args)
 
 
 @pytest.mark.parametrize("corpus,message", [

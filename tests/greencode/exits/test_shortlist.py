@@ -4,6 +4,7 @@ import torch
 from greencode.errors import GreencodeError
 from greencode.exits.shortlist import (ShortlistHead, check_shortlist, load_shortlist, most_frequent, save_shortlist,
                                  tokenizer_fingerprint)
+from tests.cli import run_cli
 
 
 def counts_from_code(tokenizer, text: str) -> torch.Tensor:
@@ -231,13 +232,10 @@ def test_a_bad_shipped_shortlist_is_one_line_naming_it(tmp_path, tiny_llama, ids
     assert str(assets / "shortlist.safetensors") in str(info.value)
 
 
-def test_cli_exits_2_with_one_line_on_a_bad_shipped_shortlist(tmp_path):
+def test_cli_exits_2_with_one_line_on_a_bad_shipped_shortlist(tmp_path, monkeypatch):
     """`greencode info` on the default model whose assets hold a shortlist of out-of-vocabulary ids."""
     import json
-    import os
     import shutil
-    import subprocess
-    import sys
 
     from greencode.model.load import ASSETS
 
@@ -248,10 +246,8 @@ def test_cli_exits_2_with_one_line_on_a_bad_shipped_shortlist(tmp_path):
     (assets / "manifest.json").write_text(json.dumps(manifest))
     _write_raw(assets / "shortlist.safetensors", [1, 2, 10**7],
                {"format": "greencode-shortlist/1", "vocab_size": "49152", "tokenizer": "x", "source": "test"})
-    code = ("import pathlib, sys, greencode.model.load as m; m.ASSETS = pathlib.Path(sys.argv.pop(1)); "
-            "from greencode.cli import main; main()")
-    result = subprocess.run([sys.executable, "-c", code, str(assets), "info", "--model", "default"],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    monkeypatch.setattr("greencode.model.load.ASSETS", assets)
+    result = run_cli("info", "--model", "default")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("greencode: error")]
     assert len(errors) == 1 and "Traceback" not in result.stderr

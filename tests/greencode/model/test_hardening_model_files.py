@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +10,8 @@ import pytest
 from greencode.errors import GreencodeError
 from greencode.model.load import load_model
 from tests.conftest import _load
+from tests.cli import REPO, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +114,7 @@ def test_cuda_on_a_cpu_only_torch_from_the_cli():
 
     if torch.cuda.is_available():
         pytest.skip("this torch has CUDA")
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", "info", "--model.spec", "tiny-random-llama",
-                             "--model.device", "cuda"], capture_output=True, text=True, timeout=300, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = run_cli("info", "--model.spec", "tiny-random-llama", "--model.device", "cuda", cwd=REPO)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(
         "greencode: error: [model].device 'cuda': this torch has no usable CUDA GPU")

@@ -1,5 +1,3 @@
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -7,6 +5,7 @@ import torch
 from greencode.model.adapters import adapter_for
 from greencode.errors import GreencodeError
 from greencode.model.load import load_model
+from tests.cli import run_cli
 
 CODE = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
 
@@ -104,7 +103,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "greencode.toml"
     bad.write_text("[agent\n")
     for args in (["--config", str(bad), "info"], ["info", "--model", str(tmp_path / "nope.gguf")]):
-        result = subprocess.run([sys.executable, "-m", "greencode.cli", *args], capture_output=True, text=True)
+        result = run_cli(*args)
         assert result.returncode == 2, result.stderr
         assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
         assert result.stderr.startswith("greencode: error:")

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,8 +14,8 @@ from greencode.errors import GreencodeError
 from greencode.model.load import load_model
 from tests.conftest import _load
 from tests.greencode.serve.serve_server import PROMPT, running_server, serve_config, sse_events, wait_for
+from tests.cli import REPO, run_cli
 
-REPO = Path(__file__).resolve().parents[3]
 WINDOW = 32  # positions of the small-window GPT-2 below
 
 
@@ -92,9 +88,7 @@ def test_with_a_token_any_host_name_is_served(tiny):
 
 
 def _serve_cli(*args):
-    return subprocess.run([sys.executable, "-m", "greencode.cli", "serve", "--model", "tiny-random-llama", *args],
-                          capture_output=True, text=True, timeout=120, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return run_cli("serve", "--model", "tiny-random-llama", *args, cwd=REPO)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7"])

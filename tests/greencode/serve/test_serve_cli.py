@@ -11,6 +11,7 @@ import sys
 import httpx
 import pytest
 
+from tests.cli import run_cli
 from tests.greencode.serve.serve_server import PROMPT, wait_for
 
 
@@ -61,13 +62,11 @@ def test_serve_errors_are_one_line(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        process = _greencode("serve", "--model", "tiny-random-llama", "--port", str(port), cwd=tmp_path)
-        _, err = process.communicate(timeout=120)
-    assert process.returncode == 2 and err.strip().startswith("greencode: error: cannot listen on 127.0.0.1:")
-    assert len(err.strip().splitlines()) == 1
-    process = _greencode("serve", "--serve.queue_limit", "-1", cwd=tmp_path)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 2 and "serve.queue_limit" in err and len(err.strip().splitlines()) == 1
+        taken_port = run_cli("serve", "--model", "tiny-random-llama", "--port", str(port), cwd=tmp_path)
+    assert taken_port.returncode == 2 and taken_port.stderr.strip().startswith("greencode: error: cannot listen on 127.0.0.1:")
+    assert len(taken_port.stderr.strip().splitlines()) == 1
+    bad_key = run_cli("serve", "--serve.queue_limit", "-1", cwd=tmp_path)
+    assert bad_key.returncode == 2 and "serve.queue_limit" in bad_key.stderr and len(bad_key.stderr.strip().splitlines()) == 1
 
 
 def test_load_benchmark_runs_end_to_end_on_loopback():
@@ -84,36 +83,26 @@ def test_load_benchmark_runs_end_to_end_on_loopback():
     assert "--host 127.0.0.1" in report["server_command"]
 
 
-def test_typing_benchmark_runs_both_servers_side_by_side():
-    from greencode.config import load_config
-    from greencode.serve.typing_bench import run_typing_bench
-
-    report = run_typing_bench("tiny-random-llama", "full", requests=3, step=3, context_chars=400, max_new_tokens=2,
-                              time_limit_s=300, config=load_config(None))
-    assert report["requests"] == 3 and report["identical_completions"] == 3
-    assert report["prompt_chars"][1] == report["prompt_chars"][0] + 6  # the prompt grew as the user typed
-    assert report["reused_prompt_tokens_mean"] >= report["prompt_tokens"][0] - 3  # only the new tokens ran
-    assert set(report["latency_s"]) == {"reuse", "no_reuse"} and report["p50_ratio"] > 0
-    assert "--engine.prefix_cache 0" in report["server_commands"]["no_reuse"]
-
-
 @pytest.mark.parametrize("command, bad, message", [
     ("serve-bench", "0", "--requests must be in 1..5000 and --concurrency in 1..256"),
     ("typing-bench", "1", "--requests must be in 2..500 and --step in 1..40"),
 ])
 def test_benchmarks_are_greencode_commands_with_one_line_errors(command, bad, message):
-    listed = subprocess.run([sys.executable, "-m", "greencode.cli", "--help"], capture_output=True, text=True, timeout=60)
+    listed = run_cli("--help")
     assert command in listed.stdout
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", command, "--requests", bad],
-                            capture_output=True, text=True, timeout=60)
+    result = run_cli(command, "--requests", bad)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"greencode: error: {message}"
 
 
-def test_typing_bench_command_runs_and_writes_its_report(tmp_path):
-    ran = subprocess.run([sys.executable, "-m", "greencode.cli", "typing-bench", "--model", "tiny-random-llama",
-                          "--policy", "full", "--requests", "2", "--context-chars", "400", "--max-new-tokens", "2",
-                          "--json", str(tmp_path / "typing.json")], capture_output=True, text=True, timeout=300)
+def test_typing_bench_command_runs_both_servers_side_by_side(tmp_path):
+    ran = run_cli("typing-bench", "--model", "tiny-random-llama", "--policy", "full", "--requests", "3", "--step", "3",
+                  "--context-chars", "400", "--max-new-tokens", "2", "--json", str(tmp_path / "typing.json"))
     assert ran.returncode == 0, ran.stderr
     assert "with reuse / without" in ran.stdout
-    assert json.loads((tmp_path / "typing.json").read_text())["requests"] == 2
+    report = json.loads((tmp_path / "typing.json").read_text())
+    assert report["requests"] == 3 and report["identical_completions"] == 3
+    assert report["prompt_chars"][1] == report["prompt_chars"][0] + 6  # the prompt grew as the user typed
+    assert report["reused_prompt_tokens_mean"] >= report["prompt_tokens"][0] - 3  # only the new tokens ran
+    assert set(report["latency_s"]) == {"reuse", "no_reuse"} and report["p50_ratio"] > 0
+    assert "--engine.prefix_cache 0" in report["server_commands"]["no_reuse"]

@@ -1,5 +1,4 @@
 import numpy as np
-import torch
 
 from greencode.data import CodeFile
 from greencode.decoding.engine import EarlyExitEngine

@@ -1,20 +1,18 @@
 """`greencode train trajectories` and `greencode train agent` as a user runs them (real processes)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from train.agent.trajectories import save_cache, synthetic_cache
+from tests.cli import run_cli
 
 CORPUS = {f"m{i}.py": "".join(f"def f{k}(a, b):\n    return a * {k} + b - {i}\n\n" for k in range(30)) for i in range(3)}
 SPLIT = ["--data.validation_fraction", "0", "--data.test_fraction", "0"]
 
 
 def greencode(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "greencode.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+    return run_cli(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
