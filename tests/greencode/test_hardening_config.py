@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 from greencode.files import paths
 from greencode.config import load_config
 from greencode.errors import GreencodeError
-from tests.cli import REPO
+from tests.cli import REPO, run_cli
 
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -64,8 +62,7 @@ def test_a_config_over_one_mib_is_refused_without_reading_it_all(tmp_path):
 
 
 def test_cli_on_dev_zero_is_one_line_and_exit_2():
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", "-c", "/dev/zero", "info"], capture_output=True,
-                            text=True, timeout=120, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = run_cli("-c", "/dev/zero", "info", cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "greencode: error: /dev/zero: a config must be a regular file (this is a device, pipe or directory); "
@@ -75,8 +72,7 @@ def test_cli_on_dev_zero_is_one_line_and_exit_2():
 def test_energy_watts_inf_never_reaches_json(tmp_path):
     path = tmp_path / "greencode.toml"
     path.write_text("[energy]\nwatts = inf\n")
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", "-c", str(path), "info", "--json"],
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = run_cli("-c", str(path), "info", "--json")
     assert result.returncode == 2 and "Infinity" not in result.stdout
     assert "'energy.watts' = inf is not a finite number" in result.stderr
 
@@ -127,17 +123,13 @@ def test_own_fallback_cache_left_open_to_others_is_closed(private_tmp):
 
 # -- Ctrl-C ------------------------------------------------------------------------------------------
 
-def test_ctrl_c_in_a_command_prints_interrupted_and_exits_130(tmp_path):
+def test_ctrl_c_in_a_command_prints_interrupted_and_exits_130(monkeypatch):
     # A command body interrupted by Ctrl-C (KeyboardInterrupt where the model would load).
-    script = tmp_path / "interrupt.py"
-    script.write_text(
-        "import sys\nimport greencode.info\n"
-        "def interrupted(config):\n    raise KeyboardInterrupt\n"
-        "greencode.info.model_info = interrupted\n"
-        "sys.argv = ['greencode', 'info']\n"
-        "from greencode.cli import main\nmain()\n")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("greencode.info.model_info", interrupted)
+    result = run_cli("info")
     assert result.returncode == 130
     assert result.stderr.splitlines() == ["greencode: interrupted"] and result.stdout == ""
 

@@ -1,13 +1,12 @@
 """greencode.runtime: the one place a config becomes an engine, and the one no-agent fallback."""
 
-import subprocess
-import sys
 
 import pytest
 
 from greencode.config import load_config
 from greencode.errors import GreencodeError
 from greencode.runtime import engine_from_config, policy_or_fallback
+from tests.cli import run_cli
 
 
 def test_engine_from_config_keeps_the_configured_context_and_exits(tiny_llama):
@@ -33,8 +32,7 @@ def test_agent_falls_back_to_confidence_on_a_model_without_an_agent(tiny_llama):
 def test_complete_on_a_model_without_an_agent_says_so_and_runs(tmp_path):
     code = tmp_path / "a.py"
     code.write_text("def f(x):\n    return x\n")
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", "complete", str(code), "--model",
-                             "tiny-random-llama", "--max-new-tokens", "3"], capture_output=True, text=True, timeout=300)
+    result = run_cli("complete", str(code), "--model", "tiny-random-llama", "--max-new-tokens", "3")
     assert result.returncode == 0, result.stderr
     assert "has no exit agent for agent:0.9: using confidence:0.9" in result.stderr
     assert "confidence:0.9: 3 tokens" in result.stdout

@@ -24,6 +24,7 @@ from train.lite.finetune import RUN_JSON, run_finetune
 from train.lite.loss import distill_loss, head_logits, measure_exits, sample_positions
 from train.lite.schedule import step_size
 from train.lite.teacher import Teacher, TeacherCache, open_or_build_cache
+from tests.cli import run_cli
 
 
 def _config(tmp_path, **finetune):
@@ -296,9 +297,8 @@ def test_train_default_from_a_lite_model_records_its_run(tmp_path):
     assert json.loads((tmp_path / "build" / "manifest.json").read_text())["lite"] == manifest["lite"]
 
 
-def _greencode(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "greencode.cli", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+def _greencode(*args: str):
+    return run_cli(*args)
 
 
 def test_a_lite_model_loads_the_build_installed_into_its_folder(tmp_path):
@@ -342,7 +342,7 @@ def test_a_lite_model_loads_the_build_installed_into_its_folder(tmp_path):
     assert facts["agreement_after"] == lite_run["agreement_after"]  # the fine-tuning's figures, not the maps'
     assert facts["maps_agreement_after"] == json.loads((lite / "adaptation" / "manifest.json").read_text())[
         "adaptation"]["agreement_after"]
-    code = str(tmp_path / "corpus" / "py" / "atomic.py")
+    code = str(tmp_path / "corpus" / "py" / "files" / "atomic.py")
     completed = _greencode("complete", code, "--model", str(lite), "--policy", "agent:0.5", "--max-new-tokens", "4")
     assert completed.returncode == 0, completed.stderr
     assert "no exit agent" not in completed.stderr  # no fallback note: the model's own agent was found
@@ -359,9 +359,7 @@ def test_a_lite_model_loads_the_build_installed_into_its_folder(tmp_path):
 ])
 def test_train_default_from_bad_input_is_one_line(tmp_path, extra, message):
     (tmp_path / "lite").mkdir()
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", "train", "default", "--from", str(tmp_path / "lite"),
-                             "--output", str(tmp_path / "build"), *extra], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    result = run_cli("train", "default", "--from", str(tmp_path / "lite"), "--output", str(tmp_path / "build"), *extra)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert not (tmp_path / "build").exists()
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,6 +16,7 @@ from greencode.exits.points import lite_weights
 from greencode.model.load import load_model
 from train.lite.finetune import CHECKPOINTS, LORA_ADAPTER, run_finetune
 from train.lite.loss import lite_loss, measure_exits, sample_positions
+from tests.cli import run_cli
 
 FAST = {"batch_size": 4, "grad_accum": 1, "seq_len": 32, "learning_rate": 3e-3, "logging_steps": 5, "lora": False,
         "validation_tokens": 512, "save_steps": 1000}
@@ -196,9 +195,7 @@ def test_cli_refuses_an_existing_output_in_one_line(tmp_path):
     existing = tmp_path / "taken"
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
-    result = subprocess.run([sys.executable, "-m", "greencode.cli", "train", "finetune", "--model",
-                             "tiny-random-llama", "--output", str(existing)], capture_output=True, text=True,
-                            timeout=120)
+    result = run_cli("train", "finetune", "--model", "tiny-random-llama", "--output", str(existing))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"greencode: error: {existing}: already exists; pass --resume to continue it, --overwrite to replace it, "
