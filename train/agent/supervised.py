@@ -2,7 +2,7 @@
 the token is already right at an exit point (its top-1 there equals the final layer's top-1).
 
 Why it exists: with the paper's rewards (eq. 2/3) and a model whose early exits agree with the final layer
-on a minority of tokens, PPO settles on "always continue" (see README). Predicting correctness directly
+on a minority of tokens, PPO settles on "always continue" (see docs/results.md). Predicting correctness directly
 gives P(exit) the meaning the threshold knob wants: agent:0.9 exits where the agent is 90% sure the token
 is already what full depth would give.
 """

@@ -18,7 +18,7 @@ GPU_BATCH, GPU_ACCUM = 4, 32  # the paper's
 CPU_BATCH, CPU_ACCUM = 2, 4
 CPU_MAX_STEPS = 100
 FULL_LR = 1e-5  # the paper's, for all weights
-LORA_LR = 3e-4  # LoRA's adapters start at zero and need a larger step (chosen by a CPU A/B: README, LITE)
+LORA_LR = 3e-4  # LoRA's adapters start at zero and need a larger step (chosen by a CPU A/B: docs/results.md)
 
 
 @dataclass(frozen=True)
