@@ -19,7 +19,7 @@ OURS = {"greencode", "tui", "train", "tests"}
 DISTRIBUTIONS = {"zeus": "zeus-ml", "rouge_score": "rouge-score", "tree_sitter": "tree-sitter",
                  "stable_baselines3": "stable-baselines3", "yaml": "pyyaml"}
 NOT_IMPORTED = {"accelerate", "tree-sitter-python", "tree-sitter-java", "pytest-asyncio", "pytest-textual-snapshot",
-                "pytest-timeout"}  # needed at run time through another package, or pytest plugins
+                "pytest-timeout", "pytest-xdist"}  # needed at run time through another package, or pytest plugins
 OPTIONAL = {"amdsmi", "codebleu", "tensorboard", "llama_cpp"}  # guarded imports; codebleu comes from dev.sh
 # without its deps; llama_cpp (llama-cpp-python, the bench anchor) is built from source only when asked for
 

@@ -44,3 +44,19 @@ def test_every_mount_of_the_real_root_imports():
 
     for spec in [*COMMANDS.values(), *GROUPS.values()]:
         assert not isinstance(load_spec(spec), Exception), spec
+
+
+def test_help_answers_without_importing_the_heavy_libraries():
+    """A new interpreter: what `greencode --help` imports is only visible from a fresh process."""
+    import subprocess
+
+    from tests.cli import REPO
+
+    probe = ("import sys\nsys.argv = ['greencode', '--help']\nimport greencode.cli\n"
+             "try:\n    greencode.cli.main()\nexcept SystemExit:\n    pass\n"
+             "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'textual', 'stable_baselines3') if m in sys.modules))")
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert ran.returncode == 0, ran.stderr
+    assert "tui" in ran.stdout and "train" in ran.stdout
+    assert ran.stdout.strip().splitlines()[-1] == "HEAVY []"
