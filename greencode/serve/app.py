@@ -77,6 +77,8 @@ def build_app(engine, config: Config, default_policy=None):
     from greencode.decoding.fim import model_fim_form
     from greencode.runtime import policy_or_fallback
 
+    if not config.serve.model_id.strip():
+        raise GreencodeError("[serve].model_id is empty; give the name clients use for this model, e.g. 'greencode'")
     default_policy, _ = policy_or_fallback(engine, default_policy or config.engine.policy)
     queue = GenerationQueue(engine, default_policy, config.serve.queue_limit)
     state = ServerState(engine, config, queue, time.time(), frozenset(engine.loaded.tokenizer.all_special_ids),

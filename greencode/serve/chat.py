@@ -3,7 +3,9 @@
 A conversation is checked here (a list of {role, content} with known roles and text), rendered by the
 model's own chat template into the prompt's token ids, and then runs as any completion does: the shared
 GenerateRequest carries its parameters through the one validation, and the job skips only the FIM plan
-(greencode.serve.jobs). A conversation is never cut to fit the window: too long is a 413.
+(greencode.serve.jobs). A conversation is never cut to fit the window: too long is a 413. An answer is a
+turn, not a line of code: without a limit in the request it runs to the end of the turn (the model's EOS) or
+[serve].max_new_tokens_cap, not [engine].max_new_tokens.
 """
 
 from __future__ import annotations
@@ -78,10 +80,11 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("logprobs: not supported; leave it out or send false")
         return self
 
-    def to_generate(self, prompt: str) -> dict:
+    def to_generate(self, prompt: str, max_new_tokens_cap: int) -> dict:
         """The shared GenerateRequest's body for the rendered conversation `prompt`."""
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        limit = max_new_tokens_cap if limit is None else limit
         parameters = {"max_new_tokens": limit, "temperature": self.temperature, "top_p": self.top_p, "stop": stop,
                       "seed": self.seed, "greencode": self.greencode, **(self.model_extra or {})}
         parameters = {key: value for key, value in parameters.items() if value is not None}
@@ -106,7 +109,10 @@ class OllamaChatRequest(BaseModel):
         """The shared GenerateRequest's body, read as /api/generate reads its options."""
         from greencode.serve.schema import OllamaGenerateRequest
 
-        body = {**(self.model_extra or {}), "options": self.options, "greencode": self.greencode, "prompt": prompt}
+        options = self.options
+        if options.num_predict is None:
+            options = options.model_copy(update={"num_predict": -1})  # Ollama's default: to the end of the turn
+        body = {**(self.model_extra or {}), "options": options, "greencode": self.greencode, "prompt": prompt}
         return OllamaGenerateRequest.model_construct(**body).to_generate(max_new_tokens_cap)
 
 

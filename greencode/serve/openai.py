@@ -99,7 +99,7 @@ def add_routes(app, state: ServerState) -> None:
     @app.post("/v1/chat/completions", summary="OpenAI chat completions (messages, through the chat template)")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         prompt, ids = render_conversation(state, body.messages)
-        generate = validated(state, body.to_generate(prompt), "openai")
+        generate = validated(state, body.to_generate(prompt, state.config.serve.max_new_tokens_cap), "openai")
         job = await start_job(state, generate, request, prompt_ids=ids)
         headers = response_headers(job)
         if body.stream:

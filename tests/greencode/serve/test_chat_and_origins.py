@@ -78,6 +78,12 @@ def test_openai_chat_streams_deltas_with_each_tokens_exit_layer(oai, tiny):
     assert last.model_extra["greencode"]["exit_layers"] == [12] * 5 and {c.model for c in chunks} == {"greencode"}
 
 
+def test_a_chat_without_a_limit_runs_to_the_servers_cap_not_the_completion_default(oai, olm):
+    # serve_config sets [engine].max_new_tokens = 4 (a line of code); a chat turn goes on to the cap (or EOS).
+    assert oai.chat.completions.create(model="g", messages=CHAT).usage.completion_tokens == CAP
+    assert olm.chat(model="g", messages=CHAT, stream=False).eval_count == CAP
+
+
 def test_ollama_chat_streamed_and_not(olm, tiny):
     expected = _chat_expected(tiny, CHAT, max_new_tokens=4)
     answer = olm.chat(model="greencode", messages=CHAT, stream=False, options={"num_predict": 4})
