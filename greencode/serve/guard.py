@@ -98,7 +98,7 @@ def origin_patterns(entries: list) -> tuple[str, ...]:
     from greencode.errors import GreencodeError
 
     for entry in entries:
-        if not isinstance(entry, str) or not entry.strip() or entry.strip().endswith("/"):
+        if not isinstance(entry, str) or not entry.strip() or "/" in entry.strip().split("://", 1)[-1]:
             raise GreencodeError(f"[serve].allowed_origins: {entry!r} is not an origin; give entries such as "
                                  "'https://app.example.com' or 'https://*.example.com' (scheme://host[:port], no path)")
     return tuple(entry.strip().lower() for entry in entries)

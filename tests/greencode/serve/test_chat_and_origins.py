@@ -295,3 +295,16 @@ def test_info_the_server_and_the_tui_describe_the_model_alike():
     panel = describe_engine(state.engine).splitlines()
     assert panel == [cli["model"], f"exits at {','.join(map(str, cli['exit_points']))} of {cli['num_layers']}",
                      f"exit head: {cli['exit_head']}"]
+
+
+def test_serve_names_a_bad_allowed_origin_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    from greencode import cli
+
+    config = tmp_path / "greencode.toml"
+    config.write_text('[serve]\nallowed_origins = ["https://ok.example.org", "https://x.org/path"]\n')
+    monkeypatch.setattr("sys.argv", ["greencode", "--config", str(config), "serve", "--model", "no-such-model"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("greencode: error: [serve].allowed_origins: 'https://x.org/path' is not an origin")
