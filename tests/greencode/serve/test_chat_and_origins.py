@@ -308,3 +308,14 @@ def test_serve_names_a_bad_allowed_origin_before_the_model_loads(tmp_path, monke
     err = capsys.readouterr().err.strip()
     assert exited.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith("greencode: error: [serve].allowed_origins: 'https://x.org/path' is not an origin")
+
+
+def test_the_packaged_default_chats_through_its_own_template(default_model):
+    messages = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+    assert "<|im_start|>" in default_model.tokenizer.chat_template  # SmolLM2-Instruct's ChatML
+    with running_server(EarlyExitEngine(default_model), serve_config(), "confidence:0.9") as (url, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
+        answer = client.chat.completions.create(model="greencode", messages=messages, max_tokens=6)
+    expected = _chat_expected(default_model, messages, policy="confidence:0.9", max_new_tokens=6)
+    assert answer.choices[0].message.content == expected.text and "<|im_end|>" not in expected.text
+    assert answer.usage.prompt_tokens == expected.prompt_tokens and answer.model_extra["greencode"]["exit_layers"] == list(expected.exit_layers)
