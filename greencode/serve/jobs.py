@@ -96,11 +96,11 @@ def _job_for(state: ServerState, request: GenerateRequest, prompt_ids: list[int]
         "top_p": defaults.top_p if params.top_p is None else params.top_p,
         "seed": defaults.seed if params.seed is None else params.seed,
     }
-    fim = _fim_plan(state, request) if prompt_ids is None else None
-    if prompt_ids is not None:
+    if prompt_ids is not None:  # a conversation: already templated, never cut, no FIM
         check_window(state, len(prompt_ids), options["max_new_tokens"])
         return GenerationJob(prompt_ids, options, _request_policy(state, request), asyncio.get_running_loop(),
                              warnings=warnings)
+    fim = _fim_plan(state, request)
     if fim.mode:
         options.update(stop=(options["stop"] or []) + fim.stop or None, stop_rule=fim.stop_rule)
     return GenerationJob(fim.prompt, options, _request_policy(state, request), asyncio.get_running_loop(), fim=fim,
