@@ -159,6 +159,8 @@ class ServeConfig:
     body_timeout_s: float = _opt(10.0, lo=0.1, hi=3600.0)  # request headers and body must arrive within this
     limit_concurrency: int = _opt(64, lo=1)  # open connections at once; 503 past it
     timeout_keep_alive_s: float = _opt(5.0, lo=0.1, hi=3600.0)  # idle keep-alive connections close after this
+    model_id: str = _opt("greencode")  # the model name clients see and may send (/v1/models, /api/tags, answers)
+    allowed_origins: list = _opt([])  # browser Origins served besides loopback ones, e.g. "https://*.example.com"
 
 
 @dataclass(frozen=True)

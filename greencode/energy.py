@@ -109,8 +109,8 @@ class EnergyMeter:
         return Measurement(seconds, float(joules), self.source)
 
 
-def describe_energy_source(config: EnergyConfig) -> str:
-    meter = EnergyMeter(config)
+def describe_meter(meter: EnergyMeter) -> str:
+    """Where a meter's joules come from, in one line ('estimate (40 W x seconds; ...)' or 'measured: gpu')."""
     if meter.source == ESTIMATE:
         return f"{ESTIMATE} ({meter.watts:g} W x seconds; no NVML or RAPL readable)"
     return meter.source

@@ -1,35 +1,46 @@
-"""Facts about a loaded model that `greencode info` prints (and the TUI and endpoint reuse)."""
+"""What a loaded model is: the one set of facts `greencode info` prints, the server's `/info` answers and the
+TUI's model panel shows (so the three never disagree)."""
 
 from __future__ import annotations
 
 from greencode.config import Config
 
 
-def model_info(config: Config) -> dict:
-    from greencode.energy import describe_energy_source
-    from greencode.exits.points import lite_weights
-    from greencode.decoding.fim import describe_fim
-    from greencode.runtime import engine_from_config
-    from greencode.model.weights import describe_weights
-
-    engine = engine_from_config(config)
-    loaded, points = engine.loaded, engine.exit_points
-    # What an exit decodes over and costs (full depth: the whole head, always).
-    exit_head = engine.describe_exit_head()
+def model_facts(engine, config: Config | None = None, *, identity_only: bool = False) -> dict:
+    """The facts about `engine`'s model. `identity_only`: just its name, depth, exit points and exit head
+    (what the TUI panel shows, and all a stand-in engine in UI tests has). `config` says which weight form
+    was asked for ("chosen by auto")."""
+    loaded = engine.loaded
     facts = {
         "model": loaded.name,
+        "num_layers": engine.num_layers,
+        "exit_points": list(engine.exit_points),
+        # What an exit decodes over and costs (full depth: the whole head, always).
+        "exit_head": engine.describe_exit_head().removeprefix("exit head: "),
+    }
+    if identity_only:
+        return facts
+    from greencode.decoding.fim import describe_fim
+    from greencode.energy import describe_meter
+    from greencode.exits.points import lite_weights
+    from greencode.model.weights import describe_weights
+
+    points = facts["exit_points"]
+    facts = {
+        "model": facts["model"],
         "spec": loaded.spec,
         "architecture": loaded.adapter.arch,
-        "num_layers": loaded.num_layers,
+        "num_layers": facts["num_layers"],
         "hidden_size": loaded.hidden_size,
-        "weights": describe_weights(loaded, config.model.weights),
+        "weights": describe_weights(loaded, config.model.weights if config is not None else loaded.weights),
         "exit_points": points,
         # A fine-tuned model reports the weights it was trained with; others the paper's defaults.
         "lite_weights": loaded.info.get("weights") or {
             layer: round(w, 4) for layer, w in lite_weights(loaded.num_layers, points=points).items()},
-        "exit_head": exit_head.removeprefix("exit head: "),
-        "energy_source": describe_energy_source(config.energy),
+        "exit_head": facts["exit_head"],
+        "energy_source": describe_meter(engine.meter),
         "fim": describe_fim(loaded.tokenizer),  # the model's own FIM prompt, or prefix-only completion
+        "chat_template": bool(getattr(loaded.tokenizer, "chat_template", None)),  # chat routes need one
         "load_seconds": round(loaded.load_seconds, 2),
     }
     for key in ("base_model", "steps", "tokens_trained", "agreement_before", "agreement_after", "validation_loss"):
@@ -44,3 +55,10 @@ def model_info(config: Config) -> dict:
         facts[f"{prefix}agreement_after"] = adaptation["adaptation"]["agreement_after"]
         facts["agent"] = loaded.info["agent_path"]
     return facts
+
+
+def model_info(config: Config) -> dict:
+    """`greencode info`: load the model the config names and describe it."""
+    from greencode.runtime import engine_from_config
+
+    return model_facts(engine_from_config(config), config)

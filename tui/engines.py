@@ -24,8 +24,10 @@ def real_engine_factory(settings: TuiSettings) -> EngineFactory:
 
 
 def describe_engine(engine: Any) -> str:
-    loaded = getattr(engine, "loaded", None)
-    name = getattr(loaded, "name", None) or "model"
-    points = ",".join(str(p) for p in engine.exit_points)
-    head = engine.describe_exit_head() if hasattr(engine, "describe_exit_head") else ""
-    return f"{name}\nexits at {points} of {engine.num_layers}" + (f"\n{head}" if head else "")
+    """The model panel: name, exit points and exit head, from the facts `greencode info` and /info show."""
+    from greencode.info import model_facts
+
+    facts = model_facts(engine, identity_only=True)
+    points = ",".join(str(p) for p in facts["exit_points"])
+    head = f"\nexit head: {facts['exit_head']}" if facts["exit_head"] else ""
+    return f"{facts['model']}\nexits at {points} of {facts['num_layers']}{head}"

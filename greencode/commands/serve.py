@@ -1,5 +1,5 @@
 """`greencode serve`: the editor endpoint (llm-vscode / llm-ls, TGI and HF Inference API routes; OpenAI and
-Ollama routes for Continue, Twinny and llm-ls's openai/ollama backends)."""
+Ollama completion and chat routes for Continue, Twinny, Open WebUI and llm-ls's openai/ollama backends)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def command(ctx: typer.Context,
                 "[serve].allow_unauthenticated; anyone who can reach the address may use the model)."),
             ) -> None:
     """Serve completions over HTTP: TGI (POST /generate, /generate_stream) for llm-vscode, OpenAI (POST
-    /v1/completions) and Ollama (POST /api/generate) for Continue, Twinny and llm-ls; fill-in-the-middle on all."""
+    /v1/completions, /v1/chat/completions) and Ollama (POST /api/generate, /api/chat) for Continue, Twinny, Open
+    WebUI and llm-ls; fill-in-the-middle on the completion routes. Clients name the model [serve].model_id
+    ("greencode"); see docs/editors.md."""
     from greencode.context import load_context_config
     from greencode.errors import GreencodeError
 
@@ -52,6 +54,9 @@ def command(ctx: typer.Context,
                                          "serve.threads": threads,
                                          "serve.allow_unauthenticated": allow_unauthenticated})
     refuse_open_host(config.serve)
+    from greencode.serve.guard import origin_patterns
+
+    origin_patterns(config.serve.allowed_origins)  # a bad entry is one line before the model loads
     from greencode.runtime import engine_from_config, policy_or_fallback
     from greencode.serve.app import build_app, listen_socket, run_server
 
@@ -66,8 +71,8 @@ def command(ctx: typer.Context,
         typer.echo(f"note: {note}", err=True)
     app = build_app(engine, config, default_policy)
     serve = config.serve
-    typer.echo(f"greencode serve: {engine.loaded.name}, {engine.num_layers} layers, exits {engine.exit_points}, "
-               f"policy {default_policy.name}, energy {engine.meter.source}, "
+    typer.echo(f"greencode serve: {engine.loaded.name} as '{app.state.model_id}', {engine.num_layers} layers, "
+               f"exits {engine.exit_points}, policy {default_policy.name}, energy {engine.meter.source}, "
                f"auth {'on' if serve.token else 'off'} -> http://{serve.host}:{serve.port}/generate, /v1/completions, "
-               f"/api/generate", err=True)
+               f"/v1/chat/completions, /api/generate, /api/chat", err=True)
     run_server(app, sock, log_level=log_level)

@@ -169,7 +169,8 @@ class EarlyExitEngine:
         """The most tokens one completion can add: at least one prompt token must fit in the window."""
         return self.position_window - 1
 
-    def _context_limit(self, max_new_tokens: int) -> int:
+    def context_limit(self, max_new_tokens: int) -> int:
+        """How many prompt tokens fit beside `max_new_tokens` ([engine].max_context_tokens and the window)."""
         if max_new_tokens > self.max_new_tokens_limit():
             raise GreencodeError(f"max_new_tokens {max_new_tokens} does not fit the model's position window of "
                                  f"{self.position_window} tokens; ask for at most {self.max_new_tokens_limit()}")
@@ -181,7 +182,7 @@ class EarlyExitEngine:
             prompt, add_special_tokens=False)["input_ids"]
         if not ids:
             raise GreencodeError("the prompt is empty: give some code before the cursor")
-        limit = self._context_limit(max_new_tokens)
+        limit = self.context_limit(max_new_tokens)
         # With a prefix cache the window's start moves in steps, so it stays put while the user types.
         dropped = window_cut(len(ids), limit) if self.prefix_cache is not None else max(0, len(ids) - limit)
         return ids[dropped:], dropped

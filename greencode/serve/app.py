@@ -5,14 +5,19 @@ Routes (TGI and HF Inference API shapes, see docs/architecture.md 'Editor endpoi
     POST /generate              {"inputs", "parameters"} -> {"generated_text", "details"}
     POST /generate_stream       the same, as server-sent events: one per token, the last with the text
     POST /  and /models/{model} HF Inference API: [{"generated_text", "details"}] ("stream": true for SSE)
-    GET  /health, GET /info     liveness and queue; model, exit points, policy, threshold, energy source
-    /v1/completions, /v1/models                  OpenAI (greencode/serve/openai.py)
-    /api/generate, /api/tags, /api/version       Ollama (greencode/serve/ollama.py)
+                                (return_full_text defaults to false everywhere, as in TGI)
+    GET  /health, GET /info     liveness and queue; the model's facts (greencode.info), policy, threshold, limits
+    /v1/completions, /v1/chat/completions, /v1/models                         OpenAI (greencode/serve/openai.py)
+    /api/generate, /api/chat, /api/tags, /api/ps, /api/show, /api/version     Ollama (greencode/serve/ollama.py)
+
+Clients see the model as [serve].model_id ("greencode"); what it is stands beside it (/info, /v1/models,
+/api/tags), by file name, never a local path.
 
 Every route goes through the same guard, validation (schema.py), FIM plan (greencode/decoding/fim.py) and queue.
 Every error is JSON in the route's protocol shape (`error_body`): TGI {"error", "error_type"} (what llm-ls
-shows the user), OpenAI {"error": {"message", "type", "code"}}, Ollama {"error"}: 401 bad token, 413 body or
-input too long, 422 malformed JSON / wrong types / bad policy / bad FIM prompt, 429 queue full, never a traceback.
+shows the user), OpenAI {"error": {"message", "type", "code"}}, Ollama {"error"}: 400 chat on a model without
+a chat template, 401 bad token, 403 foreign Host or Origin (guard.py), 413 body, input or conversation too long,
+422 malformed JSON / wrong types / bad policy / bad FIM prompt / bad messages, 429 queue full, never a traceback.
 """
 
 from __future__ import annotations
@@ -29,47 +34,41 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from greencode.config import Config
 from greencode.errors import GreencodeError
-from greencode.serve.guard import GuardMiddleware, error_body, public_message
-from greencode.serve.jobs import (ServerState, ServeError, _details, _policy_threshold, _start, _text, _token_json,
-                                  generate_once, log, response_headers)
+from greencode.serve.guard import GuardMiddleware, error_body, expected_body, public_message
+from greencode.serve.jobs import (ServerState, ServeError, StreamText, answer_text, details, generate_once, job_items,
+                                  log, policy_threshold, response_headers, start_job, token_json)
 from greencode.serve.queue import GenerationJob, GenerationQueue
-from greencode.decoding.fim import describe_fim
 from greencode.serve.schema import GenerateRequest, describe_errors, describe_protocol_errors
 
 def _sse(data: dict) -> bytes:
     return f"data:{json.dumps(data)}\n\n".encode()
 
 
-async def stream_events(state: ServerState, job: GenerationJob, body: GenerateRequest,
-                        full_text_default: bool) -> AsyncIterator[bytes]:
+async def stream_events(state: ServerState, job: GenerationJob, body: GenerateRequest) -> AsyncIterator[bytes]:
     """TGI stream: one event per token; the last token's event also carries generated_text and details.
 
     Each token is held until the next arrives (or the stream ends), so the last one is known to be last.
-    Any way out of here before the end (disconnect, server stop) cancels the generation."""
-    events, held, finished = [], None, False
-    try:
-        while True:
-            kind, payload = await job.items.get()
-            if kind == "token":
-                if held is not None:
-                    yield _sse({"index": held.index, "token": _token_json(state, held),
-                                "generated_text": None, "details": None})
-                held = payload
-                events.append(payload)
-            elif kind == "done":
-                finished = True
-                if held is not None:
-                    yield _sse({"index": held.index, "token": _token_json(state, held),
-                                "generated_text": _text(body, payload, full_text_default),
-                                "details": _details(state, job, payload, events, body.parameters)})
-                return
-            else:
-                finished = True
-                yield _sse(error_body(payload[1], "generation"))
-                return
-    finally:
-        if not finished:
-            state.queue.cancel(job)
+    A token's `text` is what may be shown by then (StreamText: never what a stop rule cuts later), so the
+    texts add up to generated_text. Leaving early (disconnect, server stop) cancels the generation."""
+    shown, events, held = StreamText(job), [], None
+
+    def event(token, text: str, summary=None) -> bytes:
+        final = summary is not None
+        return _sse({"index": token.index, "token": {**token_json(state, token), "text": text},
+                     "generated_text": answer_text(body, summary) if final else None,
+                     "details": details(state, job, summary, events, body) if final else None})
+
+    async for kind, payload in job_items(state, job):
+        if kind == "token":
+            if held is not None:
+                yield event(held, shown.add(held.text))
+            held = payload
+            events.append(payload)
+        elif kind == "done":
+            if held is not None:
+                yield event(held, shown.add(held.text) + shown.finish(payload.text), payload)
+        else:
+            yield _sse(error_body(payload, "generation"))
 
 
 def build_app(engine, config: Config, default_policy=None):
@@ -78,10 +77,13 @@ def build_app(engine, config: Config, default_policy=None):
     from greencode.decoding.fim import model_fim_form
     from greencode.runtime import policy_or_fallback
 
+    if not config.serve.model_id.strip():
+        raise GreencodeError("[serve].model_id is empty; give the name clients use for this model, e.g. 'greencode'")
     default_policy, _ = policy_or_fallback(engine, default_policy or config.engine.policy)
     queue = GenerationQueue(engine, default_policy, config.serve.queue_limit)
     state = ServerState(engine, config, queue, time.time(), frozenset(engine.loaded.tokenizer.all_special_ids),
-                        model_fim_form(engine.loaded.tokenizer))
+                        model_fim_form(engine.loaded.tokenizer), public_message(config.serve.model_id),
+                        public_message(engine.loaded.name))
 
     async def lifespan(app):
         queue.start()
@@ -102,15 +104,17 @@ def build_app(engine, config: Config, default_policy=None):
     async def _invalid(request, exc: RequestValidationError):
         path = request.url.path
         protocol = "openai" if path.startswith("/v1/") else "ollama" if path.startswith("/api/") else None
-        message = describe_protocol_errors(exc.errors(), protocol) if protocol else describe_errors(exc.errors())
+        expected = expected_body(path)
+        message = (describe_protocol_errors(exc.errors(), protocol, expected) if protocol
+                   else describe_errors(exc.errors(), expected))
         return JSONResponse(error_body(message, "validation", path), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
         path = request.url.path
         if exc.status_code == 400:  # FastAPI could not decode the body at all (e.g. not UTF-8)
-            return JSONResponse(error_body("the body is not valid JSON (it must be UTF-8 text)", "validation", path),
-                                422)
+            message = f"the body is not valid JSON (it must be UTF-8 text); send a JSON object {expected_body(path)}"
+            return JSONResponse(error_body(message, "validation", path), 422)
         return JSONResponse(error_body(str(exc.detail), "http", path), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
@@ -120,32 +124,32 @@ def build_app(engine, config: Config, default_policy=None):
         return JSONResponse(error_body(f"internal error ({type(exc).__name__})", "internal", request.url.path),
                             status_code=500)
 
-    async def answer(body: GenerateRequest, request: Request, full_text_default: bool, as_list: bool, stream: bool):
+    async def answer(body: GenerateRequest, request: Request, as_list: bool, stream: bool):
         if stream:
-            job = await _start(state, body, request)
-            return StreamingResponse(stream_events(state, job, body, full_text_default), media_type="text/event-stream",
+            job = await start_job(state, body, request)
+            return StreamingResponse(stream_events(state, job, body), media_type="text/event-stream",
                                      headers={"cache-control": "no-cache", "x-accel-buffering": "no",
                                               **response_headers(job)})
-        result = await generate_once(state, body, request, full_text_default)
+        result = await generate_once(state, body, request)
         warnings = result["details"]["warnings"]
         return JSONResponse([result] if as_list else result,
                             headers={"x-greencode-warning": "; ".join(warnings)} if warnings else None)
 
     @app.post("/generate", summary="TGI generate")
     async def generate(body: GenerateRequest, request: Request):
-        return await answer(body, request, False, as_list=False, stream=False)
+        return await answer(body, request, as_list=False, stream=False)
 
     @app.post("/generate_stream", summary="TGI generate, server-sent events")
     async def generate_stream(body: GenerateRequest, request: Request):
-        return await answer(body, request, False, as_list=False, stream=True)
+        return await answer(body, request, as_list=False, stream=True)
 
     @app.post("/", summary="HF Inference API")
     async def inference_api(body: GenerateRequest, request: Request):
-        return await answer(body, request, True, as_list=True, stream=bool(body.stream))
+        return await answer(body, request, as_list=True, stream=bool(body.stream))
 
     @app.post("/models/{model:path}", summary="HF Inference API (any model name: this server has one)")
     async def inference_api_model(model: str, body: GenerateRequest, request: Request):
-        return await answer(body, request, True, as_list=True, stream=bool(body.stream))
+        return await answer(body, request, as_list=True, stream=bool(body.stream))
 
     @app.get("/health")
     async def health():
@@ -153,18 +157,18 @@ def build_app(engine, config: Config, default_policy=None):
 
     @app.get("/info")
     async def info():
-        loaded, policy, serve = engine.loaded, queue.default_policy, config.serve
+        from greencode.info import model_facts
+
+        policy, serve = queue.default_policy, config.serve
+        facts = {key: public_message(value) if isinstance(value, str) else value
+                 for key, value in model_facts(engine, config).items()}  # file names, never the server's paths
         return {
-            "model_id": public_message(loaded.name), "model": public_message(loaded.name),
-            "spec": public_message(loaded.spec),
-            "architecture": loaded.adapter.arch, "num_layers": engine.num_layers,
-            "exit_points": list(engine.exit_points), "policy": policy.name,
-            "threshold": _policy_threshold(policy), "energy_source": engine.meter.source,
-            "device": str(engine.device), "cpu_threads": torch.get_num_threads(), "max_new_tokens_cap": serve.max_new_tokens_cap,
-            "max_input_chars": serve.max_input_chars, "max_body_bytes": serve.max_body_bytes,
-            "queue_limit": serve.queue_limit, "max_context_tokens": engine.max_context_tokens,
-            "auth": bool(serve.token), "version": "greencode-serve/1", "limit_concurrency": serve.limit_concurrency,
-            "fim": describe_fim(loaded.tokenizer),
+            "model_id": state.model_id, **facts, "model": state.model_description, "policy": policy.name,
+            "threshold": policy_threshold(policy), "device": str(engine.device), "cpu_threads": torch.get_num_threads(),
+            "max_new_tokens_cap": serve.max_new_tokens_cap, "max_input_chars": serve.max_input_chars,
+            "max_body_bytes": serve.max_body_bytes, "queue_limit": serve.queue_limit,
+            "max_context_tokens": engine.max_context_tokens, "auth": bool(serve.token), "version": "greencode-serve/1",
+            "limit_concurrency": serve.limit_concurrency,
         }
 
     from greencode.serve import ollama, openai
@@ -173,7 +177,7 @@ def build_app(engine, config: Config, default_policy=None):
     ollama.add_routes(app, state)
 
     guarded = GuardMiddleware(app, config.serve.token, config.serve.max_body_bytes, config.serve.body_timeout_s,
-                              config.serve.allow_unauthenticated)
+                              config.serve.allow_unauthenticated, config.serve.allowed_origins)
     guarded.state = state  # for the command's start-up line and for tests
     return guarded
 

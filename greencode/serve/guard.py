@@ -2,6 +2,11 @@
 
 - Host check: without a token only loopback Host values are served (a web page cannot drive the
   server through a DNS name rebound to 127.0.0.1); 403 otherwise.
+- Origin check: a browser names the page behind every cross-site request in `Origin`. Requests without
+  one (editors, curl, scripts) and from loopback pages are served, others only when [serve].allowed_origins
+  matches (globs, like OLLAMA_ORIGINS); 403 otherwise, and CORS preflights are answered only for those.
+  That is what keeps a web page from posting to 127.0.0.1, so a body is read as JSON whatever its
+  Content-Type (as Ollama does: curl -d, scripts posting data=json.dumps(...)).
 - Bearer token (401), body size (413), a body that arrives too slowly (408), JSON nested too deep
   (422, named as nesting).
 - Client-facing messages show file names, not the server's local paths.
@@ -10,10 +15,12 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import hmac
 import ipaddress
 import json
 import re
+from urllib.parse import urlsplit
 
 UNAUTHENTICATED_PATHS = {"/health"}
 LOOPBACK_NAMES = {"localhost"}
@@ -22,6 +29,7 @@ _LOCAL_PATH = re.compile(r"(?<![\w:/.~])(?:~|\.{1,2})?/(?:[^\s'\"():,;/]+/)+([^\
 
 
 OPENAI_ERROR_TYPES = {"validation": "invalid_request_error", "payload_too_large": "invalid_request_error",
+                      "chat_unsupported": "invalid_request_error", "forbidden_origin": "permission_error",
                       "authentication": "authentication_error", "overloaded": "rate_limit_error"}
 
 
@@ -33,6 +41,20 @@ def error_body(message: str, error_type: str, path: str = "") -> dict:
     if path.startswith("/api/"):
         return {"error": message}
     return {"error": message, "error_type": error_type}
+
+
+# What each route reads, for the one line a body that is not one gets.
+EXPECTED_BODIES = {
+    "/v1/completions": '{"model": "greencode", "prompt": "..."}',
+    "/v1/chat/completions": '{"model": "greencode", "messages": [{"role": "user", "content": "..."}]}',
+    "/api/generate": '{"model": "greencode", "prompt": "..."}',
+    "/api/chat": '{"model": "greencode", "messages": [{"role": "user", "content": "..."}]}',
+}
+TGI_BODY = '{"inputs": "...", "parameters": {...}}'
+
+
+def expected_body(path: str) -> str:
+    return EXPECTED_BODIES.get(path, TGI_BODY)
 
 
 def public_message(message: str) -> str:
@@ -55,6 +77,31 @@ def is_loopback_host(name: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:
+    """A loopback page (http(s)://localhost:3000, http://127.0.0.1, http://[::1]:8080) or one that matches a
+    [serve].allowed_origins glob ('https://*.example.com', 'vscode-webview://*'). 'null' only by a pattern."""
+    origin = origin.strip().lower()
+    try:
+        parts = urlsplit(origin)
+        hostname = parts.hostname
+    except ValueError:
+        return False
+    if parts.scheme in ("http", "https") and hostname and is_loopback_host(hostname):
+        return True
+    return any(fnmatch.fnmatchcase(origin, pattern) for pattern in patterns)
+
+
+def origin_patterns(entries: list) -> tuple[str, ...]:
+    """[serve].allowed_origins as lower-case globs; GreencodeError naming a bad entry."""
+    from greencode.errors import GreencodeError
+
+    for entry in entries:
+        if not isinstance(entry, str) or not entry.strip() or "/" in entry.strip().split("://", 1)[-1]:
+            raise GreencodeError(f"[serve].allowed_origins: {entry!r} is not an origin; give entries such as "
+                                 "'https://app.example.com' or 'https://*.example.com' (scheme://host[:port], no path)")
+    return tuple(entry.strip().lower() for entry in entries)
 
 
 def is_ip_literal(name: str) -> bool:
@@ -104,9 +151,10 @@ class GuardMiddleware:
     server's own, so a route still sees the client disconnect."""
 
     def __init__(self, app, token: str, max_body_bytes: int, body_timeout_s: float = 10.0,
-                 allow_unauthenticated: bool = False):
+                 allow_unauthenticated: bool = False, allowed_origins: list = ()):
         self.app, self.token, self.max_body_bytes = app, token.encode(), max_body_bytes
         self.body_timeout_s, self.allow_unauthenticated = body_timeout_s, allow_unauthenticated
+        self.origin_patterns = origin_patterns(list(allowed_origins))
 
     def _host_allowed(self, headers: dict) -> bool:
         if self.token:
@@ -124,6 +172,15 @@ class GuardMiddleware:
             message = ("this server has no token and answers only to loopback Host names (localhost, 127.0.0.1, "
                        "[::1]); set --token to serve other names")
             return await send_json(send, 403, error_body(message, "forbidden_host", path))
+        origin = headers.get(b"origin")
+        if origin is not None:
+            if not origin_allowed(origin.decode("latin-1"), self.origin_patterns):
+                message = (f"requests from the web page {origin.decode('latin-1')[:100]!r} are refused: this server "
+                           "answers browsers only from loopback pages and [serve].allowed_origins")
+                return await send_json(send, 403, error_body(message, "forbidden_origin", path))
+            if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+                return await _preflight(send, origin, headers)
+            send = _with_cors(send, origin)
         if self.token and path not in UNAUTHENTICATED_PATHS:
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, b"Bearer " + self.token):
@@ -158,4 +215,31 @@ class GuardMiddleware:
         async def replayed_receive():
             return replay.pop() if replay else await receive()
 
+        # Every body is JSON, whatever Content-Type says (the Origin rule above guards against web pages).
+        headers_as_json = [(key, value) for key, value in scope["headers"] if key != b"content-type"]
+        scope = {**scope, "headers": headers_as_json + [(b"content-type", b"application/json")]}
         await self.app(scope, replayed_receive, send)
+
+
+async def _preflight(send, origin: bytes, headers: dict) -> None:
+    """A CORS preflight from an allowed page: say what it may send (the methods and headers it asked for)."""
+    allow = [(b"access-control-allow-origin", origin), (b"vary", b"Origin"),
+             (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+             (b"access-control-allow-headers", headers.get(b"access-control-request-headers", b"content-type")),
+             (b"access-control-max-age", b"600"), (b"content-length", b"0")]
+    if headers.get(b"access-control-request-private-network") == b"true":  # Chrome: a public page to loopback
+        allow.append((b"access-control-allow-private-network", b"true"))
+    await send({"type": "http.response.start", "status": 204, "headers": allow})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _with_cors(send, origin: bytes):
+    """`send` that lets an allowed page read the answer (Access-Control-Allow-Origin on the response)."""
+    async def send_with_cors(message):
+        if message["type"] == "http.response.start":
+            cors = [(b"access-control-allow-origin", origin), (b"vary", b"Origin"),
+                    (b"access-control-expose-headers", b"x-greencode-warning, x-greencode-fim")]
+            message = {**message, "headers": [*message.get("headers", []), *cors]}
+        return await send(message)
+
+    return send_with_cors

@@ -1,6 +1,7 @@
 """What every protocol of `greencode serve` shares (TGI, HF Inference API, OpenAI, Ollama): one request
 becomes one job (its policy, FIM plan and options, validated once), queued, streamed back, and described
-with the same figures. Routes live in app.py (TGI and HF), openai.py and ollama.py; they all call these.
+with the same figures. Routes live in app.py (TGI and HF), openai.py and ollama.py; they all call these:
+`validated` -> `start_job` -> `collect` (one answer) or `job_items` + `StreamText` (a stream), then `details`.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ class ServerState:
     started: float
     special_ids: frozenset
     fim_form: Any = None  # greencode.decoding.fim.FimForm when the model has FIM tokens
+    model_id: str = "greencode"  # the public name every route answers with ([serve].model_id)
+    model_description: str = ""  # the model it serves, in words (file names, never a local path)
 
 
-def _policy_threshold(policy) -> float | None:
+def policy_threshold(policy) -> float | None:
     return getattr(policy, "threshold", None)
 
 
@@ -69,7 +72,8 @@ def _fim_plan(state: ServerState, request: GenerateRequest):
         raise ServeError(422, str(exc), "validation") from None
 
 
-def _job_for(state: ServerState, request: GenerateRequest) -> GenerationJob:
+def _job_for(state: ServerState, request: GenerateRequest, prompt_ids: list[int] | None = None) -> GenerationJob:
+    """The job of a validated request; `prompt_ids` (a chat conversation, already templated) skips the FIM plan."""
     serve, defaults = state.config.serve, state.config.engine
     chars = len(request.inputs) + len(request.suffix or "")
     if chars > serve.max_input_chars:
@@ -92,11 +96,24 @@ def _job_for(state: ServerState, request: GenerateRequest) -> GenerationJob:
         "top_p": defaults.top_p if params.top_p is None else params.top_p,
         "seed": defaults.seed if params.seed is None else params.seed,
     }
+    if prompt_ids is not None:  # a conversation: already templated, never cut, no FIM
+        check_window(state, len(prompt_ids), options["max_new_tokens"])
+        return GenerationJob(prompt_ids, options, _request_policy(state, request), asyncio.get_running_loop(),
+                             warnings=warnings)
     fim = _fim_plan(state, request)
     if fim.mode:
         options.update(stop=(options["stop"] or []) + fim.stop or None, stop_rule=fim.stop_rule)
     return GenerationJob(fim.prompt, options, _request_policy(state, request), asyncio.get_running_loop(), fim=fim,
                          warnings=warnings)
+
+
+def check_window(state: ServerState, prompt_tokens: int, max_new_tokens: int) -> None:
+    """A conversation is not cut to fit (its start holds the system prompt and the template): too long is a 413."""
+    limit = state.engine.context_limit(max_new_tokens)
+    if prompt_tokens > limit:
+        raise ServeError(413, f"the conversation has {prompt_tokens} tokens; this server's window holds {limit} "
+                         "([engine].max_context_tokens, less the tokens to generate): drop earlier messages",
+                         "payload_too_large")
 
 
 ERROR_TYPES = {422: "validation", 499: "cancelled", 503: "unavailable"}
@@ -125,9 +142,10 @@ async def _cancel_on_disconnect(state: ServerState, job: GenerationJob, request)
         watcher.cancel()
 
 
-async def _start(state: ServerState, body: GenerateRequest, request) -> GenerationJob:
+async def start_job(state: ServerState, body: GenerateRequest, request,
+                    prompt_ids: list[int] | None = None) -> GenerationJob:
     """Queue the request and wait until generation has started (or failed before its first token)."""
-    job = _job_for(state, body)
+    job = _job_for(state, body, prompt_ids)
     try:
         state.queue.submit(job)
     except QueueFull as exc:
@@ -139,18 +157,20 @@ async def _start(state: ServerState, body: GenerateRequest, request) -> Generati
     return job
 
 
-def _token_json(state: ServerState, event) -> dict:
+def token_json(state: ServerState, event) -> dict:
     return {"id": event.token_id, "text": event.text, "logprob": None, "special": event.token_id in state.special_ids,
             "exit_layer": event.exit_layer, "joules": event.joules}
 
 
-def _details(state: ServerState, job: GenerationJob, summary, events: list, params) -> dict:
+def details(state: ServerState, job: GenerationJob, summary, events: list, body: GenerateRequest) -> dict:
+    """The figures of a finished job, the same on every route (TGI `details`, the `greencode` field elsewhere)."""
+    params = body.parameters
     sampled = job.options["temperature"] > 0
     return {
         "finish_reason": FINISH_REASONS.get(summary.stop_reason, summary.stop_reason),
         "generated_tokens": summary.tokens,
         "seed": job.options["seed"] if sampled else None,
-        "tokens": [_token_json(state, event) for event in events],
+        "tokens": [token_json(state, event) for event in events],
         "exit_layers": list(summary.exit_layers),
         "num_layers": state.engine.num_layers,
         "mean_exit_layer": summary.mean_exit_layer,
@@ -173,9 +193,9 @@ def _details(state: ServerState, job: GenerationJob, summary, events: list, para
     }
 
 
-def _text(body: GenerateRequest, summary, full_text_default: bool) -> str:
-    full = body.parameters.return_full_text
-    return body.inputs + summary.text if (full_text_default if full is None else full) else summary.text
+def answer_text(body: GenerateRequest, summary) -> str:
+    """The completion, after the prompt only when `return_full_text` asks for it (TGI's default is false)."""
+    return body.inputs + summary.text if body.parameters.return_full_text else summary.text
 
 
 async def collect(state: ServerState, job: GenerationJob, request) -> tuple:
@@ -192,11 +212,10 @@ async def collect(state: ServerState, job: GenerationJob, request) -> tuple:
                 _raise_for(payload)
 
 
-async def generate_once(state: ServerState, body: GenerateRequest, request, full_text_default: bool) -> dict:
-    job = await _start(state, body, request)
+async def generate_once(state: ServerState, body: GenerateRequest, request) -> dict:
+    job = await start_job(state, body, request)
     summary, events = await collect(state, job, request)
-    return {"generated_text": _text(body, summary, full_text_default),
-            "details": _details(state, job, summary, events, body.parameters)}
+    return {"generated_text": answer_text(body, summary), "details": details(state, job, summary, events, body)}
 
 
 def validated(state: ServerState, body: dict, protocol: str) -> GenerateRequest:
@@ -207,10 +226,6 @@ def validated(state: ServerState, body: dict, protocol: str) -> GenerateRequest:
         return GenerateRequest.model_validate(body)
     except ValidationError as exc:
         raise ServeError(422, describe_protocol_errors(exc.errors(), protocol), "validation") from None
-
-
-def details(state: ServerState, job: GenerationJob, summary, events: list, body: GenerateRequest) -> dict:
-    return _details(state, job, summary, events, body.parameters)
 
 
 def fim_headers(job: GenerationJob) -> dict:

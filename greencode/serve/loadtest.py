@@ -63,13 +63,13 @@ def rss_mb(pid: int) -> float | None:
         return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
 
@@ -159,7 +159,7 @@ def run_bench(model: str, policy: str, requests: int, concurrency: int, max_new_
     if route not in ROUTES:
         raise GreencodeError(f"--route {route!r} is not one of: {', '.join(ROUTES)}")
     prompts = editor_prompts(config.data, config.eval.context_fraction, min(requests, 100))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = serve_command(port, model, policy, ["--serve.queue_limit", str(concurrency),
                                                   "--serve.max_new_tokens_cap", str(max_new_tokens),
@@ -196,8 +196,8 @@ def _report(info, results, wall, requests, concurrency, max_new_tokens, rss_star
         "requests_planned": requests, "requests_sent": len(results), "concurrency": concurrency,
         "max_new_tokens": max_new_tokens, "ok": len(ok), "errors": len(errors) + (requests - len(results)),
         "error_examples": errors[:3], "wall_s": round(wall, 2),
-        "latency_s": {"p50": round(_percentile(latencies, 50), 3), "p90": round(_percentile(latencies, 90), 3),
-                      "p99": round(_percentile(latencies, 99), 3), "max": round(max(latencies, default=0.0), 3)},
+        "latency_s": {"p50": round(percentile(latencies, 50), 3), "p90": round(percentile(latencies, 90), 3),
+                      "p99": round(percentile(latencies, 99), 3), "max": round(max(latencies, default=0.0), 3)},
         "tokens": tokens, "tokens_per_s": round(tokens / wall, 2) if wall > 0 else 0.0,
         "requests_per_s": round(len(ok) / wall, 3) if wall > 0 else 0.0,
         "joules_per_token": round(sum(r["joules"] for r in ok) / tokens, 4) if tokens else 0.0,

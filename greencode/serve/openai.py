@@ -1,9 +1,11 @@
-"""OpenAI-compatible routes: `POST /v1/completions` (legacy completions, with `suffix`) and `GET /v1/models`.
+"""OpenAI-compatible routes: `POST /v1/completions` (legacy completions, with `suffix`), `POST
+/v1/chat/completions` (chat, through the model's chat template) and `GET /v1/models`.
 
-For Continue, Tabby's and llm-ls's `openai` backends, Twinny, and scripts using the `openai` package. The
-body is turned into the shared GenerateRequest, so it is checked, planned (FIM) and queued exactly as the
-TGI routes are. greencode's figures ride along in a `greencode` field that standard clients ignore: the
-TGI `details` on the answer and the final chunk, and each token's exit layer and joules on every chunk.
+For Continue (autocomplete and chat, the CLI too), Tabby's and llm-ls's `openai` backends, Twinny, litellm and
+scripts using the `openai` package. The body is turned into the shared GenerateRequest, so it is checked, planned
+(FIM) and queued exactly as the TGI routes are. greencode's figures ride along in a `greencode` field that
+standard clients ignore: the TGI `details` on the answer and the final chunk, and each token's exit layer and
+joules on every chunk.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import uuid
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from greencode.serve.jobs import (ServerState, StreamText, _start, collect, details, job_items, response_headers,
-                                   validated)
+from greencode.serve.chat import ChatCompletionRequest, render_conversation
+from greencode.serve.jobs import (ServerState, StreamText, collect, details, job_items, response_headers, start_job,
+                                  validated)
 from greencode.serve.schema import CompletionRequest
 
 FINISH = {"length": "length"}  # everything else (eos, stop sequence, suffix, end of line) is "stop"
+STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def _usage(summary) -> dict:
@@ -28,28 +32,43 @@ def _usage(summary) -> dict:
 
 
 def token_figures(event) -> dict:
+    """One token's figures on a stream chunk; its joules_saved may be negative (a token that cost more than full
+    depth would), so the chunks add up to the final figure."""
     return {"token_id": event.token_id, "exit_layer": event.exit_layer, "num_layers": event.num_layers,
-            "joules": event.joules, "joules_saved": max(0.0, event.full_depth_joules - event.joules),
+            "joules": event.joules, "joules_saved": event.full_depth_joules - event.joules,
             "energy_source": event.energy_source}
 
 
-def _chunk(meta: dict, text: str, finish_reason, greencode: dict, usage=None) -> bytes:
-    body = {**meta, "choices": [{"text": text, "index": 0, "finish_reason": finish_reason, "logprobs": None}],
-            "greencode": greencode}
+def _completion_choice(text: str, finish_reason, first: bool) -> dict:
+    return {"text": text, "index": 0, "finish_reason": finish_reason, "logprobs": None}
+
+
+def _chat_choice(text: str, finish_reason, first: bool) -> dict:
+    delta = {"content": text} if text or finish_reason is None else {}  # the last chunk's delta may be empty
+    if first:
+        delta = {"role": "assistant", **delta}
+    return {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+
+
+def _chunk(meta: dict, choice: dict, greencode: dict, usage=None) -> bytes:
+    body = {**meta, "choices": [choice], "greencode": greencode}
     if usage is not None:
         body["usage"] = usage
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
-async def _stream(state: ServerState, job, generate, meta: dict):
+async def _stream(state: ServerState, job, generate, meta: dict, choice):
+    """Server-sent chunks: one per token (text held back while a stop rule may still cut it), then the last
+    with the finish reason, usage and the completion's figures; `choice` shapes a chunk's choice."""
     shown = StreamText(job)
     events = []
     async for kind, payload in job_items(state, job):
         if kind == "token":
             events.append(payload)
-            yield _chunk(meta, shown.add(payload.text), None, token_figures(payload))
+            yield _chunk(meta, choice(shown.add(payload.text), None, len(events) == 1), token_figures(payload))
         elif kind == "done":
-            yield _chunk(meta, shown.finish(payload.text), FINISH.get(payload.stop_reason, "stop"),
+            finish = FINISH.get(payload.stop_reason, "stop")
+            yield _chunk(meta, choice(shown.finish(payload.text), finish, not events),
                          details(state, job, payload, events, generate), _usage(payload))
         else:
             error = {"message": payload, "type": "server_error", "param": None, "code": "generation"}
@@ -58,25 +77,43 @@ async def _stream(state: ServerState, job, generate, meta: dict):
 
 
 def add_routes(app, state: ServerState) -> None:
-    def meta() -> dict:
-        return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
-                "model": state.engine.loaded.name}
+    def meta(prefix: str, kind: str) -> dict:
+        return {"id": f"{prefix}-{uuid.uuid4().hex[:24]}", "object": kind, "created": int(time.time()),
+                "model": state.model_id}
 
     @app.post("/v1/completions", summary="OpenAI completions (prompt + suffix)")
     async def completions(body: CompletionRequest, request: Request):
         generate = validated(state, body.to_generate(), "openai")
-        job = await _start(state, generate, request)
+        job = await start_job(state, generate, request)
         headers = response_headers(job)
         if body.stream:
-            return StreamingResponse(_stream(state, job, generate, meta()), media_type="text/event-stream",
-                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
+            return StreamingResponse(_stream(state, job, generate, meta("cmpl", "text_completion"),
+                                             _completion_choice),
+                                     media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
         summary, events = await collect(state, job, request)
-        answer = {**meta(), "choices": [{"text": summary.text, "index": 0, "logprobs": None,
-                                         "finish_reason": FINISH.get(summary.stop_reason, "stop")}],
-                  "usage": _usage(summary), "greencode": details(state, job, summary, events, generate)}
+        choice = _completion_choice(summary.text, FINISH.get(summary.stop_reason, "stop"), True)
+        answer = {**meta("cmpl", "text_completion"), "choices": [choice], "usage": _usage(summary),
+                  "greencode": details(state, job, summary, events, generate)}
+        return JSONResponse(answer, headers=headers)
+
+    @app.post("/v1/chat/completions", summary="OpenAI chat completions (messages, through the chat template)")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        prompt, ids = render_conversation(state, body.messages)
+        generate = validated(state, body.to_generate(prompt, state.config.serve.max_new_tokens_cap), "openai")
+        job = await start_job(state, generate, request, prompt_ids=ids)
+        headers = response_headers(job)
+        if body.stream:
+            return StreamingResponse(_stream(state, job, generate, meta("chatcmpl", "chat.completion.chunk"),
+                                             _chat_choice),
+                                     media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+        summary, events = await collect(state, job, request)
+        choice = {"index": 0, "message": {"role": "assistant", "content": summary.text}, "logprobs": None,
+                  "finish_reason": FINISH.get(summary.stop_reason, "stop")}
+        answer = {**meta("chatcmpl", "chat.completion"), "choices": [choice], "usage": _usage(summary),
+                  "greencode": details(state, job, summary, events, generate)}
         return JSONResponse(answer, headers=headers)
 
     @app.get("/v1/models", summary="OpenAI models: the one this server serves")
     async def models():
-        return {"object": "list", "data": [{"id": state.engine.loaded.name, "object": "model",
-                                            "created": int(state.started), "owned_by": "greencode"}]}
+        return {"object": "list", "data": [{"id": state.model_id, "object": "model", "created": int(state.started),
+                                            "owned_by": "greencode", "description": state.model_description}]}

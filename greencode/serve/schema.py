@@ -12,6 +12,7 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from greencode.exits.policies import POLICY_FORMS
+from greencode.serve.guard import TGI_BODY
 
 MAX_STOP_SEQUENCES = 32  # editors send their templates' stop lists (Continue's Qwen template: 9 strings)
 MAX_STOP_CHARS = 256
@@ -109,8 +110,8 @@ class CompletionRequest(BaseModel):
             raise ValueError(f"best_of: not supported (only 1); got {self.best_of}")
         if self.echo:
             raise ValueError("echo: not supported; the answer is the completion only")
-        if self.logprobs is not None:
-            raise ValueError("logprobs: not supported; leave it out")
+        if self.logprobs:
+            raise ValueError("logprobs: not supported; leave it out or send 0")
         if isinstance(self.prompt, list) and len(self.prompt) != 1:
             raise ValueError(f"prompt: one prompt per request (a string or a one-element list), got {len(self.prompt)}")
         return self
@@ -121,9 +122,11 @@ class CompletionRequest(BaseModel):
         parameters = {"max_new_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
                       "stop": stop, "seed": self.seed, "greencode": self.greencode,
                       **{key: value for key, value in (self.model_extra or {}).items()}}
+        parameters = {key: value for key, value in parameters.items() if value is not None}
+        if "logprobs" in self.model_fields_set:
+            parameters["logprobs"] = self.logprobs  # 0 or null: taken, and said to be ignored
         prompt = self.prompt[0] if isinstance(self.prompt, list) else self.prompt
-        return {"inputs": prompt, "suffix": self.suffix,
-                "parameters": {key: value for key, value in parameters.items() if value is not None}}
+        return {"inputs": prompt, "suffix": self.suffix, "parameters": parameters}
 
 
 class OllamaOptions(BaseModel):
@@ -174,7 +177,7 @@ PROTOCOL_NAMES = {
 }
 
 
-def describe_protocol_errors(errors: list[dict], protocol: str) -> str:
+def describe_protocol_errors(errors: list[dict], protocol: str, expected: str = "") -> str:
     """describe_errors, naming the protocol's fields (max_tokens, not parameters.max_new_tokens)."""
     names = PROTOCOL_NAMES[protocol]
     renamed = []
@@ -186,11 +189,13 @@ def describe_protocol_errors(errors: list[dict], protocol: str) -> str:
                 location = (names[key].split(".") if names[key] else []) + location[size:]
                 break
         renamed.append({**error, "loc": tuple(location)})
-    return describe_errors(renamed)
+    return describe_errors(renamed, expected)
 
 
-def describe_errors(errors: list[dict]) -> str:
-    """One line naming each bad field: 'parameters.max_new_tokens: Input should be a valid integer'."""
+def describe_errors(errors: list[dict], expected: str = "") -> str:
+    """One line naming each bad field: 'parameters.max_new_tokens: Input should be a valid integer'.
+    `expected`: the route's body in words, for a body that is not JSON or not an object."""
+    expected = expected or TGI_BODY
     parts = []
     for error in errors:
         location = [str(part) for part in error.get("loc", ()) if part != "body"]
@@ -198,12 +203,11 @@ def describe_errors(errors: list[dict]) -> str:
         if error.get("type") == "value_error":
             message = message.removeprefix("Value error, ")
         elif error.get("type") == "json_invalid":
-            message = f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+            message = (f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')}); "
+                       f"send a JSON object {expected}")
             location = []
         elif not location:
-            message = 'the body must be a JSON object {"inputs": "...", "parameters": {...}}'
-            if isinstance(error.get("input"), (bytes, str)):
-                message += " sent with Content-Type: application/json"
+            message = f"the body must be a JSON object {expected}"
         elif message.startswith("Value error, "):
             message = message[len("Value error, "):]
         parts.append(f"{'.'.join(location)}: {message}" if location else message)

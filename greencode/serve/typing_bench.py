@@ -19,7 +19,7 @@ import time
 import typer
 
 from greencode.errors import GreencodeError
-from greencode.serve.loadtest import _free_port, _percentile, serve_command, serve_process
+from greencode.serve.loadtest import free_port, percentile, serve_command, serve_process
 
 MAX_REQUESTS, MAX_STEP, MAX_CONTEXT_CHARS = 500, 40, 20_000
 SUFFIX_CHARS = 300
@@ -59,7 +59,7 @@ def run_typing_bench(model: str, policy: str, requests: int, step: int, context_
     servers = {}
     with contextlib.ExitStack() as stack:
         for name, entries in (("reuse", config.engine.prefix_cache or 4), ("no_reuse", 0)):
-            port = _free_port()
+            port = free_port()
             command = serve_command(port, model, policy, ["--threads", str(server_threads),
                                                           "--engine.prefix_cache", str(entries)])
             servers[name] = {"url": f"http://127.0.0.1:{port}", "command": command, "seconds": [], "texts": [],
@@ -91,7 +91,7 @@ def run_typing_bench(model: str, policy: str, requests: int, step: int, context_
 
 def _report(info: dict, servers: dict, session: list, step: int, max_new_tokens: int) -> dict:
     def latency(seconds: list[float]) -> dict:
-        return {"p50": round(_percentile(seconds, 50), 3), "p95": round(_percentile(seconds, 95), 3),
+        return {"p50": round(percentile(seconds, 50), 3), "p95": round(percentile(seconds, 95), 3),
                 "mean": round(sum(seconds) / len(seconds), 3)}
 
     reuse, plain = servers["reuse"], servers["no_reuse"]

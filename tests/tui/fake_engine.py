@@ -129,6 +129,9 @@ class FakeEngine:
         self.cost = CostModel(self.num_layers, 8.0, 0.06, 1.3)
         self._gate = threading.Semaphore(0)
 
+    def describe_exit_head(self) -> str:
+        return ""  # the panel shows no exit-head line for the stand-in
+
     def threshold_effect(self, policy: str, layer: int, piece: str) -> tuple[int, str]:
         """Thresholds away from 0.9 move exits one exit point per 0.04 (deeper when stricter); below 0.84
         the token "x" comes out as "y" (so a sweep finds a threshold whose text differs)."""

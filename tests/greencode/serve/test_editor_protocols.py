@@ -56,7 +56,9 @@ def test_openai_client_completes_with_greencode_figures(oai, tiny):
                                    extra_body={"greencode": {"policy": "fixed:4"}})
     assert fixed.model_extra["greencode"]["exit_layers"] == [12, 4, 4]
     assert fixed.model_extra["greencode"]["joules_saved"] > 0
-    assert [m.id for m in oai.models.list()] == ["tiny-random-llama"]
+    models = oai.models.list().data
+    assert [(m.id, m.model_extra["description"]) for m in models] == [("greencode", "tiny-random-llama")]
+    assert answer.model == "greencode"
 
 
 def test_openai_client_streams_chunks_with_each_tokens_exit_layer(oai, tiny):
@@ -106,7 +108,7 @@ def test_ollama_client_generates_streamed_and_not(olm, server, tiny):
     assert "".join(p.response for p in parts) == expected.text and parts[-1].done and not parts[0].done
     suffixed = olm.generate(model="greencode", prompt=BEFORE, suffix=AFTER, stream=False, options={"num_predict": -1})
     assert suffixed.eval_count == CAP  # -1 (endless) is the server's cap
-    assert [m.model for m in olm.list().models] == ["tiny-random-llama"]
+    assert [m.model for m in olm.list().models] == ["greencode"] and answer.model == "greencode"
     assert httpx.get(f"{server[0]}/api/version", headers={"Authorization": "Bearer s3cret"}).json()["version"]
     # The ollama client drops fields it does not know; the figures are on the wire, on every line.
     with httpx.stream("POST", f"{server[0]}/api/generate", headers={"Authorization": "Bearer s3cret"}, timeout=60,

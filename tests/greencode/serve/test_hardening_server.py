@@ -236,4 +236,4 @@ def test_the_server_caps_at_the_window_and_shows_no_paths(small_window_dir, tmp_
         info = httpx.get(f"{url}/info").text
         for answer_text in (refused.text, info):
             assert str(tmp_path) not in answer_text and "secret-location" not in answer_text
-        assert json.loads(info)["model_id"] == "gpt2-32"
+        assert json.loads(info)["model"] == "gpt2-32"
