@@ -75,15 +75,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def serve_process(command: list[str], url: str, deadline: float):
-    """Run `greencode serve` as a child process until it answers /health; stop it (SIGINT) on the way out."""
+def serve_processes(servers: list[tuple[list[str], str]], deadline: float):
+    """Run each `(command, url)` as a child `greencode serve` process, all started at once, until every one
+    answers /health; stop them (SIGINT) on the way out. Yields the processes in the order given."""
     import httpx
 
-    with tempfile.TemporaryFile("w+") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
+    with contextlib.ExitStack() as stack:
+        started = []
+        for command, url in servers:
+            log = stack.enter_context(tempfile.TemporaryFile("w+"))
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            stack.callback(_stop, process)
+            started.append((process, url, log))
+        for process, url, log in started:
             while True:
-                if server.poll() is not None or time.monotonic() > deadline:
+                if process.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
                     raise GreencodeError(f"the server did not start: {log.read().strip()[-500:] or 'timed out'}")
                 try:
@@ -91,13 +97,15 @@ def serve_process(command: list[str], url: str, deadline: float):
                         break
                 except httpx.TransportError:
                     time.sleep(0.5)
-            yield server
-        finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        yield [process for process, _, _ in started]
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 def serve_command(port: int, model: str, policy: str, extra: list[str]) -> list[str]:
@@ -165,7 +173,7 @@ def run_bench(model: str, policy: str, requests: int, concurrency: int, max_new_
                                                   "--serve.max_new_tokens_cap", str(max_new_tokens),
                                                   *(extra_server_args or [])])
     deadline = time.monotonic() + time_limit_s
-    with serve_process(command, url, deadline) as server:
+    with serve_processes([(command, url)], deadline) as (server,):
         info = httpx.get(f"{url}/info").json()
         rss_started = rss_mb(server.pid)
         warm = httpx.post(f"{url}/generate", json={"inputs": prompts[0]},

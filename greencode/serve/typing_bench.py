@@ -19,7 +19,7 @@ import time
 import typer
 
 from greencode.errors import GreencodeError
-from greencode.serve.loadtest import free_port, percentile, serve_command, serve_process
+from greencode.serve.loadtest import free_port, percentile, serve_command, serve_processes
 
 MAX_REQUESTS, MAX_STEP, MAX_CONTEXT_CHARS = 500, 40, 20_000
 SUFFIX_CHARS = 300
@@ -64,7 +64,7 @@ def run_typing_bench(model: str, policy: str, requests: int, step: int, context_
                                                           "--engine.prefix_cache", str(entries)])
             servers[name] = {"url": f"http://127.0.0.1:{port}", "command": command, "seconds": [], "texts": [],
                              "reused": [], "prompt_tokens": []}
-            stack.enter_context(serve_process(command, servers[name]["url"], deadline))
+        stack.enter_context(serve_processes([(s["command"], s["url"]) for s in servers.values()], deadline))
         with httpx.Client(timeout=max(1.0, time_limit_s)) as client:
             for name, server in servers.items():  # warm-up on another prompt: both pay first-call costs alike
                 client.post(f"{server['url']}/v1/completions", json={"prompt": "import os\n", "max_tokens": 2})
