@@ -258,4 +258,11 @@ def plan_completion(prompt: str, suffix: str | None, tokenizer, form: FimForm | 
     if form is not None:
         return FimPlan(fim_prompt_ids(tokenizer, form, parts.prefix, parts.suffix, limit), "model", parts.source,
                        rule, fim_stop_strings(form))
-    return FimPlan(parts.prefix, "prefix-only", parts.source, rule, [])
+    return FimPlan(parts.prefix or _file_start(tokenizer), "prefix-only", parts.source, rule, [])
+
+
+def _file_start(tokenizer) -> list[int] | str:
+    """What a model without FIM tokens completes when the cursor is at the top of a file (no prefix): the
+    document-start token it was trained to follow, or else an empty line."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return [start] if start is not None else "\n"
