@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from greencode.errors import GreencodeError
-from tests.cli_run import greencode
+from tests.cli import run_cli as greencode
 from tests.train.lite.test_finetune import _config
 from train.lite.finetune import CHECKPOINTS, LORA_ADAPTER, run_finetune
 from train.run_output import output_lock
@@ -61,11 +61,11 @@ def test_a_trajectory_build_into_a_folder_in_use_is_refused(tmp_path, corpus):
     out = tmp_path / "traj"
     with output_lock(out, "greencode train trajectories"):  # another build holds the folder
         ran = _trajectories(corpus, out, 2)
-        assert ran.code == 2 and len(ran.error_lines) == 1
+        assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1
         assert "another `greencode train trajectories` (pid" in ran.stderr and "is using this folder" in ran.stderr
         assert sorted(entry.name for entry in out.iterdir()) == [".greencode.lock"]  # nothing written
     built = _trajectories(corpus, out, 2)
-    assert built.code == 0 and "2 samples" in built.stdout
+    assert built.returncode == 0 and "2 samples" in built.stdout
 
 
 # -- row 5: output folders checked before any work ------------------------------------------------------
@@ -78,7 +78,7 @@ def test_an_output_that_is_a_file_is_one_line(tmp_path, trainer):
     for output, message in ((taken, f"{taken}: exists and is not a directory"),
                             (taken / "run", f"{taken / 'run'}: {taken} is a file, not a directory")):
         ran = greencode("train", *trainer, "--output", output, cwd=tmp_path)
-        assert ran.code == 2 and ran.error_lines == [f"greencode: error: {message}; choose another --output"]
+        assert ran.returncode == 2 and ran.stderr.strip().splitlines() == [f"greencode: error: {message}; choose another --output"]
     assert taken.read_text() == "mine"
 
 
@@ -87,9 +87,9 @@ def test_an_unwritable_output_is_one_line(tmp_path):
         for output, what in ((locked, "is not writable"), (locked / "run", f"cannot be created ({locked} is not "
                                                                              "writable)")):
             ran = greencode("train", "finetune", "--model", "tiny-random-llama", "--output", output)
-            assert ran.code == 2 and len(ran.error_lines) == 1
-            assert ran.error_lines[0].startswith(f"greencode: error: {output}: {what}: ")
-            assert ran.error_lines[0].endswith("; choose another --output")
+            assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1
+            assert ran.stderr.strip().splitlines()[0].startswith(f"greencode: error: {output}: {what}: ")
+            assert ran.stderr.strip().splitlines()[0].endswith("; choose another --output")
 
 
 class CountSteps(TrainerCallback):
@@ -120,7 +120,7 @@ def test_a_resume_whose_checkpoints_cannot_be_written_trains_nothing(tmp_path):
 ])
 def test_non_positive_steps_are_refused(tmp_path, args, key, bound):
     ran = greencode("train", *args, "--output", tmp_path / "out")
-    assert ran.code == 2 and len(ran.error_lines) == 1
+    assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1
     assert f"'{key}' = {args[-1]} is out of range; allowed: {bound}" in ran.stderr
     assert not (tmp_path / "out").exists()
 
