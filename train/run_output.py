@@ -16,10 +16,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from greencode.errors import GreencodeError
+from greencode.files.paths import check_writable
 
 LOCK_NAME = ".greencode.lock"
 
@@ -27,36 +27,6 @@ LOCK_NAME = ".greencode.lock"
 def is_housekeeping(name: str) -> bool:
     """Files a run keeps for itself (the lock), not results: they do not make a folder 'already used'."""
     return name == LOCK_NAME
-
-
-def _probe(folder: Path) -> OSError | None:
-    """Create and remove a file in `folder`: the only test that sees read-only mounts, immutable folders and
-    ACLs the same way the run's own writes will (os.access misses some of them, and root passes it)."""
-    try:
-        handle, name = tempfile.mkstemp(dir=folder, prefix=".greencode-probe-")
-    except OSError as exc:
-        return exc
-    os.close(handle)
-    os.unlink(name)
-    return None
-
-
-def check_writable(folder: Path, option: str = "--output") -> None:
-    """One line unless `folder` is (or can be created as) a folder this process can write in."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise GreencodeError(f"{folder}: exists and is not a directory; choose another {option}")
-    existing = folder
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise GreencodeError(f"{folder}: {existing} is a file, not a directory; choose another {option}")
-    failure = _probe(existing)
-    if failure is not None:
-        what = "is not writable" if existing == folder else f"cannot be created ({existing} is not writable)"
-        raise GreencodeError(f"{folder}: {what}: {failure.strerror or failure}; choose another {option}")
 
 
 @contextlib.contextmanager
@@ -109,8 +79,9 @@ def resume_or_overwrite(resume: bool, overwrite: bool, *, interrupted: str | Non
     if overwrite:
         return
     if interrupted is not None:
-        raise GreencodeError(f"{interrupted}: an interrupted run is here{f' ({progress})' if progress else ''}; pass --resume to continue it or --overwrite "
-                             "to start over")
+        held = f" ({progress})" if progress else ""
+        raise GreencodeError(f"{interrupted}: an interrupted run is here{held}; pass --resume to continue it or "
+                             "--overwrite to start over")
     if results is not None:
         offer = "--resume to continue it, " if resumable_results else ""
         raise GreencodeError(f"{results}: already exists; pass {offer}--overwrite to replace it, or another --output")

@@ -301,6 +301,9 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
 
     from transformers.utils import logging as hf_logging
 
+    if not spec.strip():  # "" would name the current folder
+        raise GreencodeError("the model spec is empty; give default, a model directory, a .gguf file or a hub id "
+                             "(--model / [model].spec)")
     hf_logging.disable_progress_bar()  # "Loading weights" bars on every load are noise in a terminal app
     device = resolve_device(device)  # before any weights are read
     started = time.perf_counter()

@@ -11,7 +11,8 @@ import shutil
 from pathlib import Path
 
 from greencode.errors import GreencodeError
-from train.run_output import check_writable, is_housekeeping, resume_or_overwrite
+from greencode.files.paths import check_writable
+from train.run_output import is_housekeeping, resume_or_overwrite
 
 GREENCODE_JSON = "greencode.json"
 RUN_JSON = "run.json"  # measured before training; read back on --resume
