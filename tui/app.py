@@ -17,7 +17,7 @@ from textual.worker import get_current_worker
 from greencode.errors import GreencodeError
 from greencode.decoding.events import CompletionSummary, TokenEvent
 from greencode.decoding.fim import SuffixStop
-from greencode.decoding.prefix_cache import text_window
+from greencode.decoding.window import text_window
 from tui.editor import CodeEditor
 from tui.engines import EngineFactory, describe_engine
 from tui.ghost import drop_chars, ghost_pieces

@@ -39,6 +39,17 @@ def _closed_by_server(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0]) and sock.recv(1, socket.MSG_PEEK) == b""
 
 
+# -- row 1: the server tokenizes the window around the cursor, as `complete` and the TUI do ----------------
+
+def test_a_long_prompt_is_cut_to_the_window_before_tokenizing(server):
+    from greencode.decoding.window import MAX_CONTEXT_CHARS
+
+    inputs = "x = 1\n" * 15_000  # 90,000 characters: under max_input_chars, some 60,000 tokens
+    answer = httpx.post(f"{server}/generate", json={"inputs": inputs}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert 0 < answer.json()["details"]["dropped_prompt_tokens"] < MAX_CONTEXT_CHARS
+
+
 # -- row 2: a trickled body meets one deadline; trickling connections cannot crowd out real ones --------
 
 @pytest.fixture(scope="module")
