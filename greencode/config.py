@@ -24,6 +24,10 @@ else:  # pragma: no cover
 from greencode.errors import GreencodeError
 
 DEFAULT_CONFIG_NAME = "greencode.toml"
+# What the sampler and its random generators accept, shared by the config, the server's schema and the engine.
+MAX_TEMPERATURE = 100.0  # past it sampling is uniform anyway, and logits / T leave float32's range sooner or later
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
+MAX_TRAINING_SEED = 2**32 - 1  # training seeds numpy's global generator too (transformers, SB3), which is 32-bit
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; anything past 1 MiB is not one (e.g. /dev/zero)
 
 
@@ -83,7 +87,7 @@ class FinetuneConfig:
     save_steps: int = _opt(200, lo=1)
     logging_steps: int = _opt(10, lo=1)
     validation_tokens: int = _opt(20000, lo=1)
-    seed: int = _opt(0)
+    seed: int = _opt(0, lo=0, hi=MAX_TRAINING_SEED)
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ class AgentConfig:
     net_arch: list = _opt([64, 64])
     n_envs: int = _opt(1, lo=1)
     position_feature: bool = _opt(False)
-    seed: int = _opt(0)
+    seed: int = _opt(0, lo=0, hi=MAX_TRAINING_SEED)
     reward: RewardConfig = field(default_factory=RewardConfig)
 
 
@@ -120,9 +124,9 @@ class EngineConfig:
     policy: str = _opt("agent:0.9")  # full | fixed:N | confidence:P | entropy:H | agent:T
     max_new_tokens: int = _opt(15, lo=1)
     max_context_tokens: int = _opt(512, lo=1)
-    temperature: float = _opt(0.0, lo=0.0)  # 0 = greedy
+    temperature: float = _opt(0.0, lo=0.0, hi=MAX_TEMPERATURE)  # 0 = greedy
     top_p: float = _opt(1.0, lo=0.0, hi=1.0)
-    seed: int = _opt(0)
+    seed: int = _opt(0, lo=0, hi=MAX_SEED)
     token_healing: bool = _opt(True)  # a prompt cut mid-word completes the word (text prompts)
     prefix_cache: int = _opt(4, lo=0)  # prompts whose prefill KV cache is kept for reuse; 0 = off
     prefix_cache_mb: int = _opt(256, lo=0)  # memory bound of those caches together
@@ -158,6 +162,7 @@ class ServeConfig:
     allow_unauthenticated: bool = _opt(False)  # serve a non-loopback host without a token
     body_timeout_s: float = _opt(10.0, lo=0.1, hi=3600.0)  # request headers and body must arrive within this
     limit_concurrency: int = _opt(64, lo=1)  # open connections at once; 503 past it
+    limit_sending: int = _opt(16, lo=1)  # connections still sending their request at once; past it the oldest close
     timeout_keep_alive_s: float = _opt(5.0, lo=0.1, hi=3600.0)  # idle keep-alive connections close after this
     model_id: str = _opt("greencode")  # the model name clients see and may send (/v1/models, /api/tags, answers)
     allowed_origins: list = _opt([])  # browser Origins served besides loopback ones, e.g. "https://*.example.com"

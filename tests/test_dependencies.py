@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OURS = {"greencode", "tui", "train", "tests"}
 # import name -> distribution name, where they differ
 DISTRIBUTIONS = {"zeus": "zeus-ml", "rouge_score": "rouge-score", "tree_sitter": "tree-sitter",
-                 "stable_baselines3": "stable-baselines3", "yaml": "pyyaml"}
+                 "stable_baselines3": "stable-baselines3", "yaml": "pyyaml", "huggingface_hub": "huggingface-hub"}
 NOT_IMPORTED = {"accelerate", "tree-sitter-python", "tree-sitter-java", "pytest-asyncio", "pytest-textual-snapshot",
                 "pytest-timeout", "pytest-xdist"}  # needed at run time through another package, or pytest plugins
 OPTIONAL = {"amdsmi", "codebleu", "tensorboard", "llama_cpp"}  # guarded imports; codebleu comes from dev.sh

@@ -17,7 +17,7 @@ from textual.worker import get_current_worker
 from greencode.errors import GreencodeError
 from greencode.decoding.events import CompletionSummary, TokenEvent
 from greencode.decoding.fim import SuffixStop
-from greencode.decoding.prefix_cache import text_window
+from greencode.decoding.window import text_window
 from tui.editor import CodeEditor
 from tui.engines import EngineFactory, describe_engine
 from tui.ghost import drop_chars, ghost_pieces
@@ -115,6 +115,12 @@ class GreencodeApp(KnobActions, CompareActions, FileActions, LensActions, App[No
             row -= 1
         return row, len(editor.document[row])
 
+    def _reveal_start(self) -> None:
+        """Show the cursor from the left edge: move_cursor scrolled before the layout knew the editor's width,
+        which left a file with long lines scrolled right by the cursor's column."""
+        self.editor.scroll_to(x=0, animate=False, immediate=True)
+        self.editor.scroll_cursor_visible()
+
     def _banner_text(self) -> str:
         if self.source.read_only:
             return f"read-only: {self.source.read_only_reason}"
@@ -128,7 +134,7 @@ class GreencodeApp(KnobActions, CompareActions, FileActions, LensActions, App[No
         editor = self.editor
         editor.focus()
         editor.move_cursor(self._start_location(editor))
-        self.call_after_refresh(editor.scroll_cursor_visible)
+        self.call_after_refresh(self._reveal_start)
         self._update_title()
         self._update_policy()
         self._update_figures()
@@ -247,12 +253,16 @@ class GreencodeApp(KnobActions, CompareActions, FileActions, LensActions, App[No
                 return
             self.post_message(CompletionFinished(run_id, summary))
 
-    def cancel_completion(self) -> None:
-        """Stop the in-flight completion (if any) and forget the shown one."""
+    def stop_generation(self) -> None:
+        """Stop what the engine is generating (a completion or a comparison); what is shown stays."""
         stream = self._stream
         if stream is not None:
             stream.cancel()
         self.workers.cancel_group(self, "complete")
+
+    def cancel_completion(self) -> None:
+        """Stop the in-flight completion (if any) and forget the shown one."""
+        self.stop_generation()
         self.live = None
         self.editor.clear_ghost()
 

@@ -27,7 +27,8 @@ class CompareActions:
         if not prompt.strip():
             self.notify("nothing before the cursor to complete", severity="warning")
             return
-        self.cancel_completion()
+        if self.live is None or self.live.summary is None:
+            self.cancel_completion()  # one in flight stops (the engine runs one at a time); a finished one stays
         kind = self.policy_kind
         if kind == "full":
             kind = "confidence" if self.agent_unavailable else "agent"
@@ -35,7 +36,8 @@ class CompareActions:
         line_mode = self.mode == "line"
         self._run_id += 1
         self._compare_run_id = self._run_id
-        self.push_screen(CompareScreen(early, self.engine.num_layers, line_mode), lambda _: self.cancel_completion())
+        # Closing stops the comparison only: the completion shown underneath stays for Tab or Esc.
+        self.push_screen(CompareScreen(early, self.engine.num_layers, line_mode), lambda _: self.stop_generation())
         self.run_compare(self._run_id, prompt, early, self._options(line_mode, prompt))
 
     @work(thread=True, exclusive=True, group="complete")

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 OPENERS = {"python": (":",), "java": ("{",)}  # a line ending in one of these opens a block
 ANY_OPENERS = (":", "{", "(", "[")  # for other text: brackets left open
+BLOCK_ENDERS = re.compile(r"(return|pass|raise|break|continue)\b")  # Python: nothing after them in the block
 
 
 def leading_whitespace(line: str) -> str:
     return line[: len(line) - len(line.lstrip(" \t"))]
 
 
+def _brackets_open(code: str) -> bool:
+    return sum(code.count(c) for c in "([{") > sum(code.count(c) for c in ")]}")
+
+
 def newline_text(line_before_cursor: str, language: str | None, indent_width: int = 4) -> str:
-    """Enter: a newline, the line's own indentation, and one level more after a block opener."""
+    """Enter: a newline, the line's own indentation, one level more after a block opener, one level less after
+    a Python statement that ends its block (return, pass, raise, break, continue)."""
     indent = leading_whitespace(line_before_cursor)
     code = line_before_cursor.rstrip()
     if language == "python" and "#" in code and "'" not in code and '"' not in code:
@@ -19,6 +27,8 @@ def newline_text(line_before_cursor: str, language: str | None, indent_width: in
     openers = OPENERS.get(language or "", ANY_OPENERS)
     if code and code.endswith(openers):
         indent += "\t" if indent.startswith("\t") else " " * indent_width
+    elif language == "python" and BLOCK_ENDERS.match(code.strip()) and not _brackets_open(code):
+        indent = indent[:-1] if indent.endswith("\t") else indent[:max(0, len(indent) - indent_width)]
     return "\n" + indent
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from greencode.config import Config
+from greencode.decoding.window import MAX_CONTEXT_CHARS
 from greencode.exits.policies import THRESHOLD_KINDS, check_threshold, split_policy
 
 # The policies the switch key cycles through, in order; the knob sets the threshold of those that have one.
@@ -27,7 +28,7 @@ class TuiSettings:
     block_tokens: int = 48
     temperature: float = 0.0
     top_p: float = 1.0
-    max_context_chars: int = 16_000  # text before the cursor sent as the prompt (the engine keeps its tokens nearest)
+    max_context_chars: int = MAX_CONTEXT_CHARS  # text before the cursor sent as the prompt (greencode/decoding/window.py)
 
 
 def policy_string(kind: str, threshold: float, arg: str = "") -> str:

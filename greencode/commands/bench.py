@@ -36,12 +36,16 @@ def command(ctx: typer.Context,
     from greencode.context import load_context_config
     from greencode.progress import progress_bar
     from greencode.errors import GreencodeError
+    from greencode.exits.policies import check_side_by_side
     from greencode.runtime import engine_from_config
 
     config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent})
+    if prompts < 1:
+        raise GreencodeError(f"--prompts {prompts}: give at least 1")
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    check_side_by_side(names)  # before loading
     engine = engine_from_config(config)
     loaded, points = engine.loaded, engine.exit_points
-    names = [p.strip() for p in policies.split(",") if p.strip()]
     notes = []
     agent_names = [n for n in names if n.startswith("agent:")]
     if agent_names:
@@ -50,6 +54,7 @@ def command(ctx: typer.Context,
         except GreencodeError as exc:
             names = [n for n in names if not n.startswith("agent:")]
             notes.append(f"skipped {', '.join(agent_names)}: {exc}")
+    check_side_by_side(names, skipped=notes[-1] if notes else "")
     for name in names:
         engine.make_policy(name)  # a bad policy fails here, before any work
     ids = bench_prompts(loaded, prompts, config.data, min_context, config.engine.max_context_tokens,

@@ -21,11 +21,15 @@ def prompt_at(text: str, at: str | None) -> str:
         line, col = int(line_text), int(col_text or "1")
     except ValueError:
         raise GreencodeError(f"--at {at!r}: expected LINE:COL, e.g. --at 12:5") from None
-    lines = text.split("\n")
-    if not 1 <= line <= len(lines) or col < 1:
-        raise GreencodeError(f"--at {at}: the file has {len(lines)} lines; LINE and COL start at 1")
-    before = "\n".join(lines[:line - 1])
-    return before + ("\n" if line > 1 else "") + lines[line - 1][:col - 1]
+    start = 0  # of LINE, found without splitting the file (it may have millions of lines)
+    for _ in range(line - 1 if line >= 1 else 0):
+        start = text.find("\n", start) + 1
+        if start == 0:
+            break
+    if line < 1 or start == 0 and line > 1 or col < 1:
+        raise GreencodeError(f"--at {at}: the file has {text.count(chr(10)) + 1} lines; LINE and COL start at 1")
+    end = text.find("\n", start)
+    return text[:min(start + col - 1, len(text) if end < 0 else end)]
 
 
 def command(ctx: typer.Context,
@@ -46,12 +50,13 @@ def command(ctx: typer.Context,
     from greencode.context import load_context_config
     from greencode.errors import GreencodeError
     from greencode.runtime import engine_from_config, policy_or_fallback
+    from greencode.decoding.window import text_window
     from greencode.files.source import open_source
 
     config = load_context_config(ctx, **{"model.spec": model, "agent.path": agent, "engine.policy": policy,
                                          "engine.max_new_tokens": max_new_tokens})
     source = open_source(file)
-    prompt = prompt_at(source.text, at)
+    prompt = text_window(prompt_at(source.text, at))  # the window around the cursor, as the TUI and serve read
     if not prompt.strip():
         raise GreencodeError(f"{file}: nothing before the cursor to complete from")
     engine = engine_from_config(config, typed_text=True)

@@ -3,7 +3,8 @@
 The stream records only what the policy computed anyway (TokenEvent.exit_scores). The rest is computed
 on demand for one token: its completion is replayed from the same prompt, each earlier token fed in and
 run to the layer it exited at (with the same state propagation), so the chosen token meets exactly the
-KV cache it met while streaming. That token then runs every layer, and each exit point is decoded.
+KV cache it met while streaming. That token then runs every layer, and each exit point is decoded (under
+token healing's constraint where the stream chose it under that constraint).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from greencode.decoding.healing import HealingConstraint
 from greencode.errors import GreencodeError
 from greencode.exits.oracle import first_agreeing_exit
 
@@ -80,12 +82,20 @@ def explain_token(engine, prompt: str | list[int], token_ids: Sequence[int], exi
         position += 1
     final_logits = prefilled.logits if index == 0 else adapter.logits(hidden)[0, -1]
 
+    # A token chosen under token healing's constraint is compared with what each depth chooses under it too.
+    healing = HealingConstraint(prefilled.healed, engine._vocab_texts or [])
+    for token in token_ids[:index]:
+        healing.advance(int(token))
     exits = []
     for layer in engine.exit_points:
+        if healing:  # decoded as the stream decodes a constrained token: the whole head, constrained
+            probabilities = torch.softmax(healing.apply(adapter.exit_logits(layer, states[layer])[0, -1]).float(), -1)
+            exits.append(ExitCandidates(layer, _candidates(probabilities, tokenizer, top_k)))
+            continue
         # decoded as an exit decodes: over the exit head (the shortlist, when the model has one)
         probabilities = torch.softmax(engine._exit_logits(layer, states[layer]).float(), dim=-1)
         exits.append(ExitCandidates(layer, _candidates(probabilities, tokenizer, top_k, engine._exit_token)))
-    full = _candidates(torch.softmax(final_logits.float(), dim=-1), tokenizer, top_k)
+    full = _candidates(torch.softmax(healing.apply(final_logits).float(), dim=-1), tokenizer, top_k)
     exits.append(ExitCandidates(L, full))
     oracle = first_agreeing_exit([e.candidates[0].token_id for e in exits[:-1]], full[0].token_id,
                                  engine.exit_points, L)

@@ -251,11 +251,21 @@ class FimPlan:
 
 def plan_completion(prompt: str, suffix: str | None, tokenizer, form: FimForm | None, limit: int) -> FimPlan:
     """How to complete a request's prompt (and suffix field) on this model; GreencodeError for a bad FIM prompt."""
+    from greencode.decoding.window import cursor_window, text_window
+
     parts = split_fim(prompt, suffix)
     if not parts.source:
-        return FimPlan(prompt, "", "", None, [])
-    rule = SuffixStop(parts.prefix, parts.suffix)
+        return FimPlan(text_window(prompt), "", "", None, [])  # the window around the cursor, before tokenizing
+    before, after = cursor_window(parts.prefix, parts.suffix)
+    rule = SuffixStop(before, after)
     if form is not None:
-        return FimPlan(fim_prompt_ids(tokenizer, form, parts.prefix, parts.suffix, limit), "model", parts.source,
+        return FimPlan(fim_prompt_ids(tokenizer, form, before, after, limit), "model", parts.source,
                        rule, fim_stop_strings(form))
-    return FimPlan(parts.prefix, "prefix-only", parts.source, rule, [])
+    return FimPlan(before or _file_start(tokenizer), "prefix-only", parts.source, rule, [])
+
+
+def _file_start(tokenizer) -> list[int] | str:
+    """What a model without FIM tokens completes when the cursor is at the top of a file (no prefix): the
+    document-start token it was trained to follow, or else an empty line."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return [start] if start is not None else "\n"

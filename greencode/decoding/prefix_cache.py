@@ -43,18 +43,6 @@ def window_cut(length: int, limit: int) -> int:
     return -(-(length - limit) // step) * step
 
 
-def text_window(text: str, max_chars: int) -> str:
-    """At most the last `max_chars` of `text`, cut on a grid of max_chars / 8 and then at the next line start:
-    while the user types, the window's start (and so the prompt's first tokens, which a cached prefix must
-    match) stays put for an eighth of the window."""
-    if len(text) <= max_chars:
-        return text
-    step = max(1, max_chars // 8)
-    cut = -(-(len(text) - max_chars) // step) * step
-    line_start = text.find("\n", cut) + 1
-    return text[line_start:] if 0 < line_start < len(text) else text[cut:]
-
-
 @dataclass
 class _Entry:
     ids: tuple[int, ...]

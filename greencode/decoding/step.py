@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from greencode.config import MAX_SEED, MAX_TEMPERATURE
 from greencode.errors import GreencodeError
 from greencode.decoding.events import eol_cut
 
@@ -28,8 +29,11 @@ class DecodeOptions:
     def __post_init__(self):
         if self.max_new_tokens <= 0:
             raise GreencodeError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise GreencodeError(f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
+        if not 0 <= self.temperature <= MAX_TEMPERATURE or not 0 < self.top_p <= 1:
+            raise GreencodeError(f"temperature must be in [0, {MAX_TEMPERATURE:g}] and top_p in (0, 1], got "
+                                 f"{self.temperature}, {self.top_p}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise GreencodeError(f"seed must be in [0, {MAX_SEED}] (a 64-bit generator's), got {self.seed}")
 
     def stop_reason(self, text: str, token: int, eos: int | None) -> str | None:
         """Why a completion whose text is now `text` (its last token `token`) ends here, or None."""

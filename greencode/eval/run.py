@@ -70,6 +70,7 @@ def find_agent(config, loaded, explicit: str | None) -> tuple[str | None, str | 
 
 def build_contestants(config, loaded, base, meter, agent: tuple[str | None, str | None, bool],
                       thresholds: list[float]) -> tuple[list[Contestant], list[str]]:
+    from greencode.exits.policies import check_side_by_side
     from greencode.runtime import engine_from_config
 
     agent_path, agent_missing, agent_named = agent
@@ -113,6 +114,7 @@ def build_contestants(config, loaded, base, meter, agent: tuple[str | None, str 
         contestants.append(Contestant(policy.name, label, engine, policy, identity, loaded.name))
     if skipped_agents:
         notes.append(f"skipped {', '.join(skipped_agents)}: {agent_missing}")
+        check_side_by_side([c.name for c in contestants], skipped=notes[-1])
     return contestants, notes
 
 
@@ -274,7 +276,12 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
     from greencode.runtime import load_from_config
     from greencode.eval.report import write_results
 
+    from greencode.exits.policies import check_side_by_side
+    from greencode.files.paths import check_writable
+
     out = Path(out or config.eval.out)
+    check_side_by_side(list(config.eval.policies), agents=len(config.eval.thresholds))  # before any work
+    check_writable(out, "--out")
     started = time.perf_counter()
     corpus = read_corpus(config, _calibration(config))
     loaded = load_from_config(config)

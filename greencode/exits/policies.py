@@ -196,3 +196,16 @@ def parse_policy(text: str, exit_points: list[int], load_agent: Callable[[], "Ex
     if load_agent is None:
         raise GreencodeError(f"policy '{text}' needs an agent file: pass --agent PATH or set [agent].path")
     return Agent(load_agent(), float(arg), adapter, len(exit_points))
+
+
+def check_side_by_side(names: list[str], option: str = "--policies", agents: int = 0, skipped: str = "") -> None:
+    """A side-by-side run (eval, bench) needs a policy it measures: `oracle` alone has no figures of its own
+    (it is modelled from a full-depth run). agents: agent:T runs added beside `names`; skipped: why some
+    named policies were dropped, for the message."""
+    if agents or any(name != "oracle" for name in names):
+        return
+    why = f" ({skipped})" if skipped else ""
+    if not names:
+        raise GreencodeError(f"{option} names no policy{why}; give at least one, e.g. {option} full,fixed:14")
+    raise GreencodeError(f"{option} oracle alone measures nothing{why}: the oracle is modelled from a full-depth "
+                         f"run; add a measured policy, e.g. {option} full,oracle")

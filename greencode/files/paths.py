@@ -1,4 +1,5 @@
-"""Where greencode keeps converted models and other caches (XDG, overridable)."""
+"""Where greencode keeps converted models and other caches (XDG, overridable), and whether an output folder
+can be written before any work is done for it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
+
+from greencode.errors import GreencodeError
 
 
 def _writable(path: Path) -> bool:
@@ -61,3 +64,33 @@ def private_temp_dir() -> Path:
     if stat.S_IMODE(info.st_mode) & 0o077:
         os.chmod(shared, 0o700)  # ours, but readable by others: close it
     return shared
+
+
+def _probe(folder: Path) -> OSError | None:
+    """Create and remove a file in `folder`: the only test that sees read-only mounts, immutable folders and
+    ACLs the same way the run's own writes will (os.access misses some of them, and root passes it)."""
+    try:
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".greencode-probe-")
+    except OSError as exc:
+        return exc
+    os.close(handle)
+    os.unlink(name)
+    return None
+
+
+def check_writable(folder: Path, option: str = "--output") -> None:
+    """One line unless `folder` is (or can be created as) a folder this process can write in."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise GreencodeError(f"{folder}: exists and is not a directory; choose another {option}")
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise GreencodeError(f"{folder}: {existing} is a file, not a directory; choose another {option}")
+    failure = _probe(existing)
+    if failure is not None:
+        what = "is not writable" if existing == folder else f"cannot be created ({existing} is not writable)"
+        raise GreencodeError(f"{folder}: {what}: {failure.strerror or failure}; choose another {option}")

@@ -18,6 +18,11 @@ def _one_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
+# Sizes transformers' config classes require as integers (their strict validation is a multi-line error).
+SIZE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+             "vocab_size", "max_position_embeddings", "n_layer", "n_embd", "n_head", "n_positions", "ffn_dim")
+
+
 def check_model_dir(path: Path) -> None:
     """config.json is a JSON object and every *.safetensors has a whole header covering its data."""
     from safetensors import SafetensorError, safe_open
@@ -29,6 +34,11 @@ def check_model_dir(path: Path) -> None:
         raise GreencodeError(f"{config}: not valid JSON ({_one_line(exc)}); restore the model's config.json") from None
     if not isinstance(parsed, dict) or not isinstance(parsed.get("model_type", ""), str):
         raise GreencodeError(f"{config}: must be a JSON object with a model_type; restore the model's config.json")
+    for key in SIZE_KEYS:
+        value = parsed.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise GreencodeError(f"{config}: {key} must be a positive integer, not {json.dumps(value)[:40]}; "
+                                 "restore the model's config.json")
     for weights in sorted(path.glob("*.safetensors")):
         try:
             with safe_open(str(weights), framework="pt") as handle:

@@ -148,10 +148,19 @@ def _load_dir(path: Path, dtype, local_only: bool = True):
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
                                                      local_files_only=local_only)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, *_config_validation_errors()) as exc:
         first_line = (str(exc).strip().splitlines() or [""])[0]
         raise GreencodeError(f"{path}: cannot load a causal LM from it ({type(exc).__name__}: {first_line})"[:400]) from None
     return model, tokenizer
+
+
+def _config_validation_errors() -> tuple:
+    """huggingface_hub's strict config validation errors (not ValueErrors), where this version has them."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:
+        return ()
+    return (StrictDataclassError,)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -197,9 +206,28 @@ def _read_json_if_present(path: Path, fix: str) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise GreencodeError(f"{path}: unreadable ({exc}); {fix}") from None
+        parsed = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GreencodeError(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:120]}); {fix}") from None
+    if not isinstance(parsed, dict):
+        raise GreencodeError(f"{path}: must be a JSON object, not {type(parsed).__name__}; {fix}")
+    return parsed
+
+
+REBUILD = "build the adaptation again (greencode train default [--from DIR] --install)"
+MANIFEST_KEYS = {"hidden_size": int, "num_layers": int, "exit_maps": str, "exit_points": list, "agent": str}
+
+
+def _check_manifest(manifest: dict, assets: Path) -> None:
+    """An adaptation manifest has the keys the loader reads, with their types: one line otherwise."""
+    for key, kind in MANIFEST_KEYS.items():
+        value = manifest.get(key)
+        if value is None:
+            raise GreencodeError(f"{assets / 'manifest.json'}: no {key!r}; {REBUILD}")
+        if isinstance(value, bool) or not isinstance(value, kind) or (kind is list and not all(
+                isinstance(point, int) and not isinstance(point, bool) for point in value)):
+            raise GreencodeError(f"{assets / 'manifest.json'}: {key} must be {'a list of integers' if kind is list else kind.__name__}"
+                                 f", not {json.dumps(value)[:40]}; {REBUILD}")
 
 
 def _read_info(path: Path) -> dict:
@@ -222,6 +250,7 @@ def _apply_shipped_adaptation(adapter, tokenizer, manifest: dict, assets: Path) 
     from greencode.exits.maps import ExitMaps
     from greencode.exits.shortlist import load_shortlist
 
+    _check_manifest(manifest, assets)
     if manifest.get("hidden_size") != adapter.hidden_size or manifest.get("num_layers") != adapter.num_layers:
         raise GreencodeError(f"{assets}: the shipped adaptation is for another model "
                              f"({manifest.get('num_layers')} layers of {manifest.get('hidden_size')})")
@@ -272,6 +301,9 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
 
     from transformers.utils import logging as hf_logging
 
+    if not spec.strip():  # "" would name the current folder
+        raise GreencodeError("the model spec is empty; give default, a model directory, a .gguf file or a hub id "
+                             "(--model / [model].spec)")
     hf_logging.disable_progress_bar()  # "Loading weights" bars on every load are noise in a terminal app
     device = resolve_device(device)  # before any weights are read
     started = time.perf_counter()

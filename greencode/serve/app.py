@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from greencode.config import Config
 from greencode.errors import GreencodeError
-from greencode.serve.guard import GuardMiddleware, error_body, expected_body, public_message
+from greencode.serve.guard import GuardMiddleware, error_body, expected_body, public_message, undecodable_body
 from greencode.serve.jobs import (ServerState, ServeError, StreamText, answer_text, details, generate_once, job_items,
                                   log, policy_threshold, response_headers, start_job, token_json)
 from greencode.serve.queue import GenerationJob, GenerationQueue
@@ -112,8 +112,8 @@ def build_app(engine, config: Config, default_policy=None):
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
         path = request.url.path
-        if exc.status_code == 400:  # FastAPI could not decode the body at all (e.g. not UTF-8)
-            message = f"the body is not valid JSON (it must be UTF-8 text); send a JSON object {expected_body(path)}"
+        if exc.status_code == 400:  # FastAPI could not decode the body at all: say why (its cause)
+            message = f"{undecodable_body(exc.__cause__)}; send a JSON object {expected_body(path)}"
             return JSONResponse(error_body(message, "validation", path), 422)
         return JSONResponse(error_body(str(exc.detail), "http", path), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
@@ -202,7 +202,8 @@ def listen_socket(host: str, port: int):
 def make_server(app, sock, log_level: str = "info"):
     """A uvicorn server on a bound socket (one process: the model lives in it once). Slow or idle clients
     are bounded: at most [serve].limit_concurrency connections, idle keep-alive connections closed after
-    [serve].timeout_keep_alive_s, and a connection whose request headers never arrive after body_timeout_s."""
+    [serve].timeout_keep_alive_s, a request whose headers and body have not arrived within body_timeout_s, and
+    at most [serve].limit_sending connections still sending (greencode/serve/slow_clients.py)."""
     import uvicorn
 
     from greencode.serve.slow_clients import protocol_with_header_timeout
@@ -211,7 +212,7 @@ def make_server(app, sock, log_level: str = "info"):
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"),
                             timeout_graceful_shutdown=5, lifespan="on", http=protocol_with_header_timeout(
-                                serve.body_timeout_s), limit_concurrency=serve.limit_concurrency,
+                                serve.body_timeout_s, serve.limit_sending), limit_concurrency=serve.limit_concurrency,
                             timeout_keep_alive=serve.timeout_keep_alive_s)
     return uvicorn.Server(config)
 

@@ -7,8 +7,8 @@
   matches (globs, like OLLAMA_ORIGINS); 403 otherwise, and CORS preflights are answered only for those.
   That is what keeps a web page from posting to 127.0.0.1, so a body is read as JSON whatever its
   Content-Type (as Ollama does: curl -d, scripts posting data=json.dumps(...)).
-- Bearer token (401), body size (413), a body that arrives too slowly (408), JSON nested too deep
-  (422, named as nesting).
+- Bearer token (401; the scheme case-insensitive), body size (413), a body that has not arrived by the
+  request's deadline (408: headers and body together, slow_clients.py), JSON nested too deep (422).
 - Client-facing messages show file names, not the server's local paths.
 """
 
@@ -21,6 +21,8 @@ import ipaddress
 import json
 import re
 from urllib.parse import urlsplit
+
+from greencode.serve.slow_clients import DEADLINE_KEY
 
 UNAUTHENTICATED_PATHS = {"/health"}
 LOOPBACK_NAMES = {"localhost"}
@@ -55,6 +57,14 @@ TGI_BODY = '{"inputs": "...", "parameters": {...}}'
 
 def expected_body(path: str) -> str:
     return EXPECTED_BODIES.get(path, TGI_BODY)
+
+
+def undecodable_body(cause: BaseException | None) -> str:
+    """Why a body could not be decoded as JSON at all (FastAPI's 400 keeps the cause)."""
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return ("the body has a number with more than 4300 digits; no field takes one that long "
+                "(seed: at most 2**63 - 1)")
+    return "the body is not valid JSON (it must be UTF-8 text)"
 
 
 def public_message(message: str) -> str:
@@ -182,8 +192,9 @@ class GuardMiddleware:
                 return await _preflight(send, origin, headers)
             send = _with_cors(send, origin)
         if self.token and path not in UNAUTHENTICATED_PATHS:
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, b"Bearer " + self.token):
+            scheme, _, credentials = headers.get(b"authorization", b"").strip().partition(b" ")
+            # RFC 7235: the scheme is case-insensitive ("bearer" is Bearer); the token itself is not
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials.strip(), self.token):
                 message = "missing or wrong bearer token (Authorization: Bearer …)"
                 return await send_json(send, 401, error_body(message, "authentication", path),
                                        [(b"www-authenticate", b"Bearer")])
@@ -192,9 +203,13 @@ class GuardMiddleware:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             return await send_json(send, 413, too_big)
         chunks, size = [], 0
+        loop = asyncio.get_running_loop()
+        # One deadline for headers and body together (slow_clients.py puts it into the scope when it counted
+        # from the connection's start); a body trickled a byte at a time does not renew it.
+        deadline = scope.get(DEADLINE_KEY, loop.time() + self.body_timeout_s)
         while True:
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
                 slow = f"the request body did not arrive within {self.body_timeout_s:g} s ([serve].body_timeout_s)"
                 return await send_json(send, 408, error_body(slow, "timeout", path), [(b"connection", b"close")])

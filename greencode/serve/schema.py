@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from greencode.config import MAX_SEED, MAX_TEMPERATURE
 from greencode.exits.policies import POLICY_FORMS
 from greencode.serve.guard import TGI_BODY
 
@@ -35,10 +36,10 @@ class GenerateParameters(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
     max_new_tokens: Optional[int] = Field(None, ge=1, description="capped at the server's [serve].max_new_tokens_cap")
-    temperature: Optional[float] = Field(None, ge=0.0, allow_inf_nan=False, description="0 = greedy")
+    temperature: Optional[float] = Field(None, ge=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False, description="0 = greedy")
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
     do_sample: Optional[bool] = Field(None, description="false forces greedy decoding")
-    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     stop: Optional[list[str]] = Field(None, max_length=MAX_STOP_SEQUENCES)
     return_full_text: Optional[bool] = None
     greencode: Optional[GreencodeParameters] = None
@@ -61,10 +62,19 @@ class GenerateParameters(BaseModel):
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    inputs: str = Field(..., min_length=1, description="the code before the cursor (or a FIM prompt)")
     suffix: Optional[str] = Field(None, description="the code after the cursor (OpenAI and Ollama routes)")
+    inputs: str = Field(..., description="the code before the cursor (or a FIM prompt); empty only with a suffix")
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
     stream: Optional[bool] = Field(None, description="HF Inference API routes only: answer with SSE")
+
+    @field_validator("inputs")
+    @classmethod
+    def _something_to_complete(cls, inputs: str, info: ValidationInfo) -> str:
+        """A cursor at the top of a file has no text before it: with a suffix that is a FIM request (suffix is
+        declared first, so it is validated by now)."""
+        if not inputs and not info.data.get("suffix"):
+            raise ValueError("String should have at least 1 character (it may be empty only with a suffix)")
+        return inputs
 
     @model_validator(mode="before")
     @classmethod

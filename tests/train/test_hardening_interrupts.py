@@ -12,7 +12,7 @@ from greencode.config import replace
 from greencode.errors import GreencodeError
 from tests.train.lite.test_finetune import _config
 from train.lite.finetune import CHECKPOINTS, run_finetune
-from train.run_lock import output_lock
+from train.run_output import output_lock
 
 QUIET = {"echo": lambda _: None}
 

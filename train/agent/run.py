@@ -22,6 +22,7 @@ from pathlib import Path
 
 from greencode.files.atomic import atomic_write, atomic_write_text
 from greencode.errors import GreencodeError
+from train.run_output import resume_or_overwrite
 
 STAGING = ".run-in-progress"
 RUN_JSON = "run.json"
@@ -72,12 +73,14 @@ class AgentRun:
         output = Path(output)
         run = cls(output, settings, every_s=every_s)
         recorded = run._read_recorded()
-        if resume and overwrite:
-            raise GreencodeError("--resume and --overwrite exclude each other")
+        existing = output / "agent.safetensors"
+        # Without --resume any staged run counts (its files are not ours to drop); --resume needs its checkpoint.
+        staged = recorded.get("checkpoint") if resume else recorded
+        resume_or_overwrite(resume, overwrite, interrupted=str(run.staging) if staged else None,
+                            progress=f"{recorded.get('timesteps', 0)} steps", results=existing if existing.exists() else None,
+                            nothing_to_resume=f"{run.staging}: no interrupted agent run to resume (no checkpoint was "
+                                              "saved); run without --resume")
         if resume:
-            if not recorded.get("checkpoint"):
-                raise GreencodeError(f"{run.staging}: no interrupted agent run to resume (no checkpoint was saved); "
-                                     "run without --resume")
             if settings is None:
                 return run
             changed = [key for key in RESUME_KEYS if recorded.get("settings", {}).get(key) != settings.get(key)]
@@ -87,13 +90,6 @@ class AgentRun:
             run.recorded = recorded
             run._verified_checkpoint()
             return run
-        if recorded:
-            if not overwrite:
-                raise GreencodeError(f"{run.staging}: an interrupted run is here ({recorded.get('timesteps', 0)} "
-                                     "steps); pass --resume to continue it or --overwrite to start over")
-        existing = output / "agent.safetensors"
-        if existing.exists() and not overwrite:
-            raise GreencodeError(f"{existing}: already exists; pass --overwrite to replace it, or another --output")
         if settings is None:
             return run
         shutil.rmtree(run.staging, ignore_errors=True)

@@ -254,6 +254,12 @@ def build_cache(loaded, exit_points: list[int], files: list, samples: int, token
          "generation": "greedy, full depth, greencode.decoding.engine record=True", "sample_sources": sources})
 
 
+def _load_compatible(directory: Path, loaded, exit_points: list[int]) -> TrajectoryCache:
+    cache = load_cache(directory)
+    check_compatible(cache, str(directory), loaded.name, exit_points, loaded.hidden_size)
+    return cache
+
+
 def ensure_cache(config, loaded, exit_points: list[int], force: bool = False, progress=None) -> TrajectoryCache:
     """The cache at [agent].trajectories for this model and exit layout: loaded if present, else built.
 
@@ -261,30 +267,31 @@ def ensure_cache(config, loaded, exit_points: list[int], force: bool = False, pr
     """
     from greencode.data import load_split
 
-    directory = Path(config.agent.trajectories)
-    if not force and (directory / MANIFEST).is_file():
-        cache = load_cache(directory)
-        check_compatible(cache, str(directory), loaded.name, exit_points, loaded.hidden_size)
-        return cache
-    from train.agent.trajectory_resume import PartialCache
+    from train.run_output import output_lock
 
-    files = load_split(config.data, "train")
-    settings = {"model": loaded.name, "exit_points": list(exit_points), "samples": config.agent.samples,
-                "tokens_per_sample": config.agent.tokens_per_sample, "seed": config.agent.seed,
-                "data": dataclasses.asdict(config.data)}
-    partial = PartialCache.open(directory, settings, fresh=force)  # what an interrupted build kept
-    try:
-        cache = build_cache(loaded, exit_points, files, config.agent.samples, config.agent.tokens_per_sample,
-                            config.agent.seed, progress, resume=partial)
-    except KeyboardInterrupt:
-        partial.flush()
-        print(f"trajectories: {partial.samples_kept} of {config.agent.samples} samples kept in {partial.dir}; "
-              "rerun the same command to continue", file=sys.stderr, flush=True)
-        raise
-    save_cache(cache, directory, {"model_spec": loaded.spec, "corpus": config.data.corpus})
-    partial.remove()
-    check_compatible(cache, str(directory))
-    return cache
+    directory = Path(config.agent.trajectories)
+    if not force and (directory / MANIFEST).is_file():  # written last: a finished cache, readable without the lock
+        return _load_compatible(directory, loaded, exit_points)
+    with output_lock(directory, "greencode train trajectories"):  # one build per folder, as every trainer
+        from train.agent.trajectory_resume import PartialCache
+
+        files = load_split(config.data, "train")
+        settings = {"model": loaded.name, "exit_points": list(exit_points), "samples": config.agent.samples,
+                    "tokens_per_sample": config.agent.tokens_per_sample, "seed": config.agent.seed,
+                    "data": dataclasses.asdict(config.data)}
+        partial = PartialCache.open(directory, settings, fresh=force)  # what an interrupted build kept
+        try:
+            cache = build_cache(loaded, exit_points, files, config.agent.samples, config.agent.tokens_per_sample,
+                                config.agent.seed, progress, resume=partial)
+        except KeyboardInterrupt:
+            partial.flush()
+            print(f"trajectories: {partial.samples_kept} of {config.agent.samples} samples kept in {partial.dir}; "
+                  "rerun the same command to continue", file=sys.stderr, flush=True)
+            raise
+        save_cache(cache, directory, {"model_spec": loaded.spec, "corpus": config.data.corpus})
+        partial.remove()
+        check_compatible(cache, str(directory))
+        return cache
 
 
 def synthetic_cache(samples: int = 64, tokens_per_sample: int = 15, exit_points: tuple[int, ...] = (4, 6, 10),

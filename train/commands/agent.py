@@ -60,19 +60,23 @@ def command(ctx: typer.Context,
 
     if config is not None:
         ctx.find_root().obj = {**(ctx.find_root().obj or {}), "config_path": config}
-    settings = load_context_config(ctx, **{"model.spec": model, "agent.output": output,
-                                           "agent.trajectories": trajectories})
+    settings = load_context_config(ctx, **{"model.spec": model, "agent.output": output,  # checks --timesteps too
+                                           "agent.trajectories": trajectories, "agent.timesteps": timesteps})
     if benchmark:
         _benchmark(settings, timesteps, as_json)
         return
     from pathlib import Path
 
     from greencode.config import check_reward
+    from greencode.errors import GreencodeError
     from train.agent.run import AgentRun, run_settings
-    from train.run_lock import output_lock
+    from train.run_output import output_lock
 
     check_reward(settings.agent.reward)  # before any long work
     output = Path(settings.agent.output)
+    if output.resolve() == Path(settings.agent.trajectories).resolve():
+        raise GreencodeError(f"{output}: --output and --trajectories are one folder; each takes its own lock, so "
+                             "give them separate folders")
     with output_lock(output, "greencode train agent"):
         AgentRun.start(output, None, overwrite, resume)  # the checks that need no cache, before building it
         cache, _ = build_or_load_trajectories(settings, rebuild)

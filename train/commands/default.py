@@ -45,6 +45,7 @@ def command(ctx: typer.Context,
     from greencode.errors import GreencodeError
     from greencode.model.load import ASSETS, OWN_ADAPTATION
     from train.assets.recipe import MANIFEST, build_default, check_fits, install as install_assets
+    from train.run_output import output_lock, resume_or_overwrite
 
     config = load_context_config(ctx)
     target = Path(output)
@@ -52,14 +53,15 @@ def command(ctx: typer.Context,
         raise GreencodeError(f"--from {from_dir}: not a model directory (no config.json); give the OUTPUT of "
                              "greencode train finetune")
     if not install_only:
-        if (target / MANIFEST).exists() and not overwrite:
-            raise GreencodeError(f"{target}: already holds a build; pass --overwrite or another --output")
         recipe = Recipe(shortlist=shortlist, count_tokens=count_tokens, train_tokens=train_tokens,
                         validation_tokens=validation_tokens, kl_epochs=kl_epochs, mlp_rank=mlp_rank,
                         mlp_epochs=mlp_epochs, trajectory_samples=samples, tokens_per_sample=tokens_per_sample,
                         timesteps=timesteps)
-        manifest = build_default(config, target, recipe, log=lambda line: typer.echo(line, err=True),
-                                 spec=from_dir or "default-base")
+        with output_lock(target, "greencode train default"):
+            resume_or_overwrite(False, overwrite, interrupted=None, nothing_to_resume="",
+                                results=target / MANIFEST if (target / MANIFEST).exists() else None)
+            manifest = build_default(config, target, recipe, log=lambda line: typer.echo(line, err=True),
+                                     spec=from_dir or "default-base")
         typer.echo(f"exit maps: {manifest['adaptation']['chosen']}; agent: {manifest['agent_training']['chosen']}")
     if install or install_only:
         # The shipped default's assets fit default-base's weights; a fine-tuned model's go into its own folder.

@@ -43,7 +43,8 @@ def command(ctx: typer.Context,
 
     if config is not None:
         ctx.find_root().obj = {**(ctx.find_root().obj or {}), "config_path": config}
-    settings = load_context_config(ctx, **{"model.spec": model, "data.corpus": corpus})
+    settings = load_context_config(ctx, **{"model.spec": model, "data.corpus": corpus,
+                                           "finetune.max_steps": max_steps})  # its range checked with the rest
 
     from train.lite.finetune import run_finetune
 

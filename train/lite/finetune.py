@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 
 from greencode.files.atomic import atomic_write_text
 from greencode.errors import GreencodeError
@@ -32,7 +32,7 @@ from train.lite.loss import distill_loss, lite_loss, measure_languages, sample_p
 from train.lite.data import collate, exit_shortlist, prepare_data
 from train.lite.output import CHECKPOINTS, GREENCODE_JSON, RUN_JSON, check_output, check_steps_left, last_checkpoint
 from train.lite.report import layer_keys, measured_keys
-from train.run_lock import output_lock
+from train.run_output import output_lock
 
 LORA_ADAPTER = "lora-adapter"
 # What must match between a run and the one it resumes.
@@ -192,6 +192,7 @@ def _run_finetune(config, output: Path, max_steps: int | None, resume: bool, ove
     model = loaded.model
     model.requires_grad_(True)
     if size.lora:
+        set_seed(ft.seed)  # LoRA's A matrices are drawn here, before the Trainer seeds: one seed, one run
         model = _lora_wrap(model, ft.lora_rank, ft.lora_alpha)
     model.train()
     if distill and ft.teacher_cache:

@@ -1,7 +1,7 @@
 """The output folder of a LITE run: what may be written over, resumed, or must be refused.
 
 OUTPUT holds the model files, greencode.json (written last), run.json (measured before training) and
-checkpoints/ (the Trainer's); a lock and staging folders are housekeeping (train/run_lock.py).
+checkpoints/ (the Trainer's); a lock and staging folders are housekeeping (train/run_output.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import shutil
 from pathlib import Path
 
 from greencode.errors import GreencodeError
-from train.run_lock import is_housekeeping
+from greencode.files.paths import check_writable
+from train.run_output import is_housekeeping, resume_or_overwrite
 
 GREENCODE_JSON = "greencode.json"
 RUN_JSON = "run.json"  # measured before training; read back on --resume
@@ -36,25 +37,23 @@ def _leftovers_only(output: Path) -> bool:
 
 
 def check_output(output: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to write over an existing output unless asked to resume or overwrite it."""
-    if resume and overwrite:
-        raise GreencodeError("--resume and --overwrite exclude each other")
-    if resume:
-        if output.is_dir() and _stopped_before_first_checkpoint(output):
-            raise GreencodeError(f"{output}: the run stopped before its first checkpoint, so there is nothing to "
-                                 "resume; start it again without --resume")
-        if last_checkpoint(output) is None or not (output / RUN_JSON).is_file():
-            raise GreencodeError(f"{output}: no checkpoint to resume from (expected {output / CHECKPOINTS}/checkpoint-N)")
-        return
-    if output.exists() and not output.is_dir():
-        raise GreencodeError(f"{output}: exists and is not a directory; choose another --output")
-    if output.is_dir() and _stopped_before_first_checkpoint(output) and _leftovers_only(output):
+    """Refuse to write over an existing output unless asked to resume or overwrite it (train/run_output.py's
+    rule); a --resume also needs checkpoints/ writable, checked before any training."""
+    if resume and not overwrite and output.is_dir() and _stopped_before_first_checkpoint(output):
+        raise GreencodeError(f"{output}: the run stopped before its first checkpoint, so there is nothing to "
+                             "resume; start it again without --resume")
+    resumable = output.is_dir() and last_checkpoint(output) is not None and (output / RUN_JSON).is_file()
+    if not resume and output.is_dir() and _stopped_before_first_checkpoint(output) and _leftovers_only(output):
         overwrite = True  # only an unfinished run's notes: nothing of value to keep, start it again
-    if output.is_dir() and any(not is_housekeeping(entry.name) for entry in output.iterdir()):
-        if not overwrite:
-            raise GreencodeError(f"{output}: already exists; pass --resume to continue it, --overwrite to replace "
-                                 "it, or another --output")
-        # The new run starts clean; the old model files stay until the new ones replace them.
+    used = output.is_dir() and any(not is_housekeeping(entry.name) for entry in output.iterdir())
+    finished = (output / GREENCODE_JSON).is_file()  # a finished run's checkpoint can still be trained further
+    resume_or_overwrite(resume, overwrite, interrupted=str(output) if resumable and (resume or not finished) else None,
+                        results=output if used else None, resumable_results=resumable,
+                        nothing_to_resume=f"{output}: no checkpoint to resume from (expected {output / CHECKPOINTS}/"
+                                          "checkpoint-N)")
+    if resume:
+        check_writable(output / CHECKPOINTS, "--output (its checkpoints/ folder, which --resume writes)")
+    elif used:  # --overwrite: the new run starts clean; the old model files stay until the new ones replace them
         shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
         (output / RUN_JSON).unlink(missing_ok=True)
 

@@ -8,7 +8,8 @@ import torch
 
 from greencode.config import load_config
 from greencode.decoding.engine import EarlyExitEngine
-from greencode.decoding.prefix_cache import PrefixCache, common_prefix_length, prefix_cache_for, text_window, window_cut
+from greencode.decoding.prefix_cache import PrefixCache, common_prefix_length, prefix_cache_for, window_cut
+from greencode.decoding.window import text_window
 
 FILE = ("import os\n\n\ndef read_lines(path):\n    with open(path) as handle:\n        return handle.read().splitlines()"
         "\n\n\ndef main():\n    for line in read_lines('setup.cfg'):\n        print(line.strip())\n")

@@ -134,7 +134,7 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path):
     stopped = run_finetune(config, output=out, max_steps=4, callbacks=(CtrlCAtStep2(),), echo=lambda _: None)
     assert stopped["interrupted"] and stopped["steps"] == 2
     assert (out / CHECKPOINTS / "checkpoint-2").is_dir() and not (out / "greencode.json").exists()
-    with pytest.raises(GreencodeError, match="already exists; pass --resume"):
+    with pytest.raises(GreencodeError, match="an interrupted run is here; pass --resume to continue it or --overwrite"):
         run_finetune(config, output=out, max_steps=4, echo=lambda _: None)
     with pytest.raises(GreencodeError, match="different settings .*seq_len"):
         run_finetune(replace(config, finetune={"seq_len": 16}), output=out, max_steps=4, resume=True,
@@ -198,6 +198,5 @@ def test_cli_refuses_an_existing_output_in_one_line(tmp_path):
     result = run_cli("train", "finetune", "--model", "tiny-random-llama", "--output", str(existing))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"greencode: error: {existing}: already exists; pass --resume to continue it, --overwrite to replace it, "
-        "or another --output"]
+        f"greencode: error: {existing}: already exists; pass --overwrite to replace it, or another --output"]
     assert (existing / "keep.txt").read_text() == "mine"
