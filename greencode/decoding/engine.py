@@ -335,7 +335,8 @@ class EarlyExitEngine:
 
                 # KV fill: state propagation into the layers the token skipped, all in one call
                 # (docs/architecture.md 'KV state propagation').
-                self._propagate(exit_layer, hidden, context, cache)
+                if exit_layer < L:
+                    self._propagate(exit_layer, hidden, context, cache)
 
                 # Sample the next token where the token left.
                 token, logits, passes = self._sample_at(exit_layer, hidden, logits, healing, options, generator)
