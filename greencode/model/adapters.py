@@ -157,7 +157,8 @@ class LlamaAdapter(ArchAdapter):
         table = self._positions.get("table")
         if table is None or position >= table["position_ids"].shape[1]:
             size = 1 << max(9, position.bit_length())
-            table = self._positions["table"] = self.layer_context(hidden, torch.arange(size, device=hidden.device)[None])
+            positions = torch.arange(size, device=hidden.device)[None]
+            table = self._positions["table"] = self.layer_context(hidden, positions)
         at = slice(position, position + 1)
         cos, sin = table["position_embeddings"]
         context = {"position_ids": table["position_ids"][:, at], "position_embeddings": (cos[:, at], sin[:, at])}
