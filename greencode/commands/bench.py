@@ -8,6 +8,12 @@ from typing import Optional
 import typer
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def command(ctx: typer.Context,
             model: Optional[str] = typer.Option(None, help="Model spec (default: [model].spec)."),
             prompts: int = typer.Option(8, help="Prompts from the stdlib test split."),
@@ -27,6 +33,9 @@ def command(ctx: typer.Context,
                                             "the per-exit-point score recording (the TUI inspector's) off."),
             load: bool = typer.Option(False, "--load-times", help="Also time the default model's first "
                                       "(converting) and cached loads, in a temporary cache."),
+            profile: bool = typer.Option(False, "--profile", help="Instead of the table: where a decoded token's "
+                                         "time goes per policy (layers, heads, propagation, decisions, sampling, "
+                                         "the loop) and one layer split into GEMMs, attention and the rest."),
             as_json: bool = typer.Option(False, "--json", help="Print {\"rows\": [...]} as JSON.")) -> None:
     """Benchmark exit policies on the same prompts (tokens/s, exit layers, joules). Writes nothing."""
     from rich.console import Console
@@ -59,6 +68,19 @@ def command(ctx: typer.Context,
         engine.make_policy(name)  # a bad policy fails here, before any work
     ids = bench_prompts(loaded, prompts, config.data, min_context, config.engine.max_context_tokens,
                         max_new_tokens)
+    if profile:
+        from greencode.eval.profile import format_profile, profile_policies
+
+        result = profile_policies(engine, ids, names, max_new_tokens)
+        result.update(model=loaded.name, weights=loaded.weights, threads=torch_threads(), notes=notes)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        typer.echo(f"{loaded.name}, {loaded.weights} weights, {result['threads']} threads, {len(ids)} prompts x "
+                   f"{max_new_tokens} tokens")
+        for line in format_profile(result) + [f"note: {note}" for note in notes]:
+            typer.echo(line)
+        return
     anchors = {}
     if llama_cpp:
         import torch
@@ -99,7 +121,8 @@ def command(ctx: typer.Context,
     table = Table(title=f"{loaded.name}, {loaded.weights} weights: {result['prompts']} prompts x {max_new_tokens} "
                         f"tokens (mean context {result['mean_prompt_tokens']} tokens), {result['threads']} threads")
     columns = ["policy", "tokens_per_s", "speedup_vs_full", "decode_vs_llama_cpp", "prefill_tokens_per_s",
-               "prefill_vs_llama_cpp", "modelled_speedup", "oracle_saving_share", "mean_exit_layer",
+               "prefill_vs_llama_cpp", "modelled_speedup", "measured_over_modelled", "oracle_saving_share",
+               "mean_exit_layer",
                "layers_skipped_frac", "joules", "joules_saved_frac", "energy_source", "seconds", "identical_to_hf",
                "time_ratio_vs_hf"]
     for column in columns:
@@ -113,7 +136,9 @@ def command(ctx: typer.Context,
     for key in ("agent_decision", "load_times"):
         if key in result:
             typer.echo(f"{key.replace('_', ' ')}: {result[key]}")
-    typer.echo(f"{result['exit_head']}; modelled speedup: by the cost model {result['cost_model']}, not measured")
+    typer.echo(f"{result['exit_head']}; modelled speedup: by the cost model {result['cost_model']}, not measured; "
+               "measured over modelled: the share of the modelled speed-up the clock delivered (speedup vs full "
+               "/ modelled speedup)")
     if any(r["policy"] == "oracle" for r in result["rows"]):
         typer.echo("oracle: full depth, each token credited with the first exit point whose top-1 was that token "
                    "(modelled only); oracle saving share: the share of its modelled saving a row gets "

@@ -118,6 +118,8 @@ class EarlyExitEngine:
                           if ids is not None else None)
         self.cost = CostModel.of(self.adapter, self.exit_head.size if self.exit_head else None)
         self.device = next(loaded.model.parameters()).device
+        # State propagation for these exit points: its stacked weights are packed here, once per engine.
+        self._propagate = self.adapter.propagation(self.exit_points)
         self.prefix_cache = prefix_cache  # greencode.decoding.prefix_cache.PrefixCache: prompts share their prefill
 
     def describe_exit_head(self) -> str:
@@ -306,9 +308,9 @@ class EarlyExitEngine:
                 policy = completion.policy if not options.record else None
                 oracle = isinstance(policy, Oracle)  # runs full depth, then judges every exit point
                 keep_states = options.record or oracle
-                step_pos = torch.tensor([[position]], device=self.device)
-                hidden = adapter.embed(torch.tensor([[token]], device=self.device), step_pos)
-                context = adapter.layer_context(hidden, step_pos)
+                hidden = adapter.embed(torch.tensor([[token]], device=self.device),
+                                       torch.tensor([[position]], device=self.device))
+                context = adapter.step_context(hidden, position)
                 exit_layer, score, exit_passes, logits, states = L, None, 0, None, {}
                 scores = [] if options.record_scores else scores  # off: the empty list stays empty
                 policy_name = policy.name if policy is not None else "full (recorded)"
@@ -332,10 +334,10 @@ class EarlyExitEngine:
                         exit_layer, logits = layer, exit_logits
                         break
 
-                # KV fill: state propagation into the layers the token skipped (docs/architecture.md 'KV state propagation').
-                for skipped in range(exit_layer, L):
-                    keys, values = adapter.kv(skipped, hidden, context)
-                    cache.update(keys, values, skipped)
+                # KV fill: state propagation into the layers the token skipped, all in one call
+                # (docs/architecture.md 'KV state propagation').
+                if exit_layer < L:
+                    self._propagate(exit_layer, hidden, context, cache)
 
                 # Sample the next token where the token left.
                 token, logits, passes = self._sample_at(exit_layer, hidden, logits, healing, options, generator)

@@ -123,6 +123,14 @@ class CostModel:
         return self.units(self.num_layers, 0)
 
 
+def measured_over_modelled(measured_speedup: float | None, modelled_speedup: float | None) -> float | None:
+    """The share of the cost model's speed-up over full depth that the clock delivered (bench, eval): a row's
+    measured decode speed-up over full depth divided by its modelled one (None where either is missing)."""
+    if not measured_speedup or not modelled_speedup:
+        return None
+    return measured_speedup / modelled_speedup
+
+
 def resolve_shortlist(loaded, size: int) -> torch.Tensor | None:
     """The exit-head token ids for [exits].shortlist = `size`: -1 the model's own shortlist (none: the whole
     vocabulary), 0 the whole vocabulary, K the first (most frequent) K of the model's shortlist."""

@@ -15,6 +15,7 @@ import torch
 
 from greencode.errors import GreencodeError
 from greencode.decoding.events import Figures
+from greencode.decoding.step import measured_over_modelled
 from greencode.exits.oracle import oracle_share
 
 
@@ -162,6 +163,9 @@ def run_bench(engine, prompts: list[list[int]], policies: list[str], max_new_tok
             continue
         if full and full["tokens_per_s"]:
             row["speedup_vs_full"] = round(row["tokens_per_s"] / full["tokens_per_s"], 3)
+            if row is not full:  # an early-exit row: how much of its modelled speed-up the clock delivered
+                share = measured_over_modelled(row["tokens_per_s"] / full["tokens_per_s"], row["modelled_speedup"])
+                row["measured_over_modelled"] = round(share, 3) if share is not None else None
         if oracle and row["policy"] not in ("full", "hf-generate"):
             share = oracle_share(row["modelled_speedup"], oracle["modelled_speedup"])
             row["oracle_saving_share"] = round(share, 4) if share is not None else None

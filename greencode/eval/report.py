@@ -25,6 +25,7 @@ COLUMNS = (
     ("decode_joules", "decode J", "{:.1f}"),
     ("decode_joules_vs_full", "J vs full", "{:.2f}"),
     ("modelled_speedup", "modelled x", "{:.2f}"),
+    ("measured_over_modelled", "measured/modelled", "{:.2f}"),
     ("oracle_saving_share", "of oracle", "{:.0%}"),
     ("regret", "regret", "{:.0%}"),
 )
@@ -57,7 +58,9 @@ def markdown(result: dict) -> str:
         f"- energy: {source}; `decode J` = joules per completion after its first token (the prefill, the "
         "same for every policy, is left out), `J vs full` = that against full depth in this run",
         f"- {result.get('exit_head', 'exit head: all tokens')}; `modelled x` = decode speed-up over full depth by "
-        "the cost model (layer-units of weights read per token, greencode/decoding/engine.py CostModel), not measured; "
+        "the cost model (layer-units of weights read per token, greencode/decoding/step.py CostModel), not measured; "
+        "`measured/modelled` = the measured decode speed-up over full depth (`tok/s` against full's) divided by "
+        "`modelled x`: the share of the modelled speed-up the clock delivered; "
         "`oracle` = full depth, each token credited with the first exit point whose top-1 was that token (its "
         "text is full depth's; its measured columns are blank); `of oracle` = the share of the oracle's modelled "
         "saving a row gets, `regret` = 1 - that",

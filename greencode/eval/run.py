@@ -25,6 +25,7 @@ from pathlib import Path
 
 from greencode.errors import GreencodeError
 from greencode.decoding.events import Figures
+from greencode.decoding.step import measured_over_modelled
 from greencode.eval.samples import EvalSample, SampleSet, load_samples, read_corpus
 from greencode.eval.store import CompletionStore, file_stamp
 from greencode.exits.oracle import Oracle, oracle_share
@@ -243,6 +244,9 @@ def _relative(rows: list[dict]) -> None:
         row["decode_joules_vs_full"] = ratio(row, "decode_joules")
         row["seconds_vs_full"] = ratio(row, "seconds_per_completion")
         row["tokens_per_s_vs_full"] = ratio(row, "tokens_per_s")
+        if row["policy"] not in ("full", "base", "oracle"):  # the share of its modelled speed-up the clock delivered
+            row["measured_over_modelled"] = measured_over_modelled(row["tokens_per_s_vs_full"],
+                                                                   row.get("modelled_speedup"))
 
 
 def summarise(contestants: list[Contestant], sample_set: SampleSet, store: CompletionStore) -> tuple[list[dict], int]:

@@ -3,12 +3,13 @@
 An adapter exposes, for layers numbered 1..L (index i = layer - 1):
 embeddings, each decoder layer, the final norm, the LM head, and `kv(i, h)`: the keys and values
 layer i would cache for input state h (its input norm + K/V projections, with rotary for Llama).
-The engine uses `kv` to fill the cache of layers a token skipped (state propagation).
+The engine fills the cache of the layers a token skipped (state propagation) with `propagation(...)`:
+`kv` layer by layer, or for lean Llama models every skipped layer in one op sequence (lean.StackedKV).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -40,6 +41,7 @@ class ArchAdapter:
     arch: str = ""
     exit_maps: nn.Module | None = None  # greencode.exits.maps.ExitMaps, when the model ships them
     lean: object | None = None  # greencode.model.lean.LeanLlama: plain Llama layers run without transformers' plumbing
+    _positions: dict = field(default_factory=dict, repr=False)  # per-position step contexts, computed in one call
 
     @property
     def config(self):
@@ -63,6 +65,18 @@ class ArchAdapter:
     def layer_context(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> dict:
         """Per-step inputs shared by every layer (rotary tables for Llama)."""
         return {"position_ids": position_ids}
+
+    def step_context(self, hidden: torch.Tensor, position: int) -> dict:
+        """layer_context of one decode step at `position` (hidden: its (1, 1, d) state)."""
+        return self.layer_context(hidden, torch.tensor([[position]], device=hidden.device))
+
+    def propagation(self, exit_points: list[int]):
+        """The state propagation of an engine with these exit points: a function (start, hidden, context,
+        cache) that appends the K/V of layers start..L-1 for `hidden` to `cache`."""
+        def layer_by_layer(start: int, hidden: torch.Tensor, context: dict, cache) -> None:
+            for skipped in range(start, self.num_layers):
+                cache.update(*self.kv(skipped, hidden, context), skipped)
+        return layer_by_layer
 
     def run_layer(self, index: int, hidden: torch.Tensor, context: dict, cache) -> torch.Tensor:
         # context may carry an attention mask (a prompt run on top of a reused prefix); else none is needed
@@ -127,19 +141,53 @@ class LlamaAdapter(ArchAdapter):
 
     def layer_context(self, hidden, position_ids):
         cos, sin = self.model.model.rotary_emb(hidden, position_ids=position_ids)
-        return {"position_ids": position_ids, "position_embeddings": (cos, sin)}
+        context = {"position_ids": position_ids, "position_embeddings": (cos, sin)}
+        if self.lean is not None:
+            from greencode.model.lean import rotary_tables
+
+            context["rotary"] = rotary_tables(cos, sin)
+        return context
+
+    def step_context(self, hidden, position):
+        """A slice of one table of every position's rotary values up to a power of two past `position`,
+        computed in one call (the same values, bit for bit: each is one product, then cos/sin)."""
+        rotary = self.model.model.rotary_emb
+        if "dynamic" in str(getattr(rotary, "rope_type", "default")):  # its frequencies follow the length
+            return super().step_context(hidden, position)
+        table = self._positions.get("table")
+        if table is None or position >= table["position_ids"].shape[1]:
+            size = 1 << max(9, position.bit_length())
+            positions = torch.arange(size, device=hidden.device)[None]
+            table = self._positions["table"] = self.layer_context(hidden, positions)
+        at = slice(position, position + 1)
+        cos, sin = table["position_embeddings"]
+        context = {"position_ids": table["position_ids"][:, at], "position_embeddings": (cos[:, at], sin[:, at])}
+        if "rotary" in table:
+            context["rotary"] = tuple(t[:, at] for t in table["rotary"])
+        return context
+
+    def propagation(self, exit_points):
+        if self.lean is None or not self.lean.same_eps:
+            return super().propagation(exit_points)
+        from greencode.model.lean import StackedKV
+
+        stacked = StackedKV(self.lean, exit_points)
+        return lambda start, hidden, context, cache: stacked(start, hidden, context["rotary"], cache)
 
     def final_norm(self, hidden):
+        if self.lean is not None:  # torch's fused RMSNorm: LlamaRMSNorm's result, bit for bit, in one op
+            norm = self.model.model.norm
+            return torch.nn.functional.rms_norm(hidden, norm.weight.shape, norm.weight, norm.variance_epsilon)
         return self.model.model.norm(hidden)
 
     def run_layer(self, index, hidden, context, cache):
         if self.lean is None:
             return super().run_layer(index, hidden, context, cache)
-        return self.lean.run(index, hidden, *context["position_embeddings"], cache)
+        return self.lean.run(index, hidden, context["rotary"], cache)
 
     def kv(self, index, hidden, context):
         if self.lean is not None:
-            return self.lean.kv(index, hidden, *context["position_embeddings"])
+            return self.lean.kv(index, hidden, context["rotary"])
         layer = self.layers[index]
         attn = layer.self_attn
         normed = layer.input_layernorm(hidden)

@@ -2,11 +2,16 @@
 
 transformers' layer call goes through keyword handling, deprecation wrappers, the attention-interface
 registry and a module call per projection; on a 135M model at batch 1 that Python is a large share of a
-token. This path runs each layer as one function over plain tensors: RMSNorm, Q/K/V projections (one fused
-GEMM when the weights are in a fast form, where fusing cannot change a single output: int8 has per-channel
-scales and one input scale per call, fp16 sums each output alone), rotary, the KV cache, SDPA with grouped
-K/V heads, the output projection and the gated MLP. State propagation reads one fused K/V projection.
+token. This path runs each layer as one function over plain tensors: RMSNorm (torch's fused kernel, equal
+bit for bit to LlamaRMSNorm's ops in fp32), Q/K/V projections (one fused GEMM when the weights are in a fast
+form, where fusing cannot change a single output: int8 has per-channel scales and one input scale per call,
+fp16 sums each output alone), rotary on Q and K together (a rolled copy times a sign-folded sine: the same
+products as rotate_half), the KV cache, SDPA with grouped K/V heads, the output projection and the gated MLP.
 In fp32 the projections stay separate, so `full` stays token-for-token equal to HF `generate`.
+
+State propagation (`StackedKV`) fills the K/V of every layer a token skipped in one op sequence: one RMSNorm
+of the exited state, the skipped layers' K/V projections stacked (each layer's input-norm weight folded into
+its rows) in one GEMM per run of layers between exit points, rotary once, one cache write.
 """
 
 from __future__ import annotations
@@ -18,14 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """LlamaRMSNorm's arithmetic, in its order (fp32 models only: see LeanLlama.supports)."""
-    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+def rotary_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' (B, T, D) cos/sin as lean rotary tables shaped (B, T, 1, D) for (B, T, heads, D) states:
+    cos, and sin with its first half negated, so that x*cos + roll(x)*sin' == x*cos + rotate_half(x)*sin."""
+    half = sin.shape[-1] // 2
+    signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+    return cos.unsqueeze(2), signed.unsqueeze(2)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position on (..., D) states: the products of x*cos + rotate_half(x)*sin, bit for bit."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 def _fused(modules: list[nn.Module], form: str, linear: type | None) -> nn.Module | None:
@@ -47,7 +55,6 @@ class _LeanLayer:
     attn: nn.Module  # q_proj, k_proj, v_proj, o_proj (read after the weights' form is applied)
     mlp: nn.Module  # gate_proj, up_proj, down_proj, act_fn
     qkv: nn.Module | None  # fused Q/K/V in a fast form
-    kv: nn.Module | None  # fused K/V in a fast form (state propagation)
     gate_up: nn.Module | None  # fused gate/up in a fast form
 
 
@@ -56,18 +63,26 @@ class LeanLlama:
 
     def __init__(self, adapter, form: str, linear: type | None = None):
         config = adapter.config
+        self.hidden_size = config.hidden_size
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.scaling = self.head_dim ** -0.5
         self.q_size, self.kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        self.form, self.linear = form, linear
         self.layers = []
+        folded = []  # per layer: its K and V rows times its input-norm weight (state propagation's GEMM)
         for layer in adapter.layers:
             attn, mlp = layer.self_attn, layer.mlp
             projections = [attn.q_proj, attn.k_proj, attn.v_proj]
             self.layers.append(_LeanLayer(
                 layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
                 layer.input_layernorm.variance_epsilon, attn, mlp, _fused(projections, form, linear),
-                _fused(projections[1:], form, linear), _fused([mlp.gate_proj, mlp.up_proj], form, linear)))
+                _fused([mlp.gate_proj, mlp.up_proj], form, linear)))
+            folded.append(torch.cat([attn.k_proj.weight, attn.v_proj.weight]).float()
+                          * layer.input_layernorm.weight.float())
+        # (L * 2 * kv_size, d) in float: a run of skipped layers is a run of rows, packed per range on demand
+        self.kv_rows = torch.cat(folded).detach()
+        self.same_eps = len({p.eps for p in self.layers}) == 1
 
     @staticmethod
     def supports(adapter) -> bool:
@@ -79,24 +94,23 @@ class LeanLlama:
                 and getattr(config, "sliding_window", None) is None
                 and type(layer).__name__ in ("LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer"))
 
-    def _qkv(self, p: _LeanLayer, normed: torch.Tensor):
+    def _qkv(self, p: _LeanLayer, normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Q and K side by side, V) of normed (B, T, d) states, as (B, T, heads + kv_heads, D), (B, T, kv_heads, D)."""
+        batch, steps, _ = normed.shape
         if p.qkv is not None:
-            return p.qkv(normed).split((self.q_size, self.kv_size, self.kv_size), dim=-1)
-        return p.attn.q_proj(normed), p.attn.k_proj(normed), p.attn.v_proj(normed)
+            qkv = p.qkv(normed).view(batch, steps, -1, self.head_dim)
+            return qkv[:, :, :self.heads + self.kv_heads], qkv[:, :, self.heads + self.kv_heads:]
+        qk = torch.cat((p.attn.q_proj(normed), p.attn.k_proj(normed)), dim=-1)
+        return qk.view(batch, steps, -1, self.head_dim), p.attn.v_proj(normed).view(batch, steps, -1, self.head_dim)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, H*D) -> (B, H, T, D)"""
-        return x.view(*x.shape[:-1], -1, self.head_dim).transpose(1, 2)
-
-    def run(self, index: int, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache) -> torch.Tensor:
-        """One decoder layer on (B, T, d) states whose rotary tables are cos/sin (B, T, D), appending to `cache`."""
+    def run(self, index: int, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], cache) -> torch.Tensor:
+        """One decoder layer on (B, T, d) states whose rotary tables (`rotary_tables`) are `rotary`, appending
+        to `cache`."""
         p = self.layers[index]
         batch, steps, _ = hidden.shape
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
-        q, k, v = self._qkv(p, _rms_norm(hidden, p.input_norm, p.eps))
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        qk, v = self._qkv(p, F.rms_norm(hidden, (self.hidden_size,), p.input_norm, p.eps))
+        qk = _rotate(qk, *rotary)
+        q, k, v = qk[:, :, :self.heads].transpose(1, 2), qk[:, :, self.heads:].transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             k, v = cache.update(k, v, index)
         past = k.shape[2] - steps
@@ -106,21 +120,67 @@ class LeanLlama:
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling,
                                                   is_causal=steps > 1 and past == 0, enable_gqa=True)
         hidden = hidden + p.attn.o_proj(attended.transpose(1, 2).reshape(batch, steps, -1))
-        normed = _rms_norm(hidden, p.post_norm, p.eps)
+        normed = F.rms_norm(hidden, (self.hidden_size,), p.post_norm, p.eps)
         if p.gate_up is not None:
             gate, up = p.gate_up(normed).chunk(2, dim=-1)
         else:
             gate, up = p.mlp.gate_proj(normed), p.mlp.up_proj(normed)
-        return hidden + p.mlp.down_proj(p.mlp.act_fn(gate) * up)
+        return hidden + p.mlp.down_proj(F.silu(gate) * up)
 
-    def kv(self, index: int, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """The keys (with rotary) and values layer `index` caches for input states `hidden`."""
+    def kv(self, index: int, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]):
+        """The keys (with rotary) and values layer `index` caches for input states `hidden`, one layer at a
+        time (the reference StackedKV is checked against)."""
         p = self.layers[index]
-        normed = _rms_norm(hidden, p.input_norm, p.eps)
-        if p.kv is not None:
-            k, v = p.kv(normed).split((self.kv_size, self.kv_size), dim=-1)
-        else:
-            k, v = p.attn.k_proj(normed), p.attn.v_proj(normed)
-        k, v = self._heads(k), self._heads(v)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        return k * cos + _rotate_half(k) * sin, v
+        normed = F.rms_norm(hidden, (self.hidden_size,), p.input_norm, p.eps)
+        batch, steps, _ = normed.shape
+        k = p.attn.k_proj(normed).view(batch, steps, -1, self.head_dim)
+        v = p.attn.v_proj(normed).view(batch, steps, -1, self.head_dim)
+        return _rotate(k, *rotary).transpose(1, 2), v.transpose(1, 2)
+
+
+class StackedKV:
+    """State propagation for a lean model: the K/V of layers start..L-1 of one exited state in one op sequence.
+
+    The stacked, norm-folded K/V rows are packed in the weights' form once per run of layers between two
+    consecutive `boundaries` (the exit points and L) at engine build, so a token that leaves at an exit point
+    pays one GEMM per run it skipped (one in fp32, where the rows are a plain view) and no per-layer Python."""
+
+    def __init__(self, lean: LeanLlama, boundaries: list[int]):
+        self.lean = lean
+        self.num_layers = len(lean.layers)
+        self.boundaries = sorted({b for b in boundaries if 0 < b < self.num_layers} | {self.num_layers})
+        rows = 2 * lean.kv_size
+        self.runs = {}  # start layer -> the packed K/V rows of layers start..next boundary - 1
+        if lean.form != "fp32" and lean.linear is not None:
+            starts = [b for b in self.boundaries if b < self.num_layers]
+            for start, stop in zip(starts, self.boundaries[1:]):
+                self.runs[start] = lean.linear(lean.kv_rows[start * rows:stop * rows], None, lean.form)
+
+    def _projections(self, start: int, normed: torch.Tensor) -> torch.Tensor:
+        """(B, T, (L - start) * 2 * kv_size) K/V of layers start..L-1 for normed states."""
+        lean = self.lean
+        if not self.runs:
+            return F.linear(normed, lean.kv_rows[start * 2 * lean.kv_size:])
+        if start not in self.runs:  # a start that is no boundary: its own run up to the next one, packed once
+            stop = next(b for b in self.boundaries if b > start)
+            self.runs[start] = lean.linear(lean.kv_rows[start * 2 * lean.kv_size:stop * 2 * lean.kv_size], None,
+                                           lean.form)
+        parts, layer = [], start
+        while layer < self.num_layers:
+            parts.append(self.runs[layer](normed))
+            layer = next(b for b in self.boundaries if b > layer)
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+    def __call__(self, start: int, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], cache) -> None:
+        """Append the K/V layers start..L-1 cache for (B, T, d) states `hidden` to `cache`."""
+        lean = self.lean
+        count = self.num_layers - start
+        if count <= 0:
+            return
+        batch, steps, _ = hidden.shape
+        normed = F.rms_norm(hidden, (lean.hidden_size,), None, lean.layers[start].eps)
+        kv = self._projections(start, normed).view(batch, steps, count, 2, lean.kv_heads, lean.head_dim)
+        cos, signed_sin = rotary
+        keys = _rotate(kv[:, :, :, 0], cos.unsqueeze(2), signed_sin.unsqueeze(2))
+        # (B, T, layers, heads, D) -> (layers, B, heads, T, D)
+        cache.update_range(start, keys.permute(2, 0, 3, 1, 4), kv[:, :, :, 1].permute(2, 0, 3, 1, 4))

@@ -27,6 +27,12 @@ def test_bench_rows_compare_policies_on_the_same_prompts(tiny_model):
     assert rows["fixed:4"]["joules_saved_frac"] > 0
     assert all(row["tokens"] == 12 for row in result["rows"])
     assert rows["full"]["speedup_vs_full"] == 1.0
+    # Every early-exit row says how much of its modelled speed-up the clock delivered, from its own figures.
+    for name in ("fixed:4", "confidence:0.0"):
+        row = rows[name]
+        measured = row["tokens_per_s"] / rows["full"]["tokens_per_s"]
+        assert row["measured_over_modelled"] == pytest.approx(measured / row["modelled_speedup"], abs=1e-3)
+    assert "measured_over_modelled" not in rows["full"] and "measured_over_modelled" not in rows["hf-generate"]
 
 
 def test_policy_totals_row_arithmetic():

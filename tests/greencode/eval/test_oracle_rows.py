@@ -57,6 +57,12 @@ def test_oracle_row_modelled_speedup_and_regret(corpus, tmp_path, tiny_llama):  
     assert "regret" not in full and "regret" not in oracle
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "| oracle (modelled) |" in markdown and "modelled x" in markdown and "regret" in markdown
+    # Rows that exit: the share of their modelled speed-up the clock delivered, from their own figures.
+    for name in ("fixed:4", "confidence:0.9", "agent:0"):
+        row = rows[name]
+        assert row["measured_over_modelled"] == pytest.approx(row["tokens_per_s_vs_full"] / row["modelled_speedup"])
+    assert full.get("measured_over_modelled") is None and oracle.get("measured_over_modelled") is None
+    assert "measured/modelled" in markdown
 
 
 def test_oracle_share():

@@ -117,3 +117,10 @@ def test_default_model_has_30_layers_of_576(default_model):
     ids = default_model.tokenizer(CODE, return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.allclose(_logits_by_hand(default_model, ids), default_model.model(ids).logits, atol=1e-4)
+
+
+def test_the_shipped_adaptation_is_found_where_it_ships():
+    from greencode.model.load import ASSETS, shipped_adaptation
+
+    manifest = shipped_adaptation()  # {} when the path is wrong: the default model would load without its exits
+    assert manifest and all((ASSETS / manifest[key]).is_file() for key in ("exit_maps", "agent", "shortlist"))
