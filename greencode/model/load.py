@@ -24,7 +24,7 @@ DEFAULT_CACHE_NAME = "smollm2-135m-instruct"
 TINY_SPECS = ("tiny-random-llama", "tiny-random-opt", "tiny-random-gpt2")
 TINY_LAYERS, TINY_HIDDEN, TINY_HEADS = 12, 64, 4
 GREENCODE_JSON = "greencode.json"  # written by `greencode train finetune` beside the weights
-ASSETS = Path(__file__).resolve().parent / "assets"  # the shipped adaptation of the default model
+ASSETS = Path(__file__).resolve().parents[1] / "assets"  # greencode/assets: the shipped adaptation of the default model
 # A fine-tuned model directory's own adaptation (exit maps, shortlist, agent), installed there by
 # `greencode train default --from DIR --install`; same layout as ASSETS.
 OWN_ADAPTATION = "adaptation"
