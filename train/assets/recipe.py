@@ -28,7 +28,7 @@ from pathlib import Path
 from greencode.files.atomic import atomic_write, atomic_write_text
 from greencode.errors import GreencodeError
 
-ASSETS = Path(__file__).resolve().parents[1] / "greencode" / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "greencode" / "assets"
 MANIFEST = "manifest.json"
 MAPS_FILE, AGENT_FILE, SHORTLIST_FILE = "exit_maps.safetensors", "agent.safetensors", "shortlist.safetensors"
 ARTIFACTS = ("exit_maps", "agent", "shortlist")  # manifest keys naming the files that ship
