@@ -129,7 +129,8 @@ def knob_prompts(validation: dict[str, list], samples_per_language: int, log=pri
     for language, files in validation.items():
         if len(files) < samples_per_language:
             short.append(f"{language}: the validation split has {len(files)} files, fewer than the "
-                         f"{samples_per_language} prompts asked; calibrating on {len(files)} (a coarser knob)")
+                         f"{samples_per_language} prompts asked; calibrating on {len(files)} (and every language "
+                         "on as many, so they weigh alike)")
             log(f"knob calibration: {short[-1]}")
     return validation, short
 

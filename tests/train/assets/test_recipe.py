@@ -169,3 +169,6 @@ def test_info_describes_the_shipped_default():
     facts = model_info(load_config(ASSETS.parents[1] / "greencode.toml"))
     assert set(facts["agreement_after"]) == {str(p) for p in shipped_adaptation()["exit_points"]}
     assert facts["agent"].endswith(".safetensors")
+    knob = shipped_adaptation()["knob"]  # agent:T's calibrated confirm bound and what each T means
+    assert facts["agent_policy"].startswith(f"agent:T = agent:T:{knob['confirm']:g}:{knob['ramp']} ")
+    assert set(facts["knob_table"]) == set(knob["table"]) and facts["knob"].startswith("T=")
