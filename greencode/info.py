@@ -55,8 +55,9 @@ def knob_facts(info: dict, agent_file: str | None, threshold: float) -> dict:
     if not knob:
         return {}
     confirm, ramp = agent_defaults(info, agent_file)
+    ramped = f"the first {ramp} decoded tokens stricter" if ramp else "no ramp"
     facts = {"agent_policy": f"agent:T = agent:T:{confirm:g}:{ramp} (exit when P(exit) >= T, confirmed when the exit "
-                             f"head's max probability >= {confirm:g}; the first {ramp} decoded tokens stricter)"}
+                             f"head's max probability >= {confirm:g}; {ramped})"}
     meaning = knob_meaning(knob, threshold)
     if meaning:
         facts["knob"] = meaning

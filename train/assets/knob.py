@@ -136,10 +136,12 @@ def knob_prompts(validation: dict[str, list], samples_per_language: int, log=pri
 
 
 def calibrate_knob(config, loaded, output, samples_per_language: int = 120, tokens_per_sample: int = 16,
-                   max_context: int = 256, ramp: int = 0, seed: int = 7, log=print) -> dict:
-    """The manifest's "knob" for `loaded` (a model with its exit maps, shortlist and agent): C chosen on
-    validation-split continuations, each T's meaning at that C, and what it was measured on. `ramp` (R) is
-    recorded as given: it acts across tokens (derailment), so `greencode eval` chooses it, not a replay."""
+                   max_context: int = 256, ramp: int = 0, seed: int = 7, log=print, maps=None, shortlist=None,
+                   agent_path: str | None = None) -> dict:
+    """The manifest's "knob" for `loaded` with its exit `maps`, `shortlist` and agent (by default the ones the
+    model loaded with): C chosen on validation-split continuations, each T's meaning at that C, and what it
+    was measured on. `ramp` (R) is recorded as given: it acts across tokens (derailment), so `greencode eval`
+    chooses it, not a per-token replay."""
     from pathlib import Path
 
     from greencode.decoding.step import CostModel
@@ -148,11 +150,14 @@ def calibrate_knob(config, loaded, output, samples_per_language: int = 120, toke
     from train.assets.calibration import calibration_corpus
     from train.assets.exit_maps import ExitHead
 
-    if not loaded.info.get("agent_path"):
+    maps = maps if maps is not None else loaded.adapter.exit_maps
+    shortlist = shortlist if shortlist is not None else loaded.info.get("shortlist")
+    agent_path = agent_path or loaded.info.get("agent_path")
+    if not agent_path:
         raise GreencodeError(f"{loaded.name}: no exit agent to calibrate the knob for; build one with "
                              "`greencode train default`")
     validation, short = knob_prompts(calibration_corpus(config, "validation"), samples_per_language, log)
-    points = loaded.info["exit_points"]
+    points = list(maps.exit_points)
     raw_path = Path(output) / "knob-trajectories.safetensors"
     meta = {"model": loaded.name, "exit_points": points, "samples_per_language": samples_per_language,
             "tokens_per_sample": tokens_per_sample, "max_context": max_context, "seed": seed}
@@ -165,9 +170,8 @@ def calibrate_knob(config, loaded, output, samples_per_language: int = 120, toke
                                     batch_size=16, seed=seed, log=log)
         Path(output).mkdir(parents=True, exist_ok=True)
         raw.save(raw_path, meta)
-    shortlist = loaded.info.get("shortlist")
-    agent = ExitAgent.load(loaded.info["agent_path"], loaded.hidden_size, points)
-    signals = read_signals(loaded, raw, agent, loaded.adapter.exit_maps, ExitHead(loaded.adapter, shortlist))
+    agent = ExitAgent.load(agent_path, loaded.hidden_size, points)
+    signals = read_signals(loaded, raw, agent, maps, ExitHead(loaded.adapter, shortlist))
     cost = CostModel.of(loaded.adapter, len(shortlist) if shortlist is not None else None)
     confirm, grid = choose_confirm(signals, cost)
     decoded = signals.position > 0
