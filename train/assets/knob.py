@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from greencode.errors import GreencodeError
+from train.assets.calibration import LANGUAGES
 
 MIN_AGREEMENT = 0.95  # token agreement the confirm bound is chosen at
 THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.98)
@@ -101,13 +102,13 @@ def choose_confirm(signals: ExitSignals, cost, thresholds=THRESHOLDS, confirms=C
                    min_agreement: float = MIN_AGREEMENT) -> tuple[float, dict]:
     """(C, grid): the confirm bound whose best T gives the highest modelled speed-up at >= min_agreement
     token agreement in every language (the worse language decides), and every (C, T) figure."""
-    languages = sorted(set(signals.language.tolist()))
+    languages = {LANGUAGES[i]: i for i in sorted(set(signals.language.tolist()))}
     grid: dict[str, dict[str, dict]] = {}
     best = (0.0, 0.0)
     for c in confirms:
         grid[f"{c:g}"] = {}
         for t in thresholds:
-            per = {lang: replay(signals.only(signals.language == lang), cost, t, c) for lang in languages}
+            per = {lang: replay(signals.only(signals.language == i), cost, t, c) for lang, i in languages.items()}
             grid[f"{c:g}"][f"{t:g}"] = per
             if all(f["agreement"] >= min_agreement for f in per.values()):
                 speed = min(f["modelled_speedup"] for f in per.values())
@@ -115,11 +116,11 @@ def choose_confirm(signals: ExitSignals, cost, thresholds=THRESHOLDS, confirms=C
     return -best[1], grid
 
 
-def knob_table(signals: ExitSignals, cost, confirm: float, thresholds=THRESHOLDS, languages=("python", "java")) -> dict:
+def knob_table(signals: ExitSignals, cost, confirm: float, thresholds=THRESHOLDS) -> dict:
     """{T: {language: figures}} at confirm bound C: what each knob setting means on held-out code."""
     present = sorted(set(signals.language.tolist()))
-    return {f"{t:g}": {languages[lang]: replay(signals.only(signals.language == lang), cost, t, confirm)
-                       for lang in present} for t in thresholds}
+    return {f"{t:g}": {LANGUAGES[i]: replay(signals.only(signals.language == i), cost, t, confirm)
+                       for i in present} for t in thresholds}
 
 
 def knob_prompts(validation: dict[str, list], samples_per_language: int, log=print) -> tuple[dict, list[str]]:
@@ -135,7 +136,7 @@ def knob_prompts(validation: dict[str, list], samples_per_language: int, log=pri
     return validation, short
 
 
-def calibrate_knob(config, loaded, output, samples_per_language: int = 120, tokens_per_sample: int = 16,
+def calibrate_knob(config, loaded, output, samples_per_language: int = 80, tokens_per_sample: int = 16,
                    max_context: int = 256, ramp: int = 0, seed: int = 7, log=print, maps=None, shortlist=None,
                    agent_path: str | None = None) -> dict:
     """The manifest's "knob" for `loaded` with its exit `maps`, `shortlist` and agent (by default the ones the
@@ -175,7 +176,7 @@ def calibrate_knob(config, loaded, output, samples_per_language: int = 120, toke
     cost = CostModel.of(loaded.adapter, len(shortlist) if shortlist is not None else None)
     confirm, grid = choose_confirm(signals, cost)
     decoded = signals.position > 0
-    tokens = {lang: int((decoded & (signals.language == i)).sum()) for i, lang in enumerate(("python", "java"))}
+    tokens = {lang: int((decoded & (signals.language == i)).sum()) for i, lang in enumerate(LANGUAGES)}
     log(f"knob: confirm bound C = {confirm:g} (best modelled speed-up at >= {MIN_AGREEMENT:.0%} token agreement "
         f"in both languages); {tokens} decoded tokens")
     return {
@@ -184,7 +185,7 @@ def calibrate_knob(config, loaded, output, samples_per_language: int = 120, toke
         "calibration": {
             "split": "validation (files neither the maps nor the agent were fitted on; never the test split)",
             "prompts_per_language": {lang: len(set(s["file"] for s in raw.sources if s["language"] == lang))
-                                     for lang in ("python", "java")},
+                                     for lang in LANGUAGES},
             "decoded_tokens": tokens, "tokens_per_sample": tokens_per_sample, "max_context": max_context,
             "rule": f"C: the best modelled speed-up over T at >= {MIN_AGREEMENT:.0%} token agreement with full depth "
                     "in the worse language; table: agreement and modelled speed-up per T at that C, along full "

@@ -7,7 +7,7 @@ import typer
 
 def command(ctx: typer.Context,
             output: str = typer.Option("runs/knob", help="Where to write knob.json and the cached trajectories."),
-            samples: int = typer.Option(120, help="Validation-split prompts per language (one per file)."),
+            samples: int = typer.Option(80, help="Validation-split prompts per language (one per file; the stdlib's split has 84)."),
             tokens_per_sample: int = typer.Option(16, help="Greedy full-depth tokens generated per prompt."),
             ramp: int = typer.Option(0, help="R: agent:T's first R decoded tokens run stricter (chosen by "
                                      "`greencode eval`; recorded as given)."),

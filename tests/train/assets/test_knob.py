@@ -45,6 +45,7 @@ def test_the_confirm_bound_is_the_fastest_that_keeps_both_languages_above_the_ba
     signals = _signals(np.full((n, 3), 0.99), max_prob, correct, language=np.arange(n) % 2)
     confirm, grid = choose_confirm(signals, cost, thresholds=(0.5,), confirms=(0.0, 0.5, 0.9, 0.99), min_agreement=0.95)
     assert confirm == 0.9  # 0 and 0.5 let too many wrong tokens out; 0.99 is slower than 0.9
+    assert set(grid["0.9"]["0.5"]) == {"python", "java"}
     assert all(f["agreement"] >= 0.95 for f in grid["0.9"]["0.5"].values())
     assert min(f["agreement"] for f in grid["0.5"]["0.5"].values()) < 0.95
     table = knob_table(signals, cost, confirm, thresholds=(0.5, 0.9))
