@@ -54,6 +54,26 @@ def model_facts(engine, config: Config | None = None, *, identity_only: bool = F
         facts[f"{prefix}agreement_before"] = adaptation["adaptation"]["agreement_before"]
         facts[f"{prefix}agreement_after"] = adaptation["adaptation"]["agreement_after"]
         facts["agent"] = loaded.info["agent_path"]
+        facts.update(knob_facts(loaded.info, engine.agent_file, config.agent.threshold))
+    return facts
+
+
+def knob_facts(info: dict, agent_file: str | None, threshold: float) -> dict:
+    """What agent:T means on this model: its calibrated confirm bound and ramp, and each T's measured meaning."""
+    from greencode.exits.knob import agent_defaults, knob_for, knob_meaning
+
+    knob = knob_for(info, agent_file)
+    if not knob:
+        return {}
+    confirm, ramp = agent_defaults(info, agent_file)
+    ramped = f"the first {ramp} decoded tokens stricter" if ramp else "no ramp"
+    facts = {"agent_policy": f"agent:T = agent:T:{confirm:g}:{ramp} (exit when P(exit) >= T, confirmed when the exit "
+                             f"head's max probability >= {confirm:g}; {ramped})"}
+    meaning = knob_meaning(knob, threshold)
+    if meaning:
+        facts["knob"] = meaning
+    facts["knob_table"] = {t: ", ".join(f"{lang} {f['agreement']:.0%} / {f['modelled_speedup']:.2f}x"
+                                        for lang, f in row.items()) for t, row in knob.get("table", {}).items()}
     return facts
 
 

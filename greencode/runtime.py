@@ -65,7 +65,7 @@ def policy_or_fallback(engine, policy: ExitPolicy | str,
     if isinstance(policy, str):
         kind, arg = split_policy(policy)
         if kind == "agent" and not engine.agent_file:
-            fallback = f"{AGENT_FALLBACK}:{arg if threshold is None else format(threshold, 'g')}"
+            fallback = f"{AGENT_FALLBACK}:{arg.split(':')[0] if threshold is None else format(threshold, 'g')}"
             return engine.make_policy(fallback), no_agent_note(engine, policy, fallback)
     built = engine.make_policy(policy)
     return (built.with_threshold(threshold) if threshold is not None else built), None

@@ -13,6 +13,7 @@ COMMANDS = {
     "agent": "train.commands.agent:command",
     "default": "train.commands.default:command",
     "finetune": "train.commands.finetune:command",
+    "knob": "train.commands.knob:command",
     "trajectories": "train.commands.trajectories:command",
 }
 mount_commands(app, COMMANDS)

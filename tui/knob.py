@@ -73,4 +73,15 @@ class KnobActions:
 
     def _update_policy(self) -> None:
         tokens = self.settings.line_tokens if self.mode == "line" else self.settings.block_tokens
-        self.panel.show_policy(self.policy, self.policy_kind, self.threshold, self.mode, tokens, self.agent_unavailable)
+        self.panel.show_policy(self.policy, self.policy_kind, self.threshold, self.mode, tokens, self.agent_unavailable,
+                               self._knob_meaning())
+
+    def _knob_meaning(self) -> str:
+        """What T means on held-out code, from the shipped calibration (greencode.exits.knob), or ""."""
+        from greencode.exits.knob import knob_figures, knob_for
+
+        if self.policy_kind != "agent" or self.engine is None:
+            return ""
+        info = getattr(self.engine.loaded, "info", None) or {}
+        figures = knob_figures(knob_for(info, getattr(self.engine, "agent_file", None)), self.threshold)
+        return f"~{figures[1]:.0%} of tokens as full depth, {figures[2]:.2f}x modelled" if figures else ""

@@ -198,11 +198,12 @@ class SidePanel(VerticalScroll):
         status.set_class(error, "-error")
 
     def show_policy(self, policy: str, kind: str, threshold: float, mode: str, tokens: int,
-                    agent_unavailable: str) -> None:
+                    agent_unavailable: str, meaning: str = "") -> None:
         knob_active = kind in THRESHOLD_POLICIES
         if knob_active:
             rule = "P(exit) >= T" if kind == "agent" else "confidence >= P"
-            knob = f"{'T' if kind == 'agent' else 'P'} = {threshold:.2f}  exit when {rule}"
+            # the calibrated meaning of T (held-out agreement with full depth) replaces the rule when known
+            knob = f"{'T' if kind == 'agent' else 'P'} = {threshold:.2f}  {meaning or f'exit when {rule}'}"
         else:
             knob = f"knob {threshold:.2f}: for agent/confidence"
         lines = [f"{policy:<24}F3 switch", knob, f"{mode} mode: up to {tokens} tokens   F2",

@@ -20,7 +20,7 @@ class TuiSettings:
     model_spec: str = "default"
     agent_path: str = ""  # "" = the agent shipped with the model, if any
     policy_kind: str = "agent"  # one of greencode.exits.policies.POLICY_KINDS
-    policy_arg: str = ""  # fixed:N's layer, entropy:H's nats (the knob covers agent/confidence)
+    policy_arg: str = ""  # fixed:N's layer, entropy:H's nats, agent's ":C:R" (the knob covers agent/confidence's T, P)
     threshold: float = 0.9  # T of agent:T, P of confidence:P
     idle_ms: int = 700  # complete after this idle pause; 0 = only on the explicit key
     mode: str = "line"  # line | block
@@ -36,7 +36,8 @@ def policy_string(kind: str, threshold: float, arg: str = "") -> str:
     if kind == "full":
         return "full"
     if kind in THRESHOLD_POLICIES:
-        return f"{kind}:{threshold:g}"
+        suffix = arg if kind == "agent" and arg.startswith(":") else ""  # agent:T's own C and R stay as given
+        return f"{kind}:{threshold:g}{suffix}"
     return f"{kind}:{arg}"
 
 
@@ -46,7 +47,7 @@ def settings_from_config(config: Config, threshold: float | None = None) -> TuiS
     if threshold is not None:
         value = round(check_threshold("agent", threshold, "--threshold"), 4)  # the knob: [0, 1]
     elif kind in THRESHOLD_POLICIES:
-        value = round(float(arg), 4)  # split_policy checked its range
+        value = round(float(arg.split(":")[0]), 4)  # split_policy checked its range (agent:T[:C[:R]]: T)
     else:
         value = config.agent.threshold
     return TuiSettings(
@@ -54,7 +55,7 @@ def settings_from_config(config: Config, threshold: float | None = None) -> TuiS
         model_spec=config.tui.model or config.model.spec,
         agent_path=config.tui.agent or config.agent.path,
         policy_kind=kind,
-        policy_arg=arg if kind not in THRESHOLD_POLICIES else "",
+        policy_arg=arg if kind not in THRESHOLD_POLICIES else arg[len(arg.split(":")[0]):],
         threshold=value,
         idle_ms=config.tui.idle_ms,
         mode=config.tui.mode,

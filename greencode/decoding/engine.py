@@ -26,6 +26,7 @@ from greencode.energy import EnergyMeter
 from greencode.errors import GreencodeError
 from greencode.decoding.events import CompletionSummary, TokenEvent, eol_cut
 from greencode.decoding.healing import HealingConstraint, heal_prompt, vocab_texts
+from greencode.exits.knob import agent_defaults
 from greencode.exits.oracle import Oracle, first_agreeing_exit
 from greencode.exits.policies import ExitPolicy, Full, parse_policy
 from greencode.decoding.prefix_cache import window_cut
@@ -153,7 +154,8 @@ class EarlyExitEngine:
         """A policy for this model from its string form (an ExitPolicy is returned as it is)."""
         if not isinstance(policy, str):
             return policy
-        return parse_policy(policy, self.exit_points, self._load_agent, self.adapter)
+        defaults = agent_defaults(self.loaded.info, self.agent_file)  # agent:T's calibrated C and R
+        return parse_policy(policy, self.exit_points, self._load_agent, self.adapter, defaults)
 
     @property
     def _model_key(self) -> tuple:
@@ -314,7 +316,12 @@ class EarlyExitEngine:
                 exit_layer, score, exit_passes, logits, states = L, None, 0, None, {}
                 scores = [] if options.record_scores else scores  # off: the empty list stays empty
                 policy_name = policy.name if policy is not None else "full (recorded)"
-                check_exits = policy is not None and not isinstance(policy, (Full, Oracle))
+                # Derailment: while token healing constrains the text, and for the first tokens of agent:T:C:R,
+                # a wrong token costs the most: healing runs full depth, the agent's ramp is stricter.
+                check_exits = policy is not None and not isinstance(policy, (Full, Oracle)) and not healing
+                if check_exits and hasattr(policy, "for_token"):
+                    policy = policy.for_token(index + 1)
+                confirms = check_exits and getattr(policy, "confirms", False)
 
                 # Run the layers; at each exit point ask the policy, and leave at its first yes.
                 for layer_index in range(L):
@@ -328,6 +335,10 @@ class EarlyExitEngine:
                     exit_logits = self._exit_logits(layer, hidden) if policy.needs_logits else None
                     exit_passes += policy.needs_logits
                     leave, score = policy.decide(layer, exit_index, hidden, exit_logits)
+                    if leave and confirms:  # confirm-at-exit: the exit head is decoded anyway to pick the token
+                        if exit_logits is None:
+                            exit_logits, exit_passes = self._exit_logits(layer, hidden), exit_passes + 1
+                        leave = policy.confirm_exit(exit_logits)
                     if options.record_scores:  # the score is computed anyway: keeping it is one append
                         scores.append(score)
                     if leave:

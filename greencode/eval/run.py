@@ -104,7 +104,8 @@ def build_contestants(config, loaded, base, meter, agent: tuple[str | None, str 
             continue
         identity = f"{loaded.spec}|{stamp}|{policy.name}"
         if policy.name.startswith("agent:"):
-            identity += f"|{agent_path}|{file_stamp(agent_path)}"
+            # agent:T's name hides the calibrated C and R it defaults to: a stored completion must match them too
+            identity += f"|{agent_path}|{file_stamp(agent_path)}|C={policy.confirm:g}|R={policy.ramp}"
         label = policy.name
         if policy.name == "full":
             label = "fine-tuned (full)" if base is not None else "full"

@@ -119,6 +119,13 @@ class AgentLayout:
         if not _positive_ints(arch):
             raise GreencodeError(f"{path}: agent metadata 'net_arch' must be a JSON list of layer widths like "
                                  f"[64, 64], got {metadata['net_arch'][:60]!r}")
+        observation = metadata.get("observation", OBSERVATION)  # files without the key predate it: the same
+        if observation != OBSERVATION:
+            raise GreencodeError(f"{path}: agent observes {observation[:60]!r}, this engine computes {OBSERVATION!r} "
+                                 "(plus the exit index when position_feature); retrain it with `greencode train agent`")
+        if metadata.get("position_feature", "false") not in ("true", "false"):
+            raise GreencodeError(f"{path}: agent metadata 'position_feature' = {metadata['position_feature'][:40]!r}; "
+                                 "expected true or false")
         activation = metadata.get("activation", "tanh")
         if activation not in ACTIVATIONS:
             raise GreencodeError(f"{path}: unknown agent activation {activation[:40]!r}; allowed: {', '.join(ACTIVATIONS)}")

@@ -108,8 +108,12 @@ class ExitMaps(nn.Module):
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         except (SafetensorError, OSError) as exc:
             raise GreencodeError(f"{path}: unreadable exit maps ({exc})") from None
-        if metadata.get("format") not in FORMATS:
-            raise GreencodeError(f"{path}: not a greencode exit-maps file (format {metadata.get('format')!r})")
+        found = metadata.get("format")
+        if found not in FORMATS:
+            if str(found).startswith("greencode-exit-maps/"):  # a layout this engine does not compute
+                raise GreencodeError(f"{path}: exit maps in format {found[:40]!r}; this engine computes "
+                                     f"{', '.join(FORMATS)}; rebuild them with `greencode train default`")
+            raise GreencodeError(f"{path}: not a greencode exit-maps file (format {found!r})")
         try:  # metadata written by hand or damaged: one line, never a KeyError or ValueError
             size, points = int(metadata["hidden_size"]), json.loads(metadata["exit_points"])
             mlp_rank = int(metadata.get("mlp_rank", "0"))

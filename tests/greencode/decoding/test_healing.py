@@ -78,3 +78,13 @@ def test_front_ends_that_take_typed_text_heal_as_the_config_says(tiny_llama, ove
 
     engine = engine_from_config(load_config(None, overrides), tiny_llama, typed_text=typed)
     assert engine.token_healing is healed
+
+
+def test_tokens_still_under_the_healing_constraint_run_at_full_depth(tiny_llama):
+    """A wrong token while healing derails the word the user is typing: those tokens never exit early."""
+    engine = EarlyExitEngine(tiny_llama, token_healing=True)
+    summary = engine.complete("x = 1\nhand", "fixed:4", max_new_tokens=3)
+    first = tiny_llama.tokenizer.decode([summary.events[0].token_id])
+    assert "hand".startswith(first) and first != "hand"  # the prefill's token healed only part of " hand"
+    assert summary.exit_layers == [12, 12, 4]  # the second token still heals: full depth; then the exit
+    assert EarlyExitEngine(tiny_llama).complete("x = 1\nhand", "fixed:4", max_new_tokens=3).exit_layers == [12, 4, 4]

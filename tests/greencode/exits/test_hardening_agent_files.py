@@ -87,3 +87,16 @@ def test_a_truncated_agent_file_is_one_line(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(GreencodeError, match="not a greencode agent file"):
         ExitAgent.load(path, HIDDEN, EXITS)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"observation": "final_norm(hidden) + previous exit state"}, "this engine computes 'final_norm\\(hidden\\)'"),
+    ({"position_feature": "maybe"}, "'position_feature' = 'maybe'"),
+])
+def test_an_agent_observing_what_the_engine_does_not_compute_is_one_line(tmp_path, change, message):
+    path = _write(tmp_path / "agent.safetensors", {**_good_metadata(), **change})
+    with pytest.raises(GreencodeError, match=message) as info:
+        ExitAgent.load(path, HIDDEN, EXITS)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    old = {key: value for key, value in _good_metadata().items() if key != "observation"}  # older files: no key
+    assert ExitAgent.load(_write(tmp_path / "old.safetensors", old), HIDDEN, EXITS).exit_points == EXITS

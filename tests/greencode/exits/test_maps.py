@@ -67,6 +67,23 @@ def test_maps_for_other_exit_points_or_another_width_are_one_clear_error(tmp_pat
         ExitMaps.load(path, 32)
 
 
+def test_maps_of_a_layout_this_engine_does_not_compute_are_one_line(tmp_path):
+    """e.g. a context-aware adapter (a later format) reaching an engine that runs only the per-state maps."""
+    from safetensors.torch import save_file
+
+    tensors = {"4.weight": torch.eye(64).half(), "4.bias": torch.zeros(64).half(), "4.attn.q": torch.zeros(8, 64).half()}
+    save_file(tensors, str(tmp_path / "ctx.safetensors"), metadata={
+        "format": "greencode-exit-maps/3", "hidden_size": "64", "exit_points": "[4]", "normalize": "true"})
+    with pytest.raises(GreencodeError, match="ctx.safetensors: exit maps in format 'greencode-exit-maps/3'; this "
+                                             "engine computes greencode-exit-maps/1, greencode-exit-maps/2") as info:
+        ExitMaps.load(tmp_path / "ctx.safetensors", 64)
+    assert "\n" not in str(info.value)
+    save_file(tensors, str(tmp_path / "extra.safetensors"), metadata={  # today's format with tensors it never reads
+        "format": "greencode-exit-maps/2", "hidden_size": "64", "exit_points": "[4]", "normalize": "true"})
+    with pytest.raises(GreencodeError, match="extra.safetensors: damaged exit maps"):
+        ExitMaps.load(tmp_path / "extra.safetensors", 64)
+
+
 def test_engine_decodes_exits_through_the_maps(tiny_llama):
     plain = EarlyExitEngine(tiny_llama).complete(PROMPT, "fixed:6", max_new_tokens=5)
     maps = ExitMaps(64, [4, 6, 10])

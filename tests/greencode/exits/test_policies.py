@@ -38,3 +38,13 @@ def test_threshold_rule():
 def test_config_checks_policies_with_the_same_rule(overrides, key):
     with pytest.raises(GreencodeError, match=f"command line: '{key}'"):
         load_config(None, overrides)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("agent:0.9:1.5", "confirm bound C must be in \\[0, 1\\]"), ("agent:0.9:0.5:-1", "ramp R must be a whole"),
+    ("agent:0.9:0.5:2:1", "T\\[:C\\[:R\\]\\]"), ("agent:0.9:", "T\\[:C\\[:R\\]\\]"), ("agent:2:0.5", "\\[0, 1\\]"),
+])
+def test_agent_confirm_and_ramp_are_checked(text, message):
+    with pytest.raises(GreencodeError, match=message):
+        split_policy(text)
+    assert split_policy("agent:0.8:0.5:3") == ("agent", "0.8:0.5:3")

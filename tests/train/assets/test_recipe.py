@@ -58,7 +58,7 @@ def tiny_config(corpus):
 
 TINY_RECIPE = Recipe(shortlist=2000, count_tokens=0, train_tokens=512, validation_tokens=128, seq_len=64,
                      kl_epochs=0.5, mlp_rank=4, mlp_epochs=0.5, trajectory_samples=3, tokens_per_sample=4,
-                     trajectory_context=32, timesteps=128)
+                     trajectory_context=32, timesteps=128, knob_samples=8)
 
 
 def test_the_recipe_builds_and_installs_on_a_tiny_model(tmp_path):
@@ -75,6 +75,9 @@ def test_the_recipe_builds_and_installs_on_a_tiny_model(tmp_path):
     assert set(manifest["agent_training"]["held_out_trade_off"]) == {"supervised", "ppo"}
     assert 0 < manifest["agent_training"]["decision_cost"]["share_of_full_depth_token"] < 0.05
     assert set(manifest["shortlist_report"]["held_out_coverage"]) == {"python", "java"}
+    knob = manifest["knob"]  # agent:T's confirm bound and each T's meaning, on the validation split
+    assert 0 <= knob["confirm"] <= 1 and set(knob["table"]["0.9"]) == {"python", "java"}
+    assert any(line.startswith("java: the validation split has") for line in knob["calibration"]["short"])
     assets = tmp_path / "assets"
     install(output, assets)
     installed = json.loads((assets / "manifest.json").read_text())
@@ -169,3 +172,6 @@ def test_info_describes_the_shipped_default():
     facts = model_info(load_config(ASSETS.parents[1] / "greencode.toml"))
     assert set(facts["agreement_after"]) == {str(p) for p in shipped_adaptation()["exit_points"]}
     assert facts["agent"].endswith(".safetensors")
+    knob = shipped_adaptation()["knob"]  # agent:T's calibrated confirm bound and what each T means
+    assert facts["agent_policy"].startswith(f"agent:T = agent:T:{knob['confirm']:g}:{knob['ramp']} ")
+    assert set(facts["knob_table"]) == set(knob["table"]) and facts["knob"].startswith("T=")
