@@ -361,3 +361,18 @@ async def test_ctrl_space_completes(tmp_path):
         await pilot.press("ctrl+@")
         await wait_for(pilot, lambda: app.live and app.live.summary, what="a completion from ctrl+space")
         assert engine.prompts == [EXAMPLE]
+
+
+async def test_the_knob_says_what_t_means_when_the_model_ships_a_calibration(tmp_path):
+    """agent:T's measured meaning (the manifest's knob table, greencode.exits.knob) replaces the bare rule."""
+    engine = FakeEngine()
+    engine.agent_file = "/assets/agent.safetensors"
+    table = {"0.9": {"python": {"agreement": 0.98, "modelled_speedup": 1.21},
+                     "java": {"agreement": 0.99, "modelled_speedup": 1.29}}}
+    engine.loaded.info = {"agent_path": engine.agent_file, "adaptation": {"knob": {"confirm": 0.6, "table": table}}}
+    app, _, _ = make_app(tmp_path, engine=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert "T = 0.90  ~98% of tokens as full depth, 1.25x modelled" in str(app.query_one("#policy-status").render())
+        await pilot.press("f9", "f9")  # 0.94: no calibrated T within reach, so no claim; the rule again
+        assert "T = 0.94  exit when P(exit) >= T" in str(app.query_one("#policy-status").render())

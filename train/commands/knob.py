@@ -39,6 +39,6 @@ def command(ctx: typer.Context,
     if install:
         manifest_path = ASSETS / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
-        manifest["knob"] = knob
+        manifest["knob"] = {**manifest.get("knob", {}), **knob}  # keeps the evals and choices recorded beside it
         atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
         typer.echo(f"installed the knob into {manifest_path}")
