@@ -6,6 +6,11 @@ the server and the playground, each classified. Tracebacks, 5xx answers, lost da
 CLI and trainer cases run `greencode.cli.main` in a forked child each (killed after TIMEOUT_S: a hang), the
 server cases against a real uvicorn server in this process (httpx and raw sockets), the playground cases
 through Textual's Pilot with the real tiny model. It prints one line per case that failed and the counts.
+
+Last run, 2026-12-06, 2 shared cores (load average 5-6): 204 inputs (127 CLI and trainers, 54 server,
+23 playground), 0 tracebacks, 0 5xx, 0 lost data, 0 hangs, 0 errors longer than one line; 462 s. Before its
+fixes it found a 500 (half a surrogate pair in a prompt), a traceback (agent.net_arch [-1]) and a train
+agent --output into someone else's folder (whose logs/ the finished run would have replaced).
 """
 
 from __future__ import annotations
