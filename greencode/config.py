@@ -32,9 +32,10 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; anything past 1 MiB is not 
 
 
 def _opt(default: Any, *, lo: float | None = None, hi: float | None = None,
-         choices: tuple | None = None, doc: str = "") -> Any:
-    """A field with its allowed range or choices attached for validation."""
-    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+         choices: tuple | None = None, doc: str = "", items: type | None = None) -> Any:
+    """A field with its allowed range or choices attached for validation (for a list: of each item, whose
+    type `items` is)."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc, "items": items}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -112,7 +113,7 @@ class AgentConfig:
     n_epochs: int = _opt(6, lo=1)
     learning_rate: float = _opt(5e-5, lo=0.0, hi=1.0)
     gamma: float = _opt(0.99, lo=0.0, hi=1.0)
-    net_arch: list = _opt([64, 64])
+    net_arch: list = _opt([64, 64], lo=1, hi=65536, items=int)  # hidden layer widths of the agent's MLP
     n_envs: int = _opt(1, lo=1)
     position_feature: bool = _opt(False)
     seed: int = _opt(0, lo=0, hi=MAX_TRAINING_SEED)
@@ -254,11 +255,21 @@ def _build(cls: type, values: dict, where: str, prefix: str) -> Any:
                 f"{', '.join(_toml_spelling(choice) for choice in meta['choices'])}"
             )
         lo, hi = meta.get("lo"), meta.get("hi")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if isinstance(value, list) and meta.get("items") is not None:
+            _check_items(value, meta["items"], lo, hi, where, dotted)
+        elif (lo is not None and value < lo) or (hi is not None and value > hi):
             bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
             raise GreencodeError(f"{where}: '{dotted}' = {value!r} is out of range; allowed: {bounds}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _check_items(value: list, kind: type, lo, hi, where: str, dotted: str) -> None:
+    for item in value:
+        if not _type_ok(item, kind) or (lo is not None and item < lo) or (hi is not None and item > hi):
+            bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            raise GreencodeError(f"{where}: '{dotted}' = {value!r} holds {item!r}; each must be {kind.__name__} "
+                                 f"in {bounds}")
 
 
 def _check_policies(config: Config, where: str) -> None:

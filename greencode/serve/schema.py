@@ -21,6 +21,14 @@ MAX_POLICY_CHARS = 64
 MIN_TEMPERATURE = 1e-3
 
 
+def _check_encodable(text: str, what: str = "") -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what}holds an unpaired surrogate ({text[exc.start]!r} at {exc.start}); send Unicode text, "
+                         "each surrogate pair whole") from None
+
+
 class GreencodeParameters(BaseModel):
     """`parameters.greencode`: this request's exit policy, overriding the server's default."""
 
@@ -52,6 +60,7 @@ class GenerateParameters(BaseModel):
         for text in self.stop or []:
             if not text or len(text) > MAX_STOP_CHARS:
                 raise ValueError(f"each stop sequence must have 1..{MAX_STOP_CHARS} characters")
+            _check_encodable(text, "a stop sequence ")
         return self
 
     @property
@@ -66,6 +75,14 @@ class GenerateRequest(BaseModel):
     inputs: str = Field(..., description="the code before the cursor (or a FIM prompt); empty only with a suffix")
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
     stream: Optional[bool] = Field(None, description="HF Inference API routes only: answer with SSE")
+
+    @field_validator("suffix", "inputs")
+    @classmethod
+    def _encodable(cls, text: str | None) -> str | None:
+        """JSON may escape half a surrogate pair ("\\ud800"): no tokenizer can take such text."""
+        if text is not None:
+            _check_encodable(text)
+        return text
 
     @field_validator("inputs")
     @classmethod

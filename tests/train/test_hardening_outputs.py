@@ -135,3 +135,27 @@ def test_two_lora_runs_with_one_seed_are_equal(tmp_path):
         adapters.append(load_file(tmp_path / name / LORA_ADAPTER / "adapter_model.safetensors"))
     assert adapters[0].keys() == adapters[1].keys()
     assert all(adapters[0][key].equal(adapters[1][key]) for key in adapters[0])
+
+
+# -- found by the bad-input sweep ------------------------------------------------------------------------
+
+# Small enough that, without the fixes, the run ends (and the test fails) instead of training for long.
+SMALL_AGENT = ["--model", "tiny-random-llama", "--agent.samples", 1, "--agent.tokens_per_sample", 1, "--timesteps", 64,
+               "--agent.n_steps", 64, "--agent.batch_size", 64]
+
+def test_an_agent_output_holding_someone_elses_files_is_refused(tmp_path):
+    taken = tmp_path / "project"
+    (taken / "logs").mkdir(parents=True)
+    (taken / "logs" / "mine.txt").write_text("mine")  # `train agent` would replace a logs/ folder when done
+    ran = greencode("train", "agent", *SMALL_AGENT, "--output", taken, "--trajectories", tmp_path / "traj")
+    assert ran.returncode == 2 and ran.stderr.strip().splitlines() == [
+        f"greencode: error: {taken}: already exists; pass --overwrite to replace it, or another --output"]
+    assert (taken / "logs" / "mine.txt").read_text() == "mine" and not (tmp_path / "traj").exists()
+
+
+@pytest.mark.parametrize("arch", ["[-1]", "[0, 64]", "[1.5]", '["x"]'])
+def test_an_agent_net_arch_that_is_not_layer_widths_is_one_line(tmp_path, arch):
+    ran = greencode("train", "agent", *SMALL_AGENT, "--agent.net_arch", arch, "--output", tmp_path / "out",
+                    "--trajectories", tmp_path / "traj")
+    assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1
+    assert "'agent.net_arch' = " in ran.stderr and "each must be int in [1, 65536]" in ran.stderr

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from greencode.files.atomic import atomic_write, atomic_write_text
 from greencode.errors import GreencodeError
-from train.run_output import resume_or_overwrite
+from train.run_output import is_housekeeping, resume_or_overwrite
 
 STAGING = ".run-in-progress"
 RUN_JSON = "run.json"
@@ -74,6 +74,10 @@ class AgentRun:
         run = cls(output, settings, every_s=every_s)
         recorded = run._read_recorded()
         existing = output / "agent.safetensors"
+        # Without our agent, anything but a staged run is someone else's: finishing would replace a logs/ of theirs.
+        if not existing.exists() and output.is_dir() and any(entry.name != STAGING and not is_housekeeping(entry.name)
+                                                             for entry in output.iterdir()):
+            existing = output
         # Without --resume any staged run counts (its files are not ours to drop); --resume needs its checkpoint.
         staged = recorded.get("checkpoint") if resume else recorded
         resume_or_overwrite(resume, overwrite, interrupted=str(run.staging) if staged else None,

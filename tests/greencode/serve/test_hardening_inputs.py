@@ -184,3 +184,20 @@ def test_the_bearer_scheme_is_case_insensitive_and_the_token_is_not(token_server
     answer = httpx.post(f"{token_server}/generate", json={"inputs": PROMPT}, headers={"authorization": header},
                         timeout=60)
     assert answer.status_code == status
+
+
+# -- found by the bad-input sweep ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("route, body, expected", [
+    ("/generate", {"inputs": "x = '\\ud800'"}, "inputs: holds an unpaired surrogate"),
+    ("/generate", {"inputs": "x", "parameters": {"stop": ["\\udc00"]}},
+     "parameters: a stop sequence holds an unpaired surrogate"),
+    ("/v1/completions", {"model": "g", "prompt": "x", "suffix": "\\ud800"}, "suffix: holds an unpaired surrogate"),
+    ("/api/generate", {"prompt": "\\ud83d", "stream": False}, "prompt: holds an unpaired surrogate"),
+])
+def test_half_a_surrogate_pair_is_one_422(server, route, body, expected):
+    raw = json.dumps(body).replace("\\\\u", "\\u").encode()  # the JSON escape itself, as a client sends it
+    answer = httpx.post(f"{server}{route}", content=raw, headers={"content-type": "application/json"}, timeout=60)
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert (error["message"] if route.startswith("/v1/") else error).startswith(expected)
