@@ -3,9 +3,6 @@ folders that cannot be written refused before any work, non-positive step counts
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
 
 import pytest
 from safetensors.torch import load_file
@@ -13,31 +10,13 @@ from transformers import TrainerCallback
 
 from greencode.errors import GreencodeError
 from tests.cli import run_cli as greencode
+from tests.folders import unwritable
 from tests.train.lite.test_finetune import _config
 from train.lite.finetune import CHECKPOINTS, LORA_ADAPTER, run_finetune
 from train.run_output import output_lock
 
 QUIET = {"echo": lambda _: None}
 CORPUS = {f"m{i}.py": "".join(f"def f{k}(a, b):\n    return a * {k} + b - {i}\n\n" for k in range(30)) for i in range(3)}
-
-
-@contextlib.contextmanager
-def unwritable(folder):
-    """`folder` made unwritable for this process: immutable for root (who passes permission bits), else 0o555."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-            pytest.skip("chattr +i is not available here")
-        try:
-            yield folder
-        finally:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-    else:
-        folder.chmod(0o555)
-        try:
-            yield folder
-        finally:
-            folder.chmod(0o755)
 
 
 @pytest.fixture

@@ -3,13 +3,11 @@ cannot be written, no prompts and an empty model spec are one line each, before 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
 
 import pytest
 
 from tests.cli import run_cli
+from tests.folders import unwritable
 
 EVAL = ["eval", "--model", "tiny-random-llama", "--samples", "2", "--thresholds", "", "--quiet"]
 BENCH = ["bench", "--model", "tiny-random-llama", "--prompts", "1", "--no-llama-cpp"]
@@ -36,24 +34,8 @@ def test_nothing_to_measure_is_one_line(tmp_path, command, policies, message):
     assert not (tmp_path / "out").exists()
 
 
-@contextlib.contextmanager
-def _immutable(folder):
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i is not available here")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-
-
 def test_an_unwritable_eval_out_is_one_line(tmp_path):
-    with _immutable(tmp_path / "locked") as locked:
+    with unwritable(tmp_path / "locked") as locked:
         for out, what in ((locked, "is not writable"), (locked / "run", "cannot be created")):
             _one_line(run_cli(*EVAL, "--policies", "full", "--out", out), f"{out}: {what}")
 
