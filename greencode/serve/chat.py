@@ -10,11 +10,11 @@ turn, not a line of code: without a limit in the request it runs to the end of t
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from greencode.serve.schema import GreencodeParameters, OllamaOptions
+from greencode.serve.schema import GreencodeParameters, OllamaOptions, OpenAIRequest
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}  # developer: OpenAI's
 
@@ -54,43 +54,23 @@ class ChatMessage(BaseModel):
 Messages = list[ChatMessage]
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(OpenAIRequest):
     """OpenAI `POST /v1/chat/completions`. Unknown fields (tools, response_format, ...) are reported ignored."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
-
-    model: Optional[str] = None
     messages: Messages = Field(..., min_length=1)
-    max_tokens: Optional[int] = None
     max_completion_tokens: Optional[int] = None  # the newer name of max_tokens
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    stop: Optional[Union[str, list[str]]] = None
-    stream: Optional[bool] = None
-    seed: Optional[int] = None
-    n: Optional[int] = None
     logprobs: Optional[bool] = None
-    greencode: Optional[GreencodeParameters] = None
 
     @model_validator(mode="after")
     def _supported(self) -> "ChatCompletionRequest":
-        if self.n not in (None, 1):
-            raise ValueError(f"n: only n = 1 is supported (got {self.n})")
         if self.logprobs:
             raise ValueError("logprobs: not supported; leave it out or send false")
         return self
 
     def to_generate(self, prompt: str, max_new_tokens_cap: int) -> dict:
         """The shared GenerateRequest's body for the rendered conversation `prompt`."""
-        stop = [self.stop] if isinstance(self.stop, str) else self.stop
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-        limit = max_new_tokens_cap if limit is None else limit
-        parameters = {"max_new_tokens": limit, "temperature": self.temperature, "top_p": self.top_p, "stop": stop,
-                      "seed": self.seed, "greencode": self.greencode, **(self.model_extra or {})}
-        parameters = {key: value for key, value in parameters.items() if value is not None}
-        if "logprobs" in self.model_fields_set:
-            parameters["logprobs"] = self.logprobs  # false or null: taken, and said to be ignored
-        return {"inputs": prompt, "parameters": parameters}
+        return {"inputs": prompt, "parameters": self.parameters(max_new_tokens_cap if limit is None else limit)}
 
 
 class OllamaChatRequest(BaseModel):

@@ -109,14 +109,13 @@ class GenerateRequest(BaseModel):
 
 # -- OpenAI and Ollama bodies: their own field names, checked by the same GenerateParameters ----------
 
-class CompletionRequest(BaseModel):
-    """OpenAI `POST /v1/completions` (legacy completions). Unknown fields are accepted and reported ignored."""
+class OpenAIRequest(BaseModel):
+    """What OpenAI's completion and chat bodies share: the sampling fields, and how they become the shared
+    GenerateRequest's parameters. Unknown fields are accepted and reported ignored."""
 
     model_config = ConfigDict(strict=True, extra="allow")
 
     model: Optional[str] = None
-    prompt: Union[str, list[str]]
-    suffix: Optional[str] = None
     max_tokens: Optional[int] = None
     temperature: Optional[float] = None
     top_p: Optional[float] = None
@@ -124,15 +123,36 @@ class CompletionRequest(BaseModel):
     stream: Optional[bool] = None
     seed: Optional[int] = None
     n: Optional[int] = None
-    best_of: Optional[int] = None
-    echo: Optional[bool] = None
-    logprobs: Optional[int] = None
     greencode: Optional[GreencodeParameters] = None
 
     @model_validator(mode="after")
-    def _supported(self) -> "CompletionRequest":
+    def _one_choice(self):
         if self.n not in (None, 1):
             raise ValueError(f"n: only n = 1 is supported (got {self.n})")
+        return self
+
+    def parameters(self, max_new_tokens: Optional[int]) -> dict:
+        """The GenerateRequest parameters (validated there, so every route checks the same way)."""
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        parameters = {"max_new_tokens": max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                      "stop": stop, "seed": self.seed, "greencode": self.greencode, **(self.model_extra or {})}
+        parameters = {key: value for key, value in parameters.items() if value is not None}
+        if "logprobs" in self.model_fields_set:
+            parameters["logprobs"] = getattr(self, "logprobs")  # 0, false or null: taken, and said to be ignored
+        return parameters
+
+
+class CompletionRequest(OpenAIRequest):
+    """OpenAI `POST /v1/completions` (legacy completions)."""
+
+    prompt: Union[str, list[str]]
+    suffix: Optional[str] = None
+    best_of: Optional[int] = None
+    echo: Optional[bool] = None
+    logprobs: Optional[int] = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> "CompletionRequest":
         if self.best_of not in (None, 1):
             raise ValueError(f"best_of: not supported (only 1); got {self.best_of}")
         if self.echo:
@@ -144,16 +164,9 @@ class CompletionRequest(BaseModel):
         return self
 
     def to_generate(self) -> dict:
-        """The body of the shared GenerateRequest (validated there, so every route checks the same way)."""
-        stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        parameters = {"max_new_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                      "stop": stop, "seed": self.seed, "greencode": self.greencode,
-                      **{key: value for key, value in (self.model_extra or {}).items()}}
-        parameters = {key: value for key, value in parameters.items() if value is not None}
-        if "logprobs" in self.model_fields_set:
-            parameters["logprobs"] = self.logprobs  # 0 or null: taken, and said to be ignored
+        """The body of the shared GenerateRequest."""
         prompt = self.prompt[0] if isinstance(self.prompt, list) else self.prompt
-        return {"inputs": prompt, "suffix": self.suffix, "parameters": parameters}
+        return {"inputs": prompt, "suffix": self.suffix, "parameters": self.parameters(self.max_tokens)}
 
 
 class OllamaOptions(BaseModel):
