@@ -16,6 +16,14 @@ def _load(spec: str):
     return load_model(spec, device="cpu")
 
 
+def saved_model(spec: str, directory):
+    """A tiny random model written out as an HF model directory (weights, config, tokenizer)."""
+    loaded = _load(spec)
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture(params=TINY)
 def tiny_model(request):
     """Each tiny random architecture in turn (shared and read-only: don't train it in place)."""

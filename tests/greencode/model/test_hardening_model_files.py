@@ -9,18 +9,14 @@ import pytest
 
 from greencode.errors import GreencodeError
 from greencode.model.load import load_model
-from tests.conftest import _load
+from tests.conftest import saved_model
 from tests.cli import REPO, run_cli
 
 
 
 @pytest.fixture(scope="module")
 def good_dir(tmp_path_factory):
-    loaded = _load("tiny-random-gpt2")
-    directory = tmp_path_factory.mktemp("model") / "good"
-    loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    return directory
+    return saved_model("tiny-random-gpt2", tmp_path_factory.mktemp("model") / "good")
 
 
 def _damaged(good_dir: Path, tmp_path: Path, damage) -> Path:

@@ -10,7 +10,7 @@ import pytest
 
 from greencode.errors import GreencodeError
 from greencode.model.load import load_model
-from tests.conftest import _load
+from tests.conftest import saved_model
 
 ADAPTATION = {"hidden_size": 64, "num_layers": 12, "exit_maps": "exit_maps.safetensors", "exit_points": [4, 6, 10],
               "agent": "agent.safetensors"}
@@ -18,11 +18,7 @@ ADAPTATION = {"hidden_size": 64, "num_layers": 12, "exit_maps": "exit_maps.safet
 
 @pytest.fixture(scope="module")
 def good_dir(tmp_path_factory):
-    loaded = _load("tiny-random-llama")
-    directory = tmp_path_factory.mktemp("model") / "good"
-    loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    return directory
+    return saved_model("tiny-random-llama", tmp_path_factory.mktemp("model") / "good")
 
 
 def _config(key, value):
