@@ -47,7 +47,8 @@ def gguf_of(spec: str) -> Path | None:
 
 
 def llama_cpp(spec: str, threads: int, context_tokens: int):
-    """(generate, None) for llama-cpp-python on the spec's GGUF, or (None, one line saying why not)."""
+    """(generate, None) for llama.cpp (through llama-cpp-python's C API) on the spec's GGUF, or (None, one line
+    saying why not)."""
     gguf = gguf_of(spec)
     if gguf is None:
         return None, f"llama.cpp row skipped: model {spec!r} has no GGUF file (use default or a .gguf spec)"
@@ -57,24 +58,41 @@ def llama_cpp(spec: str, threads: int, context_tokens: int):
         return None, f"llama.cpp row skipped: llama-cpp-python is not installed; {ANCHORS_EXTRA}"
     import numpy as np
 
-    model = llama_cpp.Llama(model_path=str(gguf), n_ctx=context_tokens, n_batch=512, n_threads=threads,
-                            n_threads_batch=threads, verbose=False)
+    from llama_cpp._logger import set_verbose
 
-    vocab = model.n_vocab()
+    set_verbose(False)  # llama.cpp's load log (thousands of lines) goes to stderr otherwise; errors still show
+    llama_cpp.llama_backend_init()
+    model_params = llama_cpp.llama_model_default_params()
+    # The "extra" CPU buffer types (weights repacked for AMX / AVX-512 kernels at load) crash llama-cpp-python
+    # 0.3.36's decode on this machine's CPU (a segfault, 2026-12-06); plain buffers run llama.cpp's usual kernels.
+    if hasattr(model_params, "use_extra_bufts"):
+        model_params.use_extra_bufts = False
+    model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), model_params)
+    if not model:
+        return None, f"llama.cpp row skipped: llama.cpp could not load {gguf}"
+    context_params = llama_cpp.llama_context_default_params()
+    context_params.n_ctx = context_params.n_batch = context_params.n_ubatch = context_tokens
+    context_params.n_threads = context_params.n_threads_batch = threads
+    context = llama_cpp.llama_init_from_model(model, context_params)
+    vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
 
-    def next_token() -> int:  # greedy over the last position's logits (kept by llama.cpp, not by the wrapper)
-        return int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits(model.ctx), shape=(vocab,))))
+    def evaluate(ids: list[int]) -> int:
+        """Decode `ids` after what the context holds; the greedy next token from the last position's logits."""
+        array = (llama_cpp.llama_token * len(ids))(*ids)
+        if llama_cpp.llama_decode(context, llama_cpp.llama_batch_get_one(array, len(ids))) != 0:
+            raise RuntimeError("llama_decode failed")
+        return int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits(context), shape=(vocab,))))
 
     def generate(ids: list[int], new_tokens: int):
-        model.reset()  # no prefix reuse between prompts: every prompt is prefilled in full, as ours are
+        # no prefix reuse between prompts: every prompt is prefilled in full, as ours are
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(context), True)
         started = time.perf_counter()
-        model.eval(ids)
-        tokens = [next_token()]
+        tokens = [evaluate(ids)]
         prefill = time.perf_counter() - started
         started = time.perf_counter()
         while len(tokens) < new_tokens:
-            model.eval([tokens[-1]])
-            tokens.append(next_token())
+            tokens.append(evaluate([tokens[-1]]))
         return tokens, prefill, max(1e-9, time.perf_counter() - started)
 
+    generate.keep_alive = (model, context)  # freed with the function, not before
     return generate, None
