@@ -303,6 +303,7 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
     fingerprint = {
         "protocol": sample_set.protocol, "model": loaded.spec, "model_stamp": file_stamp(loaded.spec),
         "base_model": base_spec, "data": dataclasses.asdict(config.data), "dtype": config.model.dtype,
+        "weights": loaded.weights,  # completions in another weight form are other completions
         "context_fraction": config.eval.context_fraction, "max_context_tokens": config.eval.max_context_tokens,
         "max_new_tokens": config.eval.max_new_tokens, "exit_points": contestants[0].engine.exit_points,
         "exit_head": contestants[-1].engine.describe_exit_head(),  # the shortlist changes what exits emit

@@ -14,6 +14,7 @@ from greencode.decoding.engine import EarlyExitEngine
 from greencode.errors import GreencodeError
 from greencode.eval.samples import load_samples, read_corpus
 from greencode.eval.run import run_eval
+from greencode.model.weights import runnable_forms
 from tests.cli import run_cli
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -185,6 +186,13 @@ def test_other_settings_in_the_same_out_are_refused_unless_restarted(corpus, tmp
         _quiet(other)
     result, _ = _quiet(other, restart=True)
     assert result["samples"] == 1
+
+
+@pytest.mark.skipif("fp16" not in runnable_forms("cpu"), reason="this torch build has no fbgemm")
+def test_completions_of_another_weight_form_are_not_reused(corpus, tmp_path):
+    _quiet(_config(corpus, tmp_path, samples=1, policies=("full",), **{"model.weights": "fp32"}))
+    with pytest.raises(GreencodeError, match="other settings .*weights"):
+        _quiet(_config(corpus, tmp_path, samples=1, policies=("full",), **{"model.weights": "fp16"}))
 
 
 def test_fewer_samples_than_asked_says_so_and_uses_them(corpus, tmp_path):
