@@ -207,9 +207,9 @@ def _hf_rows(name: str, subset: str | None):
         elif local.exists():
             loaded = datasets.load_dataset(str(local), subset)
         else:
-            from greencode.model.load import _hub_reachable
+            from greencode.hub import hub_reachable
 
-            if not _hub_reachable():
+            if not hub_reachable():
                 raise GreencodeError(
                     f"hf:{name}: the Hugging Face hub is not reachable; pass a local copy (hf:DIR saved with "
                     "save_to_disk) or another [data].corpus"
