@@ -15,5 +15,6 @@ COMMANDS = {
     "finetune": "train.commands.finetune:command",
     "knob": "train.commands.knob:command",
     "trajectories": "train.commands.trajectories:command",
+    "weights": "train.commands.weights:command",
 }
 mount_commands(app, COMMANDS)

@@ -110,7 +110,7 @@ class ShortlistHead:
         if getattr(lm_head, "form", "fp32") != "fp32":
             from greencode.model.weights import QuantizedLinear
 
-            self._fast = QuantizedLinear(self.weight, self.bias, lm_head.form)
+            self._fast = QuantizedLinear(self.weight, self.bias, lm_head.form, getattr(lm_head, "smoothing", None))
 
     @property
     def size(self) -> int:

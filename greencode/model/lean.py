@@ -36,15 +36,16 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> tor
     return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
-def _fused(modules: list[nn.Module], form: str, linear: type | None) -> nn.Module | None:
+def _fused(modules: list[nn.Module], form: str, linear: type | None, smoothing: dict) -> nn.Module | None:
     """One GEMM for several projections of the same input, in the weights' fast form (None in fp32).
-    `linear` is greencode.model.weights.QuantizedLinear, handed in so the two modules import one way."""
+    `linear` is greencode.model.weights.QuantizedLinear, handed in so the two modules import one way; `smoothing`
+    maps a linear to its int8 input smoothing (one for projections that share an input)."""
     if form == "fp32" or linear is None:
         return None
     bias = None
     if modules[0].bias is not None:
         bias = torch.cat([m.bias for m in modules])
-    return linear(torch.cat([m.weight for m in modules]), bias, form)
+    return linear(torch.cat([m.weight for m in modules]), bias, form, smoothing.get(modules[0]))
 
 
 @dataclass
@@ -61,7 +62,7 @@ class _LeanLayer:
 class LeanLlama:
     """Decoder layers of a Llama-family model as plain functions over a KV cache with `update()`."""
 
-    def __init__(self, adapter, form: str, linear: type | None = None):
+    def __init__(self, adapter, form: str, linear: type | None = None, smoothing: dict | None = None):
         config = adapter.config
         self.hidden_size = config.hidden_size
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -70,14 +71,15 @@ class LeanLlama:
         self.q_size, self.kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         self.form, self.linear = form, linear
         self.layers = []
+        smoothing = smoothing or {}
         folded = []  # per layer: its K and V rows times its input-norm weight (state propagation's GEMM)
         for layer in adapter.layers:
             attn, mlp = layer.self_attn, layer.mlp
             projections = [attn.q_proj, attn.k_proj, attn.v_proj]
             self.layers.append(_LeanLayer(
                 layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
-                layer.input_layernorm.variance_epsilon, attn, mlp, _fused(projections, form, linear),
-                _fused([mlp.gate_proj, mlp.up_proj], form, linear)))
+                layer.input_layernorm.variance_epsilon, attn, mlp, _fused(projections, form, linear, smoothing),
+                _fused([mlp.gate_proj, mlp.up_proj], form, linear, smoothing)))
             folded.append(torch.cat([attn.k_proj.weight, attn.v_proj.weight]).float()
                           * layer.input_layernorm.weight.float())
         # (L * 2 * kv_size, d) in float: a run of skipped layers is a run of rows, packed per range on demand

