@@ -132,9 +132,12 @@ class Calibration:
 
         from greencode.files.atomic import atomic_write
 
-        self.tensors.parent.mkdir(parents=True, exist_ok=True)
         tensors = {**{name: t.contiguous() for name, t in maxima.items()}, "__reference_top1__": reference}
-        atomic_write(self.tensors, lambda path: save_file(tensors, str(path)))
+        try:
+            self.tensors.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.tensors, lambda path: save_file(tensors, str(path)))
+        except OSError:  # a full or read-only cache: the next load measures again, nothing is lost
+            pass
 
     def quality(self) -> float | None:
         try:
@@ -145,6 +148,9 @@ class Calibration:
     def save_quality(self, value: float) -> None:
         from greencode.files.atomic import atomic_write_text
 
-        self.facts.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.facts, json.dumps({"int8_top1_agreement": value, "alpha": ALPHA,
-                                                  "windows": WINDOWS, "window_tokens": WINDOW_TOKENS}) + "\n")
+        facts = {"int8_top1_agreement": value, "alpha": ALPHA, "windows": WINDOWS, "window_tokens": WINDOW_TOKENS}
+        try:
+            self.facts.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.facts, json.dumps(facts) + "\n")
+        except OSError:
+            pass

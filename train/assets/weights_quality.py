@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from greencode.errors import GreencodeError
-from greencode.model.weights import QUALITY_RULE
+from greencode.model.weights import FORMS, QUALITY_RULE
 from train.assets.calibration import LANGUAGES, jdk_src_zips
 
 
@@ -50,8 +50,9 @@ def _full_depth(config, form: str, language: str, corpus: str, samples: int, out
 def measure_form(config, form: str, samples: int, output: Path, echo=print) -> dict:
     """{form: the record}: per language, fp32's and the form's ROUGE-L, their ratio, decode tokens/s and the
     share of completions identical to fp32's, with the command that reproduces it."""
-    if form in ("fp32", "auto"):
-        raise GreencodeError(f"--form {form}: name a form to hold against fp32 (fp16 or int8)")
+    candidates = [f for f in FORMS if f not in ("auto", "fp32")]
+    if form not in candidates:
+        raise GreencodeError(f"--form {form}: name a form to hold against fp32 ({' or '.join(candidates)})")
     record = {"rouge_l_vs_fp32": {}, "rouge_l": {}, "decode_vs_fp32": {}, "identical_completions": {},
               "samples": {}, "rule": QUALITY_RULE}
     for language, corpus in _corpora(config).items():

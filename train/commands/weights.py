@@ -7,7 +7,7 @@ import typer
 
 def command(ctx: typer.Context,
             form: str = typer.Option("int8", help="The weight form to check against fp32 (fp16 or int8)."),
-            samples: int = typer.Option(100, help="Test-split samples per language (the stdlib's split has 89)."),
+            samples: int = typer.Option(100, min=1, help="Test-split samples per language (the stdlib's split has 89)."),
             output: str = typer.Option("runs/weights", help="Where the evals and weights_quality.json go."),
             install: bool = typer.Option(False, "--install", help="Write the record into greencode/assets/ (the "
                                          "default model's; `auto` then picks a form that passed).")) -> None:

@@ -112,3 +112,11 @@ def test_the_shipped_default_brings_its_calibration_so_a_first_int8_load_measure
     default = load_model("default", device="cpu")
     shipped = Calibration(ASSETS / CALIBRATION_FOLDER, fingerprint(default.adapter))
     assert shipped.load() is not None and shipped.quality() >= INT8_AGREEMENT_BAR
+
+
+@needs_int8
+def test_a_cache_that_cannot_take_the_calibration_still_loads_int8(cache):
+    (cache / "int8-calibration").write_text("a file where the folder would go")
+    loaded = load_model("tiny-random-llama", device="cpu", weights="int8", cache=str(cache))
+    assert loaded.weights == "int8"
+    assert any(m._input_scale is not None for m in loaded.model.modules() if isinstance(m, QuantizedLinear))

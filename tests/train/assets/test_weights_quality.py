@@ -35,6 +35,8 @@ def test_the_record_compares_the_form_with_fp32_on_the_same_samples_of_each_lang
     assert "ROUGE-L" in ran.stdout and ("passes" in ran.stdout or "fails" in ran.stdout)
 
 
-def test_fp32_cannot_be_held_against_itself(tmp_path):
-    ran = run_cli("train", "weights", "--form", "fp32", "--output", tmp_path, "--model.spec", "tiny-random-llama")
+@pytest.mark.parametrize("form", ["fp32", "auto", "int3"])
+def test_a_form_that_cannot_be_held_against_fp32_is_one_line_before_any_eval(tmp_path, form):
+    ran = run_cli("train", "weights", "--form", form, "--output", tmp_path, "--model.spec", "tiny-random-llama")
     assert ran.returncode != 0 and "name a form" in ran.stderr and "Traceback" not in ran.stderr
+    assert not (tmp_path / "python-fp32").exists()  # refused before the first eval ran
