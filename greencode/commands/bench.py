@@ -55,7 +55,7 @@ def command(ctx: typer.Context,
     check_side_by_side(names)  # before loading
     engine = engine_from_config(config)
     loaded, points = engine.loaded, engine.exit_points
-    notes = []
+    notes = [loaded.weights_note] if loaded.weights_note else []
     agent_names = [n for n in names if n.startswith("agent:")]
     if agent_names:
         try:

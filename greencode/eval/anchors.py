@@ -74,6 +74,9 @@ def llama_cpp(spec: str, threads: int, context_tokens: int):
     context_params.n_ctx = context_params.n_batch = context_params.n_ubatch = context_tokens
     context_params.n_threads = context_params.n_threads_batch = threads
     context = llama_cpp.llama_init_from_model(model, context_params)
+    if not context:
+        llama_cpp.llama_model_free(model)
+        return None, f"llama.cpp row skipped: llama.cpp could not make a {context_tokens}-token context for {gguf}"
     vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
 
     def evaluate(ids: list[int]) -> int:
@@ -94,5 +97,5 @@ def llama_cpp(spec: str, threads: int, context_tokens: int):
             tokens.append(evaluate([tokens[-1]]))
         return tokens, prefill, max(1e-9, time.perf_counter() - started)
 
-    generate.keep_alive = (model, context)  # freed with the function, not before
+    generate.keep_alive = (model, context)  # alive as long as the function (a bench run); freed at exit
     return generate, None

@@ -293,7 +293,7 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
     base_spec = loaded.info.get("base_model")
     base = load_from_config(config, base_spec) if base_spec else None
     sample_set = load_samples(config, loaded.tokenizer, corpus)
-    notes = list(sample_set.notes)
+    notes = list(sample_set.notes) + ([loaded.weights_note] if loaded.weights_note else [])
     meter = EnergyMeter(config.energy)
     contestants, more = build_contestants(config, loaded, base, meter, find_agent(config, loaded, agent),
                                           list(config.eval.thresholds))

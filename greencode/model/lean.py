@@ -62,7 +62,8 @@ class _LeanLayer:
 class LeanLlama:
     """Decoder layers of a Llama-family model as plain functions over a KV cache with `update()`."""
 
-    def __init__(self, adapter, form: str, linear: type | None = None, smoothing: dict | None = None):
+    def __init__(self, adapter, form: str, linear: type | None = None, smoothing: dict | None = None,
+                 maxima: dict | None = None):
         config = adapter.config
         self.hidden_size = config.hidden_size
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -71,8 +72,11 @@ class LeanLlama:
         self.q_size, self.kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         self.form, self.linear = form, linear
         self.layers = []
-        smoothing = smoothing or {}
+        smoothing, maxima = smoothing or {}, maxima or {}
         folded = []  # per layer: its K and V rows times its input-norm weight (state propagation's GEMM)
+        # per layer: max |input| per channel of the un-weighted norm that propagation multiplies by those rows
+        # (the K/V projections' input maxima over the norm weight), for int8 smoothing; None without maxima
+        self.kv_input_maxima = []
         for layer in adapter.layers:
             attn, mlp = layer.self_attn, layer.mlp
             projections = [attn.q_proj, attn.k_proj, attn.v_proj]
@@ -82,6 +86,9 @@ class LeanLlama:
                 _fused([mlp.gate_proj, mlp.up_proj], form, linear, smoothing)))
             folded.append(torch.cat([attn.k_proj.weight, attn.v_proj.weight]).float()
                           * layer.input_layernorm.weight.float())
+            seen = maxima.get(attn.k_proj)
+            self.kv_input_maxima.append(None if seen is None else
+                                        seen / layer.input_layernorm.weight.detach().float().abs().clamp(min=1e-6))
         # (L * 2 * kv_size, d) in float: a run of skipped layers is a run of rows, packed per range on demand
         self.kv_rows = torch.cat(folded).detach()
         self.same_eps = len({p.eps for p in self.layers}) == 1
@@ -151,12 +158,24 @@ class StackedKV:
         self.lean = lean
         self.num_layers = len(lean.layers)
         self.boundaries = sorted({b for b in boundaries if 0 < b < self.num_layers} | {self.num_layers})
-        rows = 2 * lean.kv_size
         self.runs = {}  # start layer -> the packed K/V rows of layers start..next boundary - 1
         if lean.form != "fp32" and lean.linear is not None:
             starts = [b for b in self.boundaries if b < self.num_layers]
             for start, stop in zip(starts, self.boundaries[1:]):
-                self.runs[start] = lean.linear(lean.kv_rows[start * rows:stop * rows], None, lean.form)
+                self.runs[start] = self._packed(start, stop)
+
+    def _packed(self, start: int, stop: int):
+        """Layers start..stop-1's K/V rows in the weights' form; int8 smoothed for their shared input, the
+        un-weighted norm of the exited state (its maxima: the largest any of these layers saw)."""
+        from greencode.model.smoothing import smoothing_scales
+
+        lean, rows = self.lean, 2 * self.lean.kv_size
+        weight = lean.kv_rows[start * rows:stop * rows]
+        seen = lean.kv_input_maxima[start:stop]
+        smoothing = None
+        if lean.form == "int8" and seen and all(m is not None for m in seen):
+            smoothing = smoothing_scales(torch.stack(seen).amax(dim=0), weight)
+        return lean.linear(weight, None, lean.form, smoothing)
 
     def _projections(self, start: int, normed: torch.Tensor) -> torch.Tensor:
         """(B, T, (L - start) * 2 * kv_size) K/V of layers start..L-1 for normed states."""
@@ -164,9 +183,7 @@ class StackedKV:
         if not self.runs:
             return F.linear(normed, lean.kv_rows[start * 2 * lean.kv_size:])
         if start not in self.runs:  # a start that is no boundary: its own run up to the next one, packed once
-            stop = next(b for b in self.boundaries if b > start)
-            self.runs[start] = lean.linear(lean.kv_rows[start * 2 * lean.kv_size:stop * 2 * lean.kv_size], None,
-                                           lean.form)
+            self.runs[start] = self._packed(start, next(b for b in self.boundaries if b > start))
         parts, layer = [], start
         while layer < self.num_layers:
             parts.append(self.runs[layer](normed))

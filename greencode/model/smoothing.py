@@ -98,7 +98,8 @@ def agreement(model: nn.Module, windows: list[list[int]], reference: torch.Tenso
 def fingerprint(adapter) -> str:
     """A key for one model's weights: its config and a checksum of a strided sample of every parameter (all of
     them would cost ~2 s per load)."""
-    config = {k: v for k, v in adapter.model.config.to_dict().items() if k != "_name_or_path"}  # not where it sits
+    # not where the model sits nor which transformers wrote its config
+    config = {k: v for k, v in adapter.model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(f"alpha={ALPHA} windows={WINDOWS}x{WINDOW_TOKENS} every={SCORED_EVERY}".encode())
     with torch.no_grad():
@@ -109,48 +110,37 @@ def fingerprint(adapter) -> str:
 
 
 class Calibration:
-    """One model's smoothing maxima and its int8 quality figure, in `folder/<fingerprint>.{safetensors,json}`."""
+    """One model's smoothing maxima, the float top-1 on the windows and the int8 check's figure, in
+    `folder/<fingerprint>.safetensors` and `.json`: a calibration is read only when both are whole."""
 
     def __init__(self, folder: Path, key: str):
         self.tensors = folder / f"{key}.safetensors"
         self.facts = folder / f"{key}.json"
 
-    def load(self) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+    def load(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, float] | None:
+        """(maxima by linear name, reference top-1, int8 top-1 agreement), or None when missing or damaged."""
         from safetensors.torch import load_file
 
-        if not self.tensors.is_file():
-            return None
         try:
+            quality = float(json.loads(self.facts.read_text())["int8_top1_agreement"])
             tensors = load_file(self.tensors)
-        except Exception:  # a torn or foreign file: measure again
+        except Exception:  # missing, torn or foreign: measure again
             return None
         reference = tensors.pop("__reference_top1__", None)
-        return (tensors, reference) if reference is not None else None
+        return (tensors, reference, quality) if reference is not None and 0 <= quality <= 1 else None
 
-    def save(self, maxima: dict[str, torch.Tensor], reference: torch.Tensor) -> None:
+    def save(self, maxima: dict[str, torch.Tensor], reference: torch.Tensor, quality: float) -> None:
+        """Tensors first, then the figure that makes them count; best effort: a full or read-only cache only
+        means the next load measures again."""
         from safetensors.torch import save_file
 
-        from greencode.files.atomic import atomic_write
+        from greencode.files.atomic import atomic_write, atomic_write_text
 
         tensors = {**{name: t.contiguous() for name, t in maxima.items()}, "__reference_top1__": reference}
+        facts = {"int8_top1_agreement": quality, "alpha": ALPHA, "windows": WINDOWS, "window_tokens": WINDOW_TOKENS}
         try:
             self.tensors.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.tensors, lambda path: save_file(tensors, str(path)))
-        except OSError:  # a full or read-only cache: the next load measures again, nothing is lost
-            pass
-
-    def quality(self) -> float | None:
-        try:
-            return float(json.loads(self.facts.read_text())["int8_top1_agreement"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def save_quality(self, value: float) -> None:
-        from greencode.files.atomic import atomic_write_text
-
-        facts = {"int8_top1_agreement": value, "alpha": ALPHA, "windows": WINDOWS, "window_tokens": WINDOW_TOKENS}
-        try:
-            self.facts.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.facts, json.dumps(facts) + "\n")
-        except OSError:
+        except Exception:  # OSError, or safetensors' own error for the same causes
             pass

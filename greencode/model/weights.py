@@ -196,45 +196,57 @@ def resolve_form(requested: str, adapter, device: torch.device | str, dtype: tor
 def apply_weights(adapter, requested: str, device: torch.device | str, dtype: torch.dtype, tokenizer=None,
                   cache: str = "", record_folder: Path | None = None) -> tuple[str, str]:
     """Put the decoder layers' linears and the LM head of `adapter.model` in the resolved form; return (form, a
-    note: "" or one line on how the form fails its quality check). With a tokenizer, int8 is smoothed and checked
-    against the float model on calibration windows (greencode.model.smoothing), both measured once per model.
+    note: "" or one line on a failed load-time check). With a tokenizer, int8 is smoothed and checked against the
+    float model on calibration windows (greencode.model.smoothing), both measured once per model and cached;
+    a failed check runs fp16 instead under `auto` and int8 with the note when int8 was named.
     `record_folder` holds the model's quality record, if any (`passing_forms`)."""
     form = resolve_form(requested, adapter, device, dtype, passing_forms(record_folder))
     if form != "int8" or tokenizer is None:
         _install(adapter, form)
         return form, ""
-    calibration, maxima, reference = _calibration(adapter, tokenizer, cache, record_folder)
-    _install(adapter, form, maxima)
-    quality = calibration.quality()
-    if quality is None:
-        from greencode.model.smoothing import agreement, calibration_windows
-
-        quality = agreement(adapter.model, calibration_windows(tokenizer), reference)
-        calibration.save_quality(quality)
-    if quality >= INT8_AGREEMENT_BAR:
-        return form, ""
-    return form, (f"int8 keeps only {quality:.1%} of the float model's next tokens on calibration code (a sound "
-                  f"calibration keeps >= {INT8_AGREEMENT_BAR:.0%}); expect lower quality, or set weights = \"fp16\"")
-
-
-def _calibration(adapter, tokenizer, cache: str, record_folder: Path | None = None):
-    """(the model's Calibration, its smoothing maxima by linear name, the float top-1 on the windows): the one
-    shipped beside the model's quality record when it is for these weights, else measured once and cached."""
     from greencode.files.paths import cache_dir
-    from greencode.model.smoothing import CALIBRATION_FOLDER, Calibration, calibration_windows, fingerprint, measure
+    from greencode.model.smoothing import (CALIBRATION_FOLDER, Calibration, agreement, calibration_windows,
+                                           fingerprint, measure)
 
     key = fingerprint(adapter)
-    if record_folder is not None:
-        shipped = Calibration(record_folder / CALIBRATION_FOLDER, key)
-        stored = shipped.load()
-        if stored is not None and shipped.quality() is not None:
-            return shipped, *stored
+    shipped = Calibration(record_folder / CALIBRATION_FOLDER, key) if record_folder is not None else None
     calibration = Calibration(cache_dir(cache) / CALIBRATION_FOLDER, key)
-    stored = calibration.load()
-    if stored is None:
-        stored = measure(adapter, calibration_windows(tokenizer))
-        calibration.save(*stored)
-    return calibration, *stored
+    stored = next((found for found in (shipped.load() if shipped else None, calibration.load())
+                   if found is not None and _covers(adapter, found[0])), None)
+    if stored is not None:
+        maxima, _, quality = stored
+        if quality < INT8_AGREEMENT_BAR and requested == "auto":
+            _install(adapter, "fp16")
+            return "fp16", _int8_note(quality, "running fp16 instead")
+        _install(adapter, form, maxima)
+    else:
+        windows = calibration_windows(tokenizer)
+        maxima, reference = measure(adapter, windows)
+        originals = _linears(adapter), adapter.model.get_output_embeddings()
+        _install(adapter, form, maxima)
+        quality = agreement(adapter.model, windows, reference)
+        calibration.save(maxima, reference, quality)
+        if quality < INT8_AGREEMENT_BAR and requested == "auto":
+            for parent, attribute, linear in originals[0]:
+                setattr(parent, attribute, linear)
+            adapter.model.set_output_embeddings(originals[1])
+            _install(adapter, "fp16")
+            return "fp16", _int8_note(quality, "running fp16 instead")
+    if quality >= INT8_AGREEMENT_BAR:
+        return form, ""
+    return form, _int8_note(quality, "expect lower quality, or set weights = \"fp16\"")
+
+
+def _covers(adapter, maxima: dict[str, torch.Tensor]) -> bool:
+    """Whether stored maxima name every linear of this model with its input width (else: measure again)."""
+    names = {module: name for name, module in adapter.model.named_modules()}
+    linears = [linear for _, _, linear in _linears(adapter)] + [adapter.model.get_output_embeddings()]
+    return all(names[m] in maxima and maxima[names[m]].shape == (m.in_features,) for m in linears)
+
+
+def _int8_note(quality: float, then: str) -> str:
+    return (f"int8 keeps only {quality:.1%} of the float model's next tokens on calibration code (a sound "
+            f"calibration keeps >= {INT8_AGREEMENT_BAR:.0%}); {then}")
 
 
 def _smoothing(adapter, maxima: dict[str, torch.Tensor]) -> dict[nn.Module, torch.Tensor]:
@@ -262,8 +274,10 @@ def _install(adapter, form: str, maxima: dict[str, torch.Tensor] | None = None) 
 
     smoothing = _smoothing(adapter, maxima) if maxima and form == "int8" else {}
     if adapter.arch in ("llama", "mistral", "qwen2", "smollm") and LeanLlama.supports(adapter):
+        names = {module: name for name, module in adapter.model.named_modules()}
+        by_module = {module: maxima[name] for module, name in names.items() if maxima and name in maxima}
         # fuses the float weights, so before quantizing
-        adapter.lean = LeanLlama(adapter, form, QuantizedLinear, smoothing)
+        adapter.lean = LeanLlama(adapter, form, QuantizedLinear, smoothing, by_module)
     if form == "fp32":
         return
     for parent, attribute, linear in _linears(adapter):

@@ -103,6 +103,10 @@ def test_the_fingerprint_names_the_weights_not_the_folder_they_sit_in(tmp_path):
         saved_model("tiny-random-llama", tmp_path / folder)
         keys.add(fingerprint(load_model(str(tmp_path / folder), device="cpu").adapter))
     assert len(keys) == 1
+    changed = load_model(str(tmp_path / "one"), device="cpu")
+    with torch.no_grad():
+        changed.adapter.layers[3].mlp.up_proj.weight.view(-1)[0] += 1.0  # a sampled weight
+    assert fingerprint(changed.adapter) not in keys
 
 
 def test_the_shipped_default_brings_its_calibration_so_a_first_int8_load_measures_nothing():
@@ -111,7 +115,8 @@ def test_the_shipped_default_brings_its_calibration_so_a_first_int8_load_measure
 
     default = load_model("default", device="cpu")
     shipped = Calibration(ASSETS / CALIBRATION_FOLDER, fingerprint(default.adapter))
-    assert shipped.load() is not None and shipped.quality() >= INT8_AGREEMENT_BAR
+    stored = shipped.load()
+    assert stored is not None and stored[2] >= INT8_AGREEMENT_BAR
 
 
 @needs_int8
@@ -120,3 +125,39 @@ def test_a_cache_that_cannot_take_the_calibration_still_loads_int8(cache):
     loaded = load_model("tiny-random-llama", device="cpu", weights="int8", cache=str(cache))
     assert loaded.weights == "int8"
     assert any(m._input_scale is not None for m in loaded.model.modules() if isinstance(m, QuantizedLinear))
+
+
+@needs_int8
+def test_auto_runs_fp16_when_the_int8_check_fails_even_where_the_record_passed(cache, tmp_path):
+    from tests.conftest import saved_model
+
+    model = tmp_path / "model"
+    saved_model("tiny-random-llama", model)
+    (model / "adaptation").mkdir()
+    (model / "adaptation" / "weights_quality.json").write_text(
+        json.dumps({"int8": {"rouge_l_vs_fp32": {"python": 1.0, "java": 1.0}}}))
+    # a random model's int8 fails the check when first measured: the float layers come back, then go to fp16
+    first = load_model(str(model), device="cpu", weights="auto", cache=str(cache))
+    assert first.weights == "fp16" and "running fp16 instead" in first.weights_note
+    forms = {m.form for m in first.model.modules() if isinstance(m, QuantizedLinear)}
+    assert forms == {"fp16"} and not any(isinstance(m, torch.nn.Linear) for m in first.adapter.layers.modules())
+    (facts,) = (cache / "int8-calibration").glob("*.json")
+    facts.write_text(json.dumps({"int8_top1_agreement": 1.0}))
+    assert load_model(str(model), device="cpu", weights="auto", cache=str(cache)).weights == "int8"
+    facts.write_text(json.dumps({"int8_top1_agreement": INT8_AGREEMENT_BAR - 0.2}))
+    fallback = load_model(str(model), device="cpu", weights="auto", cache=str(cache))
+    assert fallback.weights == "fp16" and "running fp16 instead" in fallback.weights_note
+
+
+@needs_int8
+def test_a_calibration_that_misses_a_linear_is_measured_again(cache):
+    from safetensors.torch import load_file, save_file
+
+    load_model("tiny-random-llama", device="cpu", weights="int8", cache=str(cache))
+    (stored,) = (cache / "int8-calibration").glob("*.safetensors")
+    tensors = load_file(stored)
+    dropped = next(name for name in tensors if name.endswith("k_proj"))
+    save_file({name: t for name, t in tensors.items() if name != dropped}, str(stored))
+    loaded = load_model("tiny-random-llama", device="cpu", weights="int8", cache=str(cache))
+    assert loaded.weights == "int8"
+    assert dropped in load_file(stored)  # measured again and rewritten whole

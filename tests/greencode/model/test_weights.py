@@ -145,6 +145,8 @@ def test_the_shipped_default_records_int8_passing_the_quality_rule():
 
     record = json.loads((ASSETS / QUALITY_RECORD).read_text())
     assert passing_forms(ASSETS) == ("int8",)
+    if "int8" in FAST_FORMS:
+        assert load_model("default", device="cpu", weights="auto").weights == "int8"
     assert {"python", "java"} <= set(record["int8"]["rouge_l_vs_fp32"]) and "greencode train weights" in record["int8"]["command"]
 
 

@@ -6,20 +6,22 @@ import pytest
 
 from greencode.model.weights import QUALITY_RECORD, passing_forms, runnable_forms
 from tests.cli import run_cli
+from train.assets.calibration import jdk_src_zips
 
 needs_int8 = pytest.mark.skipif("int8" not in runnable_forms("cpu"), reason="this torch build has no fbgemm")
 
 
 @needs_int8
-def test_the_record_compares_the_form_with_fp32_on_the_same_samples_of_each_language(tmp_path, monkeypatch):
-    import greencode.model.load
+@pytest.mark.skipif(jdk_src_zips()[0] is None, reason="no JDK src.zip for the Java half")
+def test_the_record_compares_the_form_with_fp32_on_the_same_samples_of_each_language(tmp_path):
+    from tests.conftest import saved_model
 
-    assets = tmp_path / "assets"
-    assets.mkdir()
-    (assets / QUALITY_RECORD).write_text(json.dumps({"fp16": {"rouge_l_vs_fp32": {"python": 1.0}}}))
-    monkeypatch.setattr(greencode.model.load, "ASSETS", assets)  # --install writes here, not into the package
+    model = tmp_path / "model"
+    saved_model("tiny-random-llama", model)
+    (model / "adaptation").mkdir()
+    (model / "adaptation" / QUALITY_RECORD).write_text(json.dumps({"fp16": {"rouge_l_vs_fp32": {"python": 1.0}}}))
     ran = run_cli("train", "weights", "--form", "int8", "--samples", "1", "--output", tmp_path / "runs",
-                  "--install", "--model.spec", "tiny-random-llama", "--model.device", "cpu",
+                  "--install", "--model.spec", model, "--model.device", "cpu",
                   "--eval.max_new_tokens", "3", "--energy.source", "estimate")
     assert ran.returncode == 0, ran.stderr
     record = json.loads((tmp_path / "runs" / QUALITY_RECORD).read_text())["int8"]
@@ -30,9 +32,15 @@ def test_the_record_compares_the_form_with_fp32_on_the_same_samples_of_each_lang
         assert 0 <= record["identical_completions"][language] <= 1
         assert (tmp_path / "runs" / f"{language}-int8" / "completions.jsonl").is_file()
     assert record["passes"] == (passing_forms(tmp_path / "runs") == ("int8",))
-    installed = json.loads((assets / QUALITY_RECORD).read_text())
-    assert set(installed) == {"fp16", "int8"}  # merged into what was there
+    installed = json.loads((model / "adaptation" / QUALITY_RECORD).read_text())
+    assert set(installed) == {"fp16", "int8"}  # merged into the model's own record, not the package's
     assert "ROUGE-L" in ran.stdout and ("passes" in ran.stdout or "fails" in ran.stdout)
+
+
+def test_install_needs_a_model_with_a_folder_for_the_record(tmp_path):
+    ran = run_cli("train", "weights", "--install", "--output", tmp_path, "--model.spec", "tiny-random-llama")
+    assert ran.returncode != 0 and "no folder to keep a record" in ran.stderr and "Traceback" not in ran.stderr
+    assert not (tmp_path / "python-fp32").exists()
 
 
 @pytest.mark.parametrize("form", ["fp32", "auto", "int3"])
