@@ -272,8 +272,8 @@ def _calibration(config) -> dict | None:
 
 
 def run_eval(config, out: str | Path | None = None, agent: str | None = None, restart: bool = False,
-             progress=None, echo=print) -> dict:
-    """Run the evaluation `config` describes; write results.json, results.md and plots into `out`."""
+             progress=None, echo=print, plots: bool = True) -> dict:
+    """Run the evaluation `config` describes; write results.json, results.md and (with `plots`) plots into `out`."""
     import torch
 
     from greencode.energy import EnergyMeter
@@ -330,7 +330,8 @@ def run_eval(config, out: str | Path | None = None, agent: str | None = None, re
         }
         if rows:
             write_results(out, result)
-            write_plots(out, result)
+            if plots:
+                write_plots(out, result)
         return result
 
     try:
