@@ -57,7 +57,6 @@ def llama_cpp(spec: str, threads: int, context_tokens: int):
     except ImportError:
         return None, f"llama.cpp row skipped: llama-cpp-python is not installed; {ANCHORS_EXTRA}"
     import numpy as np
-
     from llama_cpp._logger import set_verbose
 
     set_verbose(False)  # llama.cpp's load log (thousands of lines) goes to stderr otherwise; errors still show

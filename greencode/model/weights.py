@@ -205,8 +205,14 @@ def apply_weights(adapter, requested: str, device: torch.device | str, dtype: to
         _install(adapter, form)
         return form, ""
     from greencode.files.paths import cache_dir
-    from greencode.model.smoothing import (CALIBRATION_FOLDER, Calibration, agreement, calibration_windows,
-                                           fingerprint, measure)
+    from greencode.model.smoothing import (
+        CALIBRATION_FOLDER,
+        Calibration,
+        agreement,
+        calibration_windows,
+        fingerprint,
+        measure,
+    )
 
     key = fingerprint(adapter)
     shipped = Calibration(record_folder / CALIBRATION_FOLDER, key) if record_folder is not None else None

@@ -20,8 +20,8 @@ def command(ctx: typer.Context,
     from pathlib import Path
 
     from greencode.context import load_context_config
-    from greencode.files.atomic import atomic_write_text
     from greencode.errors import GreencodeError
+    from greencode.files.atomic import atomic_write_text
     from greencode.model.load import ASSETS, OWN_ADAPTATION
     from greencode.model.weights import QUALITY_RECORD
     from train.assets.weights_quality import measure_form
