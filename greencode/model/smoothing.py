@@ -47,16 +47,14 @@ def calibration_windows(tokenizer, count: int = WINDOWS, length: int = WINDOW_TO
     return windows
 
 
-def _linears(adapter) -> dict[str, nn.Linear]:
-    """Every nn.Linear of the decoder layers and the LM head, by qualified name."""
-    found = {name: module for name, module in adapter.model.named_modules() if isinstance(module, nn.Linear)
-             and (name.startswith(_layers_prefix(adapter)) or module is adapter.model.get_output_embeddings())}
-    return found
-
-
-def _layers_prefix(adapter) -> str:
-    first = adapter.layers[0]
-    return next(name for name, module in adapter.model.named_modules() if module is first).rsplit(".", 1)[0] + "."
+def calibrated_linears(adapter) -> dict[str, nn.Linear]:
+    """Every nn.Linear of the decoder layers and the LM head, by the qualified name its maxima are stored under."""
+    modules = dict(adapter.model.named_modules())
+    first = next(name for name, module in modules.items() if module is adapter.layers[0])
+    prefix = first.rsplit(".", 1)[0] + "."
+    head = adapter.model.get_output_embeddings()
+    return {name: module for name, module in modules.items()
+            if isinstance(module, nn.Linear) and (name.startswith(prefix) or module is head)}
 
 
 @torch.no_grad()
@@ -70,7 +68,7 @@ def measure(adapter, windows: list[list[int]]) -> tuple[dict[str, torch.Tensor],
             maxima[name] = torch.maximum(maxima[name], peak) if name in maxima else peak
         return hook
 
-    hooks = [module.register_forward_hook(record(name)) for name, module in _linears(adapter).items()]
+    hooks = [module.register_forward_hook(record(name)) for name, module in calibrated_linears(adapter).items()]
     try:
         top1 = _top1(adapter.model, windows)
     finally:
@@ -99,13 +97,15 @@ def fingerprint(adapter) -> str:
     """A key for one model's weights: its config and a checksum of a strided sample of every parameter (all of
     them would cost ~2 s per load)."""
     # not where the model sits nor which transformers wrote its config
-    config = {k: v for k, v in adapter.model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    config = {key: value for key, value in adapter.model.config.to_dict().items()
+              if key not in ("_name_or_path", "transformers_version")}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(f"alpha={ALPHA} windows={WINDOWS}x{WINDOW_TOKENS} every={SCORED_EVERY}".encode())
     with torch.no_grad():
         for name, tensor in adapter.model.state_dict().items():
             sample = tensor.detach().reshape(-1)[::997].float()
-            digest.update(f"{name}:{tuple(tensor.shape)}:{float(sample.sum()):.6e}:{float(sample.abs().sum()):.6e}".encode())
+            figures = f"{name}:{tuple(tensor.shape)}:{float(sample.sum()):.6e}:{float(sample.abs().sum()):.6e}"
+            digest.update(figures.encode())
     return digest.hexdigest()[:20]
 
 

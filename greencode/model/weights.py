@@ -219,35 +219,33 @@ def apply_weights(adapter, requested: str, device: torch.device | str, dtype: to
     calibration = Calibration(cache_dir(cache) / CALIBRATION_FOLDER, key)
     stored = next((found for found in (shipped.load() if shipped else None, calibration.load())
                    if found is not None and _covers(adapter, found[0])), None)
+    originals = _linears(adapter), adapter.model.get_output_embeddings()
     if stored is not None:
         maxima, _, quality = stored
-        if quality < INT8_AGREEMENT_BAR and requested == "auto":
-            _install(adapter, "fp16")
-            return "fp16", _int8_note(quality, "running fp16 instead")
         _install(adapter, form, maxima)
     else:
         windows = calibration_windows(tokenizer)
         maxima, reference = measure(adapter, windows)
-        originals = _linears(adapter), adapter.model.get_output_embeddings()
         _install(adapter, form, maxima)
         quality = agreement(adapter.model, windows, reference)
         calibration.save(maxima, reference, quality)
-        if quality < INT8_AGREEMENT_BAR and requested == "auto":
-            for parent, attribute, linear in originals[0]:
-                setattr(parent, attribute, linear)
-            adapter.model.set_output_embeddings(originals[1])
-            _install(adapter, "fp16")
-            return "fp16", _int8_note(quality, "running fp16 instead")
     if quality >= INT8_AGREEMENT_BAR:
         return form, ""
-    return form, _int8_note(quality, "expect lower quality, or set weights = \"fp16\"")
+    if requested != "auto":
+        return form, _int8_note(quality, "expect lower quality, or set weights = \"fp16\"")
+    for parent, attribute, linear in originals[0]:  # the float layers back, then fp16
+        setattr(parent, attribute, linear)
+    adapter.model.set_output_embeddings(originals[1])
+    _install(adapter, "fp16")
+    return "fp16", _int8_note(quality, "running fp16 instead")
 
 
 def _covers(adapter, maxima: dict[str, torch.Tensor]) -> bool:
     """Whether stored maxima name every linear of this model with its input width (else: measure again)."""
-    names = {module: name for name, module in adapter.model.named_modules()}
-    linears = [linear for _, _, linear in _linears(adapter)] + [adapter.model.get_output_embeddings()]
-    return all(names[m] in maxima and maxima[names[m]].shape == (m.in_features,) for m in linears)
+    from greencode.model.smoothing import calibrated_linears
+
+    return all(name in maxima and maxima[name].shape == (linear.in_features,)
+               for name, linear in calibrated_linears(adapter).items())
 
 
 def _int8_note(quality: float, then: str) -> str:
@@ -256,34 +254,33 @@ def _int8_note(quality: float, then: str) -> str:
 
 
 def _smoothing(adapter, maxima: dict[str, torch.Tensor]) -> dict[nn.Module, torch.Tensor]:
-    """s per linear from its inputs' maxima, one s for the linears of one module that read the same input
+    """s per int8 linear from its inputs' maxima, one s for the linears of one module that read the same input
     (Q/K/V, gate/up), so that the fused GEMMs of the lean path and the separate ones quantize alike."""
-    from greencode.model.smoothing import smoothing_scales
+    from greencode.model.smoothing import calibrated_linears, smoothing_scales
 
-    names = {module: name for name, module in adapter.model.named_modules()}
-    groups: dict[tuple, list[nn.Linear]] = {}
-    head = adapter.model.get_output_embeddings()
-    for parent, _, linear in _linears(adapter) + [(adapter.model, "", head)]:
-        seen = maxima.get(names[linear])
-        if seen is not None:
-            groups.setdefault((id(parent), tuple(seen.tolist())), []).append(linear)
+    groups: dict[tuple, list[tuple[str, nn.Linear]]] = {}
+    for name, linear in calibrated_linears(adapter).items():
+        parent, attribute = name.rsplit(".", 1) if "." in name else ("", name)
+        if attribute not in FP16_IN_INT8 and name in maxima:
+            groups.setdefault((parent, tuple(maxima[name].tolist())), []).append((name, linear))
     smoothing = {}
     for members in groups.values():
-        scales = smoothing_scales(maxima[names[members[0]]], torch.cat([m.weight for m in members]))
-        smoothing.update({member: scales for member in members})
+        scales = smoothing_scales(maxima[members[0][0]], torch.cat([linear.weight for _, linear in members]))
+        smoothing.update({linear: scales for _, linear in members})
     return smoothing
 
 
 def _install(adapter, form: str, maxima: dict[str, torch.Tensor] | None = None) -> None:
     """Replace the linears and the head with `form`'s (int8 smoothed by `maxima`, by qualified name)."""
     from greencode.model.lean import LeanLlama
+    from greencode.model.smoothing import calibrated_linears
 
     smoothing = _smoothing(adapter, maxima) if maxima and form == "int8" else {}
     if adapter.arch in ("llama", "mistral", "qwen2", "smollm") and LeanLlama.supports(adapter):
-        names = {module: name for name, module in adapter.model.named_modules()}
-        by_module = {module: maxima[name] for module, name in names.items() if maxima and name in maxima}
+        by_linear = {linear: maxima[name] for name, linear in calibrated_linears(adapter).items()
+                     if name in maxima} if maxima else {}
         # fuses the float weights, so before quantizing
-        adapter.lean = LeanLlama(adapter, form, QuantizedLinear, smoothing, by_module)
+        adapter.lean = LeanLlama(adapter, form, QuantizedLinear, smoothing, by_linear)
     if form == "fp32":
         return
     for parent, attribute, linear in _linears(adapter):
