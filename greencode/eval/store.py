@@ -31,6 +31,19 @@ def file_stamp(path: str) -> str:
         return ";".join(parts)
     return ""
 
+def read_completions(path: Path) -> dict[tuple[str, str], dict]:
+    """The completions a run's completions.jsonl holds, by (sample key, contestant identity)."""
+    records = {}
+    with path.open("rb") as handle:
+        for raw in handle:
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:  # a line cut short by an interrupt: that completion reruns
+                continue
+            records[(record["key"], record["identity"])] = record
+    return records
+
+
 class CompletionStore:
     def __init__(self, out: Path, fingerprint: dict, restart: bool = False):
         self.out = out
@@ -59,13 +72,7 @@ class CompletionStore:
             with self.path.open("rb+") as handle:
                 if handle.seek(0, os.SEEK_END) and (handle.seek(-1, os.SEEK_END), handle.read(1))[1] != b"\n":
                     handle.write(b"\n")  # end a line cut short by an interrupt, so appends start clean
-                handle.seek(0)
-                for raw in handle:
-                    try:
-                        record = json.loads(raw)
-                    except json.JSONDecodeError:  # a line cut short by an interrupt: that completion reruns
-                        continue
-                    self.records[(record["key"], record["identity"])] = record
+            self.records = read_completions(self.path)
 
     def get(self, key: str, identity: str) -> dict | None:
         return self.records.get((key, identity))

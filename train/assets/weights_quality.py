@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 from pathlib import Path
 
 from greencode.errors import GreencodeError
@@ -32,6 +31,7 @@ def _corpora(config) -> dict[str, str]:
 def _full_depth(config, form: str, language: str, corpus: str, samples: int, out: Path, echo) -> dict:
     """The `full` row and completions of one eval: {"rouge_l", "tokens_per_s", "samples", "completions"}."""
     from greencode.eval.run import run_eval
+    from greencode.eval.store import COMPLETIONS, read_completions
 
     data = dataclasses.replace(config.data, corpus=corpus, language=language)
     model = dataclasses.replace(config.model, weights=form)
@@ -39,10 +39,8 @@ def _full_depth(config, form: str, language: str, corpus: str, samples: int, out
     run = dataclasses.replace(config, data=data, model=model, eval=evaluation)
     result = run_eval(run, out=out, echo=echo, plots=False)  # the record is the product; each eval's table stays
     (row,) = [row for row in result["rows"] if row["policy"] == "full"]
-    completions = {}
-    for line in (out / "completions.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        completions[record["key"]] = record["prediction"]
+    completions = {key: record["prediction"] for (key, _), record in read_completions(out / COMPLETIONS).items()
+                   if record["policy"] == "full"}
     return {"rouge_l": row["rougeL"], "tokens_per_s": row["tokens_per_s"], "samples": result["samples"],
             "completions": completions}
 
