@@ -50,6 +50,11 @@ def _chat_choice(text: str, finish_reason, first: bool) -> dict:
     return {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
 
 
+def _chat_message(text: str, finish_reason) -> dict:
+    return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+            "finish_reason": finish_reason}
+
+
 def _chunk(meta: dict, choice: dict, greencode: dict, usage=None) -> bytes:
     body = {**meta, "choices": [choice], "greencode": greencode}
     if usage is not None:
@@ -81,37 +86,34 @@ def add_routes(app, state: ServerState) -> None:
         return {"id": f"{prefix}-{uuid.uuid4().hex[:24]}", "object": kind, "created": int(time.time()),
                 "model": state.model_id}
 
+    async def answer(request: Request, job, generate, stream: bool, prefix: str, kind: str, chunk_kind: str,
+                     chunk_choice, final_choice):
+        """Server-sent chunks (`chunk_choice` shapes each choice) when `stream`, else one JSON body whose choice
+        is `final_choice(text, finish_reason)`: the same figures either way."""
+        headers = response_headers(job)
+        if stream:
+            return StreamingResponse(_stream(state, job, generate, meta(prefix, chunk_kind), chunk_choice),
+                                     media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+        summary, events = await collect(state, job, request)
+        choice = final_choice(summary.text, FINISH.get(summary.stop_reason, "stop"))
+        body = {**meta(prefix, kind), "choices": [choice], "usage": _usage(summary),
+                "greencode": details(state, job, summary, events, generate)}
+        return JSONResponse(body, headers=headers)
+
     @app.post("/v1/completions", summary="OpenAI completions (prompt + suffix)")
     async def completions(body: CompletionRequest, request: Request):
         generate = validated(state, body.to_generate(), "openai")
         job = await start_job(state, generate, request)
-        headers = response_headers(job)
-        if body.stream:
-            return StreamingResponse(_stream(state, job, generate, meta("cmpl", "text_completion"),
-                                             _completion_choice),
-                                     media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
-        summary, events = await collect(state, job, request)
-        choice = _completion_choice(summary.text, FINISH.get(summary.stop_reason, "stop"), True)
-        answer = {**meta("cmpl", "text_completion"), "choices": [choice], "usage": _usage(summary),
-                  "greencode": details(state, job, summary, events, generate)}
-        return JSONResponse(answer, headers=headers)
+        return await answer(request, job, generate, body.stream, "cmpl", "text_completion", "text_completion",
+                            _completion_choice, lambda text, finish: _completion_choice(text, finish, True))
 
     @app.post("/v1/chat/completions", summary="OpenAI chat completions (messages, through the chat template)")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         prompt, ids = render_conversation(state, body.messages)
         generate = validated(state, body.to_generate(prompt, state.config.serve.max_new_tokens_cap), "openai")
         job = await start_job(state, generate, request, prompt_ids=ids)
-        headers = response_headers(job)
-        if body.stream:
-            return StreamingResponse(_stream(state, job, generate, meta("chatcmpl", "chat.completion.chunk"),
-                                             _chat_choice),
-                                     media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
-        summary, events = await collect(state, job, request)
-        choice = {"index": 0, "message": {"role": "assistant", "content": summary.text}, "logprobs": None,
-                  "finish_reason": FINISH.get(summary.stop_reason, "stop")}
-        answer = {**meta("chatcmpl", "chat.completion"), "choices": [choice], "usage": _usage(summary),
-                  "greencode": details(state, job, summary, events, generate)}
-        return JSONResponse(answer, headers=headers)
+        return await answer(request, job, generate, body.stream, "chatcmpl", "chat.completion",
+                            "chat.completion.chunk", _chat_choice, _chat_message)
 
     @app.get("/v1/models", summary="OpenAI models: the one this server serves")
     async def models():
