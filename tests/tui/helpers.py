@@ -35,3 +35,13 @@ async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "conditi
 
 async def loaded(pilot) -> None:
     await wait_for(pilot, lambda: pilot.app.engine is not None or pilot.app.model_error, what="the model")
+
+
+async def completed(pilot, timeout: float = 10.0):
+    """F5, then wait until the completion it started has finished; its summary."""
+    app = pilot.app
+    app.live = None
+    await pilot.press("f5")
+    await wait_for(pilot, lambda: app.live is not None and app.live.summary is not None, timeout=timeout,
+                   what="a completion")
+    return app.live.summary

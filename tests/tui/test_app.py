@@ -8,7 +8,7 @@ import pytest
 
 from greencode.errors import GreencodeError
 from tests.tui.fake_engine import FakeEngine
-from tests.tui.helpers import EXAMPLE, loaded, make_app, wait_for
+from tests.tui.helpers import EXAMPLE, completed, loaded, make_app, wait_for
 from tui.editor import GHOST_META, CodeEditor
 from tui.app import GreencodeApp
 from tui.screens import CompareScreen, ConfirmQuitScreen, HelpScreen
@@ -58,8 +58,7 @@ async def test_tab_inserts_the_completion(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         editor = app.query_one(CodeEditor)
-        await pilot.press("f5")
-        await wait_for(pilot, lambda: app.live is not None and app.live.summary is not None, what="a completion")
+        await completed(pilot)
         assert editor.text == EXAMPLE  # ghost text is not in the buffer
         await pilot.press("tab")
         assert editor.text == EXAMPLE + "print(fibonacci(10))"
@@ -220,8 +219,7 @@ async def test_side_panel_figures_follow_the_tokens(tmp_path):
     app, engine, _ = make_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
-        await pilot.press("f5")
-        await wait_for(pilot, lambda: app.live and app.live.summary, what="a completion")
+        await completed(pilot)
         stats = app.live.stats
         summary = app.live.summary
         assert stats.tokens == summary.tokens == 9

@@ -8,7 +8,7 @@ import pytest
 
 from greencode.decoding.engine import EarlyExitEngine
 from tests.conftest import _load
-from tests.tui.helpers import loaded, make_app, wait_for
+from tests.tui.helpers import completed, loaded, make_app, wait_for
 from tui.editor import CodeEditor
 from tui.inspector import InspectorScreen
 from tui.screens import CompareScreen
@@ -76,8 +76,7 @@ async def test_esc_that_closes_the_compare_view_keeps_the_completion_underneath(
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         editor = app.query_one(CodeEditor)
-        await pilot.press("f5")
-        await wait_for(pilot, lambda: app.live is not None and app.live.summary is not None, what="a completion")
+        await completed(pilot)
         shown = editor.ghost_text
         assert shown
         await pilot.press("f4")

@@ -10,21 +10,13 @@ import pytest
 
 from greencode.config import load_config
 from greencode.files.source import open_source
-from tests.tui.helpers import wait_for
+from tests.tui.helpers import completed, wait_for
 from tui.app import GreencodeApp
 from tui.editor import CodeEditor
 from tui.engines import real_engine_factory
 from tui.settings import settings_from_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "greencode" / "examples" / "fibonacci.py"
-
-
-async def _complete(app, pilot):
-    app.live = None
-    await pilot.press("f5")
-    await wait_for(pilot, lambda: app.live is not None and app.live.summary is not None, timeout=120,
-                   what="a completion")
-    return app.live.summary
 
 
 @pytest.mark.asyncio
@@ -38,10 +30,10 @@ async def test_a_second_completion_runs_only_the_new_tokens(tmp_path):
     async with app.run_test(size=(110, 36)) as pilot:
         await wait_for(pilot, lambda: app.engine is not None or app.model_error, timeout=120, what="the model")
         assert not app.model_error
-        first = await _complete(app, pilot)
+        first = await completed(pilot, timeout=120)
         await pilot.press("escape")
         await pilot.press("x")  # the user types on: the prompt grows by a character
         assert app.query_one(CodeEditor).text != path.read_text()
-        second = await _complete(app, pilot)
+        second = await completed(pilot, timeout=120)
     assert first.reused_prompt_tokens == 0 and app.engine.prefix_cache is not None
     assert second.reused_prompt_tokens >= second.prompt_tokens - 3
