@@ -1,10 +1,10 @@
-"""Which exit agent ships: the supervised one or PPO's, by their held-out trade-off.
+"""Which exit agent ships, by the held-out trade-off of each candidate.
 
 For each threshold T an agent exits a held-out token at the first exit point where P(exit) >= T. That
 gives two figures per T: token agreement (the exit's token equals full depth's, as decoding picks it)
 and a modelled speed-up (from the engine's cost model, with the exit head's real size; labelled modelled).
-An agent's trade-off is its best modelled speed-up at an agreement of at least MIN_AGREEMENT; PPO ships
-when its figure is at least the supervised agent's.
+An agent's trade-off is its best modelled speed-up at an agreement of at least MIN_AGREEMENT; the candidate
+(supervised on trajectories, supervised on teacher-forced states, PPO) with the best one ships.
 """
 
 from __future__ import annotations
@@ -66,13 +66,11 @@ def trade_off(figures: dict[str, dict], min_agreement: float = MIN_AGREEMENT) ->
     return max(ok) if ok else (1.0, None)
 
 
-def choose(supervised: dict[str, dict], ppo: dict[str, dict] | None) -> tuple[str, str]:
-    """('supervised' | 'ppo', why)."""
-    sup_speed, sup_t = trade_off(supervised)
-    if ppo is None:
-        return "supervised", "PPO was not run"
-    ppo_speed, ppo_t = trade_off(ppo)
-    line = (f"at held-out token agreement >= {MIN_AGREEMENT:.0%}: PPO {ppo_speed:.3f}x (T={ppo_t}), "
-            f"supervised {sup_speed:.3f}x (T={sup_t}), modelled")
-    return ("ppo", line + "; PPO is at least as good") if ppo_speed >= sup_speed else \
-        ("supervised", line + "; the supervised agent is better")
+def choose(curves: dict[str, dict[str, dict]]) -> tuple[str, str]:
+    """(the agent with the best trade-off, why) over {name: curve}; on a tie the first named wins."""
+    figures = {name: trade_off(curve) for name, curve in curves.items()}
+    best = max(figures, key=lambda name: figures[name][0])  # max keeps the first of equals
+    line = ", ".join(f"{name} {speed:.3f}x (T={t})" for name, (speed, t) in figures.items())
+    if len(figures) == 1:
+        return best, f"at held-out token agreement >= {MIN_AGREEMENT:.0%}: {line}, modelled; the only candidate"
+    return best, f"at held-out token agreement >= {MIN_AGREEMENT:.0%}: {line}, modelled; {best} is best"

@@ -6,7 +6,8 @@ only the train and validation splits are read here, so the test split stays for 
 State cache: the frozen model runs once over windows of the corpus and keeps, per token, the hidden state
 at every exit point and after the last layer (float16, to fit in memory), plus the final layer's top-k
 log-probabilities over the full vocabulary (float32; the distillation target) and its top-1.
-Saved as one safetensors file, so a later build reuses it instead of running the model again.
+Saved as part files of PART_WINDOWS windows, so a stopped run resumes and a later build reuses them instead of
+running the model again; they are read back into tensors allocated once (a million tokens take ~12 GB).
 """
 
 from __future__ import annotations
@@ -215,56 +216,88 @@ def collect_states(loaded, pairs: list[tuple[str, list[int]]], exit_points: list
                              torch.cat(logprobs), torch.cat(languages))
 
 
-def concatenate(parts: list[CalibrationStates]) -> CalibrationStates:
+def assemble(part_paths: list[Path]) -> CalibrationStates:
+    """One CalibrationStates from part files, filled into tensors allocated once: a million tokens' states
+    (~12 GB) never sit in memory twice, as concatenating loaded parts would make them."""
     import torch
+    from safetensors import safe_open
 
-    return CalibrationStates({p: torch.cat([s.exits[p] for s in parts]) for p in parts[0].exits},
-                             torch.cat([s.final for s in parts]), torch.cat([s.target_ids for s in parts]),
-                             torch.cat([s.target_logprobs for s in parts]), torch.cat([s.language for s in parts]))
+    shapes: dict[str, tuple] = {}
+    dtypes: dict[str, "torch.dtype"] = {}
+    rows = []
+    for part_path in part_paths:
+        with safe_open(str(part_path), framework="pt") as handle:
+            for key in handle.keys():
+                piece = handle.get_slice(key)
+                shape = piece.get_shape()
+                shapes.setdefault(key, tuple(shape[1:]))
+                dtypes.setdefault(key, piece.get_dtype())
+            rows.append(shape[0])
+    torch_dtypes = {"F16": torch.float16, "F32": torch.float32, "I64": torch.int64, "BF16": torch.bfloat16}
+    total = sum(rows)
+    full = {key: torch.empty((total, *shape), dtype=torch_dtypes[dtypes[key]]) for key, shape in shapes.items()}
+    start = 0
+    for part_path, count in zip(part_paths, rows):
+        with safe_open(str(part_path), framework="pt") as handle:
+            for key in handle.keys():
+                full[key][start:start + count] = handle.get_tensor(key)
+        start += count
+    exits = {int(k.split(".")[1]): v for k, v in full.items() if k.startswith("exit.")}
+    return CalibrationStates(dict(sorted(exits.items())), full["final"], full["target_ids"], full["target_logprobs"],
+                             full["language"])
 
 
-def _matching(path: Path, meta: dict) -> CalibrationStates | None:
+def _matching(path: Path, meta: dict) -> bool:
     if not path.is_file():
-        return None
-    states, saved = CalibrationStates.load(path)
-    return states if {k: saved.get(k) for k in meta} == meta else None
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != STATES_FORMAT:
+        return False
+    saved = json.loads(metadata.get("meta", "{}"))
+    return {k: saved.get(k) for k in meta} == meta
+
+
+def short_languages(chunks: dict[str, list], seq_len: int, tokens_per_language: int) -> dict[str, int]:
+    """{language: tokens it has} for each language whose split holds fewer windows than the budget asks."""
+    return {lang: len(c) * seq_len for lang, c in chunks.items() if len(c) * seq_len < tokens_per_language - seq_len}
 
 
 def cached_states(loaded, files_by_language: dict[str, list], exit_points: list[int], tokens_per_language: int,
-                  seq_len: int, seed: int, path: Path, log=print) -> CalibrationStates:
-    """The states at `path` when they were made for this model, exit points and size; else collect and save.
+                  seq_len: int, seed: int, path: Path, log=print) -> tuple[CalibrationStates, dict[str, int]]:
+    """(states, languages short of the budget: {language: tokens}) for `files_by_language`.
 
-    Collection saves a part file every PART_WINDOWS windows, so a stopped run resumes where it was."""
+    The cache is a set of part files beside `path` (PART_WINDOWS windows each), made for this model, exit
+    points and size: a stopped run resumes from its parts, and a later build reuses them all."""
     meta = {"model": loaded.name, "exit_points": list(exit_points), "tokens_per_language": tokens_per_language,
             "seq_len": seq_len, "seed": seed}
-    states = _matching(path, meta)
-    if states is not None:
-        log(f"reusing cached hidden states in {path} ({states.count} tokens)")
-        return states
     chunks = {lang: windows(files, loaded.tokenizer, seq_len, tokens_per_language, seed)
               for lang, files in files_by_language.items()}
+    short = short_languages(chunks, seq_len, tokens_per_language)
     log("windows: " + ", ".join(f"{lang} {len(c)} x {seq_len} tokens" for lang, c in chunks.items()))
+    for lang, tokens in short.items():
+        log(f"calibration corpus too small: {lang} has {tokens} tokens in {len(chunks[lang])} windows of its split, "
+            f"below the {tokens_per_language} asked; calibrating on what there is")
     pairs = _alternate(chunks)  # languages alternate, so every part holds both
     path.parent.mkdir(parents=True, exist_ok=True)
-    total, started, parts, part_paths = sum(len(c) for _, c in pairs), time.perf_counter(), [], []
+    total, started, part_paths, done, reused = sum(len(c) for _, c in pairs), time.perf_counter(), [], 0, 0
     for number, start in enumerate(range(0, len(pairs), PART_WINDOWS)):
         part_path = path.with_name(f"{path.stem}.part{number:03d}.safetensors")
         part_meta = {**meta, "part": number}
-        part = _matching(part_path, part_meta)
-        if part is None:
-            done = sum(p.count for p in parts)
-            part = collect_states(loaded, pairs[start:start + PART_WINDOWS], exit_points, log,
-                                  progress=(done, total, started))
+        batch = pairs[start:start + PART_WINDOWS]
+        if not _matching(part_path, part_meta):
+            part = collect_states(loaded, batch, exit_points, log, progress=(done, total, started))
             part.save(part_path, part_meta)
+            del part
         else:
-            log(f"reusing {part_path} ({part.count} tokens)")
-        parts.append(part)
+            reused += 1
+        done += sum(len(c) for _, c in batch)
         part_paths.append(part_path)
-    states = concatenate(parts)
-    states.save(path, {**meta, "tokens": states.count})
-    for part_path in part_paths:
-        part_path.unlink()
-    return states
+    if reused:
+        log(f"reused {reused} of {len(part_paths)} cached state parts beside {path}")
+    return assemble(part_paths), short
 
 
 # ---- the shortlist: the most frequent tokens of the train split ---------------------------------------

@@ -123,17 +123,21 @@ def distill(maps: ExitMaps, head: ExitHead, states: CalibrationStates, epochs: f
 
 
 @torch.inference_mode()
-def agreement(head: ExitHead, states: CalibrationStates, maps: ExitMaps | None, batch: int = 2048) -> dict[int, float]:
-    """Per exit point: the share of tokens whose top-1 at the exit equals the final layer's full top-1."""
-    hits = {layer: 0 for layer in states.exits}
+def exit_tokens(head: ExitHead, states: CalibrationStates, maps: ExitMaps | None, batch: int = 2048) -> torch.Tensor:
+    """(N, E) the token each exit point's top-1 gives (exit points in ascending order), as decoding picks it."""
+    points = sorted(states.exits)
+    out = torch.empty(states.count, len(points), dtype=torch.int64)
     for start in range(0, states.count, batch):
-        final = states.final_top1[start:start + batch]
-        for layer, hidden in states.exits.items():
-            h = hidden[start:start + batch].float()
-            if maps is not None:
-                h = maps(layer, h)
-            hits[layer] += int((head.top1(h) == final).sum())
-    return {layer: round(count / max(states.count, 1), 4) for layer, count in hits.items()}
+        for column, layer in enumerate(points):
+            h = states.exits[layer][start:start + batch].float()
+            out[start:start + batch, column] = head.top1(maps(layer, h) if maps is not None else h)
+    return out
+
+
+def agreement(head: ExitHead, states: CalibrationStates, maps: ExitMaps | None) -> dict[int, float]:
+    """Per exit point: the share of tokens whose top-1 at the exit equals the final layer's full top-1."""
+    agrees = (exit_tokens(head, states, maps) == states.final_top1[:, None]).double().mean(0)
+    return {layer: round(float(share), 4) for layer, share in zip(sorted(states.exits), agrees)}
 
 
 def agreement_table(adapter, states: CalibrationStates, maps: ExitMaps | None, heads: dict[str, ExitHead],

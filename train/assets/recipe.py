@@ -9,7 +9,8 @@ SmolLM2-135M, calibrated on Python (the stdlib) and Java (a JDK's src.zip), writ
    the best form on held-out tokens is kept.
 4. Trajectories: greedy continuations in batches (train/agent/batched_trajectories.py), labelled through the
    chosen maps and the shortlist head, exactly as decoding picks an exit's token.
-5. Agents: supervised, and PPO with the paper's rewards; the better held-out trade-off ships (train/agent/choice.py).
+5. Agents: supervised on the trajectories, supervised on the teacher-forced states (train/agent/teacher_forced.py),
+   and PPO with the paper's rewards; the best held-out trade-off on the trajectories ships (train/agent/choice.py).
 6. The knob: agent:T's confirm bound C and what each T means, replayed on validation-split continuations
    (train/assets/knob.py; `greencode train knob` redoes it alone).
 
@@ -45,9 +46,9 @@ class Recipe:
 
     shortlist: int = 8192  # K most frequent train-split tokens
     count_tokens: int = 3_000_000  # tokens counted per language for the shortlist (0 = the whole split)
-    train_tokens: int = 43008  # calibration tokens per language whose states fit the maps (168 windows)
-    validation_tokens: int = 8192  # held-out tokens per language for the agreement figures
-    seq_len: int = 256  # window length of the state cache
+    train_tokens: int = 524_288  # calibration tokens per language whose states fit the maps (1024 windows)
+    validation_tokens: int = 32_768  # held-out tokens per language for the agreement figures
+    seq_len: int = 512  # window length of the state cache: one teacher-forced prefill each
     kl_epochs: float = 2.0  # passes of KL distillation over the cached states (0 = least squares only)
     mlp_rank: int = 64  # rank of the residual MLP per exit (0 = none)
     mlp_epochs: float = 1.0  # passes training the MLP (with the maps)
@@ -58,6 +59,7 @@ class Recipe:
     seed: int = 0  # windows of the state cache, shortlist counting, agents
     trajectory_seed: int = 1  # which files and cuts the trajectories' prompts come from
     knob_samples: int = 80  # validation-split prompts per language for the knob (the stdlib's split has 84 files)
+    teacher_forced_epochs: float = 2.0  # passes of the teacher-forced agent over the train split's states
 
 
 def hardware() -> str:
@@ -95,12 +97,25 @@ def build_shortlist(loaded, corpus: dict, validation: dict, recipe: Recipe, outp
     return ids, report
 
 
-def calibrated_maps(loaded, corpus: dict, validation: dict, shortlist, points: list[int], recipe: Recipe,
+def calibration_states(loaded, corpus: dict, validation: dict, points: list[int], recipe: Recipe, output: Path,
+                       log) -> tuple[dict, dict]:
+    """({split: teacher-forced states}, {split: {language: tokens}} for languages short of the token budget);
+    the states are cached in OUTPUT as part files (train/assets/calibration.py)."""
+    from train.assets.calibration import cached_states
+
+    states, short = {}, {}
+    for split, files, tokens in (("validation", validation, recipe.validation_tokens),
+                                 ("train", corpus, recipe.train_tokens)):
+        states[split], short[split] = cached_states(loaded, files, points, tokens, recipe.seq_len, recipe.seed,
+                                                    output / f"states-{split}.safetensors", log)
+    return states, short
+
+
+def calibrated_maps(loaded, states: dict, short: dict, shortlist, points: list[int], recipe: Recipe,
                     output: Path, log) -> tuple:
     """(exit maps as they ship, their report): the maps OUTPUT holds when made by this recipe, else
-    the hidden states (cached in OUTPUT) and the fits of train/assets/exit_maps.py."""
+    the fits of train/assets/exit_maps.py on the train split's states."""
     from greencode.exits.maps import ExitMaps
-    from train.assets.calibration import cached_states
     from train.assets.exit_maps import calibrate_exit_maps
 
     made_for = {key: getattr(recipe, key) for key in ("shortlist", "count_tokens", "train_tokens", "validation_tokens",
@@ -111,60 +126,79 @@ def calibrated_maps(loaded, corpus: dict, validation: dict, shortlist, points: l
         if saved.get("made_for") == made_for:
             log(f"reusing the exit maps in {output / MAPS_FILE}")
             return ExitMaps.load(output / MAPS_FILE, loaded.hidden_size, exit_points=points), saved["report"]
-    states = {split: cached_states(loaded, files, points, tokens, recipe.seq_len, recipe.seed,
-                                   output / f"states-{split}.safetensors", log)
-              for split, files, tokens in (("validation", validation, recipe.validation_tokens),
-                                           ("train", corpus, recipe.train_tokens))}
     maps, report = calibrate_exit_maps(loaded, states["train"], states["validation"], shortlist,
                                        recipe.kl_epochs, recipe.mlp_rank, recipe.mlp_epochs, log=log)
+    report["corpus_short_of_budget"] = {split: {lang: f"{tokens} tokens" for lang, tokens in langs.items()}
+                                        for split, langs in short.items() if langs} or "none"
     maps.save(output / MAPS_FILE, loaded.name)
     atomic_write_text(report_path, json.dumps({"made_for": made_for, "report": report}, indent=2))
     return ExitMaps.load(output / MAPS_FILE, loaded.hidden_size), report  # what ships: float16, read back
 
 
-def train_agents(loaded, cache, config, recipe: Recipe, output: Path, shortlist_size: int, log) -> tuple[Path, dict]:
-    """Supervised agent, and PPO when recipe.timesteps > 0; (the chosen agent's file, the report)."""
+def train_agents(loaded, cache, config, recipe: Recipe, output: Path, states: dict, maps, head, log) -> tuple[Path, dict]:
+    """Three candidates: supervised on the trajectories, supervised on the teacher-forced train states, and
+    PPO when recipe.timesteps > 0; the best held-out trade-off on the trajectories (what decoding feeds the
+    model) ships. Returns (the chosen agent's file, the report)."""
     import dataclasses
 
     from greencode.exits.agent import ExitAgent
     from greencode.decoding.engine import CostModel
     from train.agent.choice import agent_decision_units, choose, curve, oracle_figures
     from train.agent.report import exit_probabilities
+    from train.agent.teacher_forced import as_trajectory_cache, train_teacher_forced_agent
     from train.assets.calibration import progress_line
+    from train.assets.exit_maps import exit_tokens
     from train.agent.ppo import HELD_OUT_FRACTION, train_agent
     from train.agent.supervised import train_supervised_agent
 
     agent_config = dataclasses.replace(config.agent, seed=recipe.seed)
-    cost = CostModel.of(loaded.adapter, shortlist_size or None)
+    cost = CostModel.of(loaded.adapter, len(head.ids) if head.ids is not None else None)
     decision = agent_decision_units(list(agent_config.net_arch), cache.obs_dim, loaded.adapter.layer_bytes)
     _, held_out = cache.split(HELD_OUT_FRACTION, agent_config.seed)
-    log("training the supervised agent (P(exit) = P(the exit's token is full depth's))")
-    supervised = train_supervised_agent(cache, agent_config, output / "agent-supervised", epochs=SUPERVISED_EPOCHS,
+    log("labelling the teacher-forced states (each exit's token through the maps and the shortlist head)")
+    validation = as_trajectory_cache(loaded.adapter, states["validation"],
+                                     exit_tokens(head, states["validation"], maps), loaded.num_layers, loaded.name,
+                                     recipe.seq_len)
+    paths = {"supervised": output / "agent-supervised" / AGENT_FILE,
+             "teacher_forced": output / "agent-teacher-forced" / AGENT_FILE, "ppo": output / "agent-ppo" / AGENT_FILE}
+    log("training the supervised agent on the trajectories (P(exit) = P(the exit's token is full depth's))")
+    supervised = train_supervised_agent(cache, agent_config, paths["supervised"].parent, epochs=SUPERVISED_EPOCHS,
                                         lr=SUPERVISED_LR, held_out_fraction=HELD_OUT_FRACTION, log=log)
-    curves = {"supervised": curve(exit_probabilities(ExitAgent.load(output / "agent-supervised" / AGENT_FILE), held_out),
-                                  held_out, cost, decision)}
+    log(f"training the supervised agent on {states['train'].count} teacher-forced tokens")
+    _, teacher_forced = train_teacher_forced_agent(
+        loaded.adapter, states["train"], exit_tokens(head, states["train"], maps), agent_config, loaded.name,
+        paths["teacher_forced"].parent, recipe.teacher_forced_epochs, SUPERVISED_LR, log=log)
     ppo = None
     if recipe.timesteps > 0:
         log(f"training the PPO agent: {recipe.timesteps} steps with the paper's rewards")
         started = time.perf_counter()
-        ppo = train_agent(cache, agent_config, output / "agent-ppo", recipe.timesteps,
+        ppo = train_agent(cache, agent_config, paths["ppo"].parent, recipe.timesteps,
                           progress=lambda done, total: log(progress_line("PPO", done, total, started, "steps"))
                           if done % 8192 < 512 else None)
-        curves["ppo"] = curve(exit_probabilities(ExitAgent.load(output / "agent-ppo" / AGENT_FILE), held_out),
-                              held_out, cost, decision)
-    chosen, why = choose(curves["supervised"], curves.get("ppo"))
+    candidates = [name for name in paths if name != "ppo" or ppo]
+    curves, teacher_forced_curves = {}, {}
+    for name in candidates:
+        agent = ExitAgent.load(paths[name])
+        curves[name] = curve(exit_probabilities(agent, held_out), held_out, cost, decision)
+        teacher_forced_curves[name] = curve(exit_probabilities(agent, validation), validation, cost, decision)
+    chosen, why = choose(curves)
     log(f"agent: {chosen} ({why})")
     report = {
         "chosen": chosen, "why": why, "held_out_tokens": held_out.num_tokens,
         "held_out_trade_off": curves, "oracle": oracle_figures(held_out, cost),
+        "teacher_forced_held_out": {"tokens": validation.num_tokens, "trade_off": teacher_forced_curves,
+                                    "oracle": oracle_figures(validation, cost),
+                                    "what": "the validation split's teacher-forced states: real code, where the "
+                                            "trajectories are the model's own continuations"},
         "supervised": {k: supervised[k] for k in ("method", "epochs", "seconds", "train_tokens", "positive_rate")},
+        "teacher_forced": teacher_forced,
         "ppo": {k: ppo.get(k) for k in ("timesteps", "seconds", "steps_per_s", "mean_step_reward",
                                         "optimal_exit_rate", "early_exit_rate")} if ppo else "not run (timesteps 0)",
         "decision_cost": {"layer_units": round(decision, 4),
                           "share_of_full_depth_token": round(decision / cost.full_units, 5),
                           "note": "one agent decision (its MLP) against one full-depth token, both in weights read"},
     }
-    return output / f"agent-{chosen}" / AGENT_FILE, report
+    return paths[chosen], report
 
 
 def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, spec: str = "default-base") -> dict:
@@ -184,7 +218,9 @@ def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, sp
     points = exit_points(loaded.num_layers)
     shortlist, shortlist_report = build_shortlist(loaded, corpus, validation, recipe, output, log)
 
-    maps, maps_report = calibrated_maps(loaded, corpus, validation, shortlist, points, recipe, output, log)
+    states, short = calibration_states(loaded, corpus, validation, points, recipe, output, log)
+    maps, maps_report = calibrated_maps(loaded, states, short, shortlist, points, recipe, output, log)
+    head = ExitHead(loaded.adapter, shortlist)
 
     raw_path = output / "raw-trajectories.safetensors"
     meta = {"model": loaded.name, "exit_points": points, "samples_per_language": recipe.trajectory_samples,
@@ -197,9 +233,10 @@ def build_default(config, output: Path, recipe: Recipe = Recipe(), log=print, sp
     else:
         log(f"reusing the trajectories in {raw_path}")
         raw = raw[0]
-    cache = to_trajectory_cache(raw, loaded, maps, ExitHead(loaded.adapter, shortlist))
+    cache = to_trajectory_cache(raw, loaded, maps, head)
     save_cache(cache, output / "trajectories", {"model_spec": f"{spec} + exit maps + shortlist"})
-    agent_path, agent_report = train_agents(loaded, cache, config, recipe, output, len(shortlist), log)
+    agent_path, agent_report = train_agents(loaded, cache, config, recipe, output, states, maps, head, log)
+    del states  # a million tokens' states: ~12 GB the knob's replays need not share memory with
     shutil.copyfile(agent_path, output / AGENT_FILE)
     log("calibrating the knob (confirm bound, what each T means) on validation-split continuations")
     knob = calibrate_knob(config, loaded, output, recipe.knob_samples, recipe.tokens_per_sample, log=log, maps=maps,

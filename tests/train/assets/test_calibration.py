@@ -50,3 +50,24 @@ def test_states_round_trip_and_select_by_language(tmp_path):
     again, meta = CalibrationStates.load(tmp_path / "s.safetensors")
     assert meta == {"seed": 0} and torch.equal(again.exits[4], states.exits[4])
     assert again.only("java").count == 3 and again.spread(2).count == 2
+
+
+def test_state_parts_are_reused_and_a_language_short_of_the_budget_is_reported(tiny_llama, tmp_path, monkeypatch):
+    from greencode.data import CodeFile
+    from train.assets.calibration import cached_states, collect_states
+
+    files = {"python": [CodeFile(f"m{n}.py", f"def f{n}(x):\n    return x + {n}\n" * 12, "python") for n in range(40)],
+             "java": [CodeFile("A.java", "class A { int f(int x) { return x; } }\n" * 6, "java")]}
+    monkeypatch.setattr("train.assets.calibration.PART_WINDOWS", 4)  # several parts from a few windows
+    lines = []
+    states, short = cached_states(tiny_llama, files, [4, 6], 256, 32, 0, tmp_path / "s.safetensors", lines.append)
+    assert set(short) == {"java"} and short["java"] < 256  # one small Java file cannot give 256 tokens
+    assert any(line.startswith("calibration corpus too small: java has") for line in lines)
+    assert states.count == 256 + short["java"] and set(states.exits) == {4, 6}
+    assert len(list(tmp_path.glob("s.part*.safetensors"))) > 1  # several parts, read back into one set
+    lines.clear()
+    again, _ = cached_states(tiny_llama, files, [4, 6], 256, 32, 0, tmp_path / "s.safetensors", lines.append)
+    assert any(line.startswith("reused") for line in lines) and not any("caching" in line for line in lines)
+    assert torch.equal(again.exits[6], states.exits[6]) and torch.equal(again.target_ids, states.target_ids)
+    first = collect_states(tiny_llama, [("python", [1, 2, 3])], [4, 6], log=lambda line: None)
+    assert first.count == 3 and first.final.dtype == torch.float16

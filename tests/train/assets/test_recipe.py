@@ -71,8 +71,12 @@ def test_the_recipe_builds_and_installs_on_a_tiny_model(tmp_path):
     assert set(agreement["kl"]) == {"python", "java"} and set(agreement["kl"]["java"]) == {"full", "shortlist"}
     assert manifest["adaptation"]["chosen"] in agreement
     assert set(manifest["adaptation"]["agreement_after"]) == {"4", "6", "10"}  # what `greencode info` shows
-    assert manifest["agent_training"]["chosen"] in ("supervised", "ppo") and manifest["agent_training"]["why"]
-    assert set(manifest["agent_training"]["held_out_trade_off"]) == {"supervised", "ppo"}
+    training = manifest["agent_training"]
+    assert training["chosen"] in ("supervised", "teacher_forced", "ppo") and training["why"]
+    assert set(training["held_out_trade_off"]) == set(training["teacher_forced_held_out"]["trade_off"]) \
+        == {"supervised", "teacher_forced", "ppo"}
+    assert training["teacher_forced"]["train_tokens"] == manifest["adaptation"]["train_tokens"]["python"] * 2
+    assert manifest["adaptation"]["corpus_short_of_budget"] == "none"
     assert 0 < manifest["agent_training"]["decision_cost"]["share_of_full_depth_token"] < 0.05
     assert set(manifest["shortlist_report"]["held_out_coverage"]) == {"python", "java"}
     knob = manifest["knob"]  # agent:T's confirm bound and each T's meaning, on the validation split
