@@ -282,21 +282,17 @@ def cached_states(loaded, files_by_language: dict[str, list], exit_points: list[
             f"below the {tokens_per_language} asked; calibrating on what there is")
     pairs = _alternate(chunks)  # languages alternate, so every part holds both
     path.parent.mkdir(parents=True, exist_ok=True)
-    total, started, part_paths, done, reused = sum(len(c) for _, c in pairs), time.perf_counter(), [], 0, 0
-    for number, start in enumerate(range(0, len(pairs), PART_WINDOWS)):
-        part_path = path.with_name(f"{path.stem}.part{number:03d}.safetensors")
-        part_meta = {**meta, "part": number}
-        batch = pairs[start:start + PART_WINDOWS]
-        if not _matching(part_path, part_meta):
-            part = collect_states(loaded, batch, exit_points, log, progress=(done, total, started))
-            part.save(part_path, part_meta)
-            del part
-        else:
-            reused += 1
+    parts = [(path.with_name(f"{path.stem}.part{number:03d}.safetensors"), {**meta, "part": number},
+              pairs[start:start + PART_WINDOWS]) for number, start in enumerate(range(0, len(pairs), PART_WINDOWS))]
+    missing = [(part_path, part_meta, batch) for part_path, part_meta, batch in parts
+               if not _matching(part_path, part_meta)]
+    if len(missing) < len(parts):
+        log(f"reusing {len(parts) - len(missing)} of {len(parts)} cached state parts beside {path}")
+    total, started, done = sum(len(c) for *_, batch in missing for _, c in batch), time.perf_counter(), 0
+    for part_path, part_meta, batch in missing:  # the log's rate and ETA count only what runs now
+        collect_states(loaded, batch, exit_points, log, progress=(done, total, started)).save(part_path, part_meta)
         done += sum(len(c) for _, c in batch)
-        part_paths.append(part_path)
-    if reused:
-        log(f"reused {reused} of {len(part_paths)} cached state parts beside {path}")
+    part_paths = [part_path for part_path, *_ in parts]
     return assemble(part_paths), short
 
 

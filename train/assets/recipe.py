@@ -49,8 +49,8 @@ class Recipe:
     train_tokens: int = 524_288  # calibration tokens per language whose states fit the maps (1024 windows)
     validation_tokens: int = 32_768  # held-out tokens per language for the agreement figures
     seq_len: int = 512  # window length of the state cache: one teacher-forced prefill each
-    kl_epochs: float = 2.0  # passes of KL distillation over the cached states (0 = least squares only)
-    mlp_rank: int = 64  # rank of the residual MLP per exit (0 = none)
+    kl_epochs: float = 1.0  # passes of KL distillation over the cached states (0 = least squares only)
+    mlp_rank: int = 256  # rank of the residual MLP per exit (0 = none): 8% of a layer per exit
     mlp_epochs: float = 1.0  # passes training the MLP (with the maps)
     trajectory_samples: int = 440  # prompts per language for the agent's trajectories
     tokens_per_sample: int = 24  # greedy tokens generated per prompt

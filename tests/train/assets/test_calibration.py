@@ -67,7 +67,7 @@ def test_state_parts_are_reused_and_a_language_short_of_the_budget_is_reported(t
     assert len(list(tmp_path.glob("s.part*.safetensors"))) > 1  # several parts, read back into one set
     lines.clear()
     again, _ = cached_states(tiny_llama, files, [4, 6], 256, 32, 0, tmp_path / "s.safetensors", lines.append)
-    assert any(line.startswith("reused") for line in lines) and not any("caching" in line for line in lines)
+    assert any(line.startswith("reusing") for line in lines) and not any("caching" in line for line in lines)
     assert torch.equal(again.exits[6], states.exits[6]) and torch.equal(again.target_ids, states.target_ids)
     first = collect_states(tiny_llama, [("python", [1, 2, 3])], [4, 6], log=lambda line: None)
     assert first.count == 3 and first.final.dtype == torch.float16
