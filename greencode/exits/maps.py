@@ -12,7 +12,7 @@ Optionally each exit also has a small low-rank residual MLP on the same input (v
 
     logits_e = lm_head(final_norm(W_e n(h_e) + b_e + U_e gelu(V_e n(h_e) + c_e)))   V_e: (r, d), U_e: (d, r)
 
-U_e starts at zero, so a fresh MLP changes nothing. It costs 2 r d multiply-adds per exit (r = 64: 2% of a layer).
+U_e starts at zero, so a fresh MLP changes nothing. It costs 2 r d multiply-adds per exit (the shipped r = 256: 8% of a layer).
 
 File format, safetensors with float16 tensors and metadata {format, hidden_size, exit_points (JSON),
 normalize (true|false), base_model}:

@@ -15,8 +15,9 @@ def command(ctx: typer.Context,
                                        "a later run reuses: hidden states, trajectories)."),
             shortlist: int = typer.Option(Recipe.shortlist, help="K: the exit head's tokens, the K most frequent of the train split."),
             count_tokens: int = typer.Option(Recipe.count_tokens, help="Tokens counted per language for the shortlist (0 = all)."),
-            train_tokens: int = typer.Option(Recipe.train_tokens, help="Calibration tokens per language whose hidden states fit "
-                                             "the exit maps."),
+            train_tokens: int = typer.Option(Recipe.train_tokens, help="Teacher-forced calibration tokens per language whose "
+                                             "hidden states fit the exit maps and teach the agent (the default "
+                                             "holds ~13 GB of states in memory)."),
             validation_tokens: int = typer.Option(Recipe.validation_tokens, help="Held-out tokens per language for the agreement figures."),
             kl_epochs: float = typer.Option(Recipe.kl_epochs, help="Passes of KL distillation through the shortlist head "
                                             "(0 = least squares only)."),
