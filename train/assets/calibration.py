@@ -248,21 +248,23 @@ def assemble(part_paths: list[Path]) -> CalibrationStates:
 
 
 def _matching(path: Path, meta: dict) -> bool:
+    """Does `path` hold a readable part made for `meta`? (an unreadable one is simply made again)"""
     if not path.is_file():
         return False
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get("format") != STATES_FORMAT:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        saved = json.loads(metadata.get("meta", "{}"))
+    except (SafetensorError, OSError, ValueError):
         return False
-    saved = json.loads(metadata.get("meta", "{}"))
-    return {k: saved.get(k) for k in meta} == meta
+    return metadata.get("format") == STATES_FORMAT and {k: saved.get(k) for k in meta} == meta
 
 
 def short_languages(chunks: dict[str, list], seq_len: int, tokens_per_language: int) -> dict[str, int]:
     """{language: tokens it has} for each language whose split holds fewer windows than the budget asks."""
-    return {lang: len(c) * seq_len for lang, c in chunks.items() if len(c) * seq_len < tokens_per_language - seq_len}
+    return {lang: len(c) * seq_len for lang, c in chunks.items() if len(c) * seq_len < tokens_per_language}
 
 
 def cached_states(loaded, files_by_language: dict[str, list], exit_points: list[int], tokens_per_language: int,
@@ -275,6 +277,10 @@ def cached_states(loaded, files_by_language: dict[str, list], exit_points: list[
             "seq_len": seq_len, "seed": seed}
     chunks = {lang: windows(files, loaded.tokenizer, seq_len, tokens_per_language, seed)
               for lang, files in files_by_language.items()}
+    empty = [lang for lang, c in chunks.items() if not c]
+    if empty:
+        raise GreencodeError(f"calibration corpus too small: {', '.join(empty)} has no file of at least {seq_len} "
+                             "tokens in its split; add longer files or point data.corpus at a larger corpus")
     short = short_languages(chunks, seq_len, tokens_per_language)
     log("windows: " + ", ".join(f"{lang} {len(c)} x {seq_len} tokens" for lang, c in chunks.items()))
     for lang, tokens in short.items():

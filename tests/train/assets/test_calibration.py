@@ -71,3 +71,26 @@ def test_state_parts_are_reused_and_a_language_short_of_the_budget_is_reported(t
     assert torch.equal(again.exits[6], states.exits[6]) and torch.equal(again.target_ids, states.target_ids)
     first = collect_states(tiny_llama, [("python", [1, 2, 3])], [4, 6], log=lambda line: None)
     assert first.count == 3 and first.final.dtype == torch.float16
+
+
+def test_a_language_without_one_long_enough_file_is_one_clear_line(tiny_llama, tmp_path):
+    from greencode.data import CodeFile
+    from train.assets.calibration import cached_states
+
+    files = {"python": [CodeFile("m.py", "def f(x):\n    return x\n" * 40, "python")],
+             "java": [CodeFile("A.java", "class A {}\n", "java")]}
+    with pytest.raises(GreencodeError, match="calibration corpus too small: java has no file of at least 32 tokens"):
+        cached_states(tiny_llama, files, [4, 6], 256, 32, 0, tmp_path / "s.safetensors", lambda line: None)
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_an_unreadable_state_part_is_made_again(tiny_llama, tmp_path):
+    from greencode.data import CodeFile
+    from train.assets.calibration import cached_states
+
+    files = {lang: [CodeFile(f"m.{lang}", "def f(x):\n    return x\n" * 40, lang)] for lang in ("python", "java")}
+    first, _ = cached_states(tiny_llama, files, [4], 64, 32, 0, tmp_path / "s.safetensors", lambda line: None)
+    part = next(tmp_path.glob("s.part*.safetensors"))
+    part.write_bytes(b"not a safetensors file")
+    again, _ = cached_states(tiny_llama, files, [4], 64, 32, 0, tmp_path / "s.safetensors", lambda line: None)
+    assert torch.equal(again.exits[4], first.exits[4])
