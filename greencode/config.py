@@ -102,7 +102,7 @@ class RewardConfig:
 @dataclass(frozen=True)
 class AgentConfig:
     path: str = _opt("")  # exported agent (.safetensors); "" = the one shipped with the model, if any
-    threshold: float = _opt(0.8, lo=0.0, hi=1.0)
+    threshold: float = _opt(0.9, lo=0.0, hi=1.0)
     output: str = _opt("runs/agent")
     trajectories: str = _opt("runs/trajectories")
     samples: int = _opt(400, lo=1)  # files sampled for the trajectory cache
@@ -122,7 +122,7 @@ class AgentConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    policy: str = _opt("agent:0.8")  # full | fixed:N | confidence:P | entropy:H | agent:T[:C[:R]]
+    policy: str = _opt("agent:0.9")  # full | fixed:N | confidence:P | entropy:H | agent:T[:C[:R]]
     max_new_tokens: int = _opt(15, lo=1)
     max_context_tokens: int = _opt(512, lo=1)
     temperature: float = _opt(0.0, lo=0.0, hi=MAX_TEMPERATURE)  # 0 = greedy

@@ -35,5 +35,5 @@ def test_complete_on_a_model_without_an_agent_says_so_and_runs(tmp_path):
     code.write_text("def f(x):\n    return x\n")
     result = run_cli("complete", str(code), "--model", "tiny-random-llama", "--max-new-tokens", "3")
     assert result.returncode == 0, result.stderr
-    assert "has no exit agent for agent:0.8: using confidence:0.8" in result.stderr
-    assert "confidence:0.8: 3 tokens" in result.stdout
+    assert "has no exit agent for agent:0.9: using confidence:0.9" in result.stderr
+    assert "confidence:0.9: 3 tokens" in result.stdout

@@ -90,10 +90,10 @@ def test_stream_one_event_per_token_then_the_text(server):
 
 
 def test_a_model_without_an_agent_serves_the_confidence_fallback(tiny):
-    with running_server(EarlyExitEngine(tiny), serve_config(), policy=None) as (url, _):  # [engine].policy agent:0.8
-        assert httpx.get(f"{url}/info").json()["policy"] == "confidence:0.8"
+    with running_server(EarlyExitEngine(tiny), serve_config(), policy=None) as (url, _):  # [engine].policy agent:0.9
+        assert httpx.get(f"{url}/info").json()["policy"] == "confidence:0.9"
         details = _generate(url, parameters={"max_new_tokens": 2}).json()["details"]
-        assert details["policy"] == "confidence:0.8"
+        assert details["policy"] == "confidence:0.9"
 
 
 def test_per_request_policy_overrides_only_that_request(server):
