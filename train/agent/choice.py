@@ -71,6 +71,5 @@ def choose(curves: dict[str, dict[str, dict]]) -> tuple[str, str]:
     figures = {name: trade_off(curve) for name, curve in curves.items()}
     best = max(figures, key=lambda name: figures[name][0])  # max keeps the first of equals
     line = ", ".join(f"{name} {speed:.3f}x (T={t})" for name, (speed, t) in figures.items())
-    if len(figures) == 1:
-        return best, f"at held-out token agreement >= {MIN_AGREEMENT:.0%}: {line}, modelled; the only candidate"
-    return best, f"at held-out token agreement >= {MIN_AGREEMENT:.0%}: {line}, modelled; {best} is best"
+    verdict = "the only candidate" if len(figures) == 1 else f"{best} is best"
+    return best, f"at held-out token agreement >= {MIN_AGREEMENT:.0%}: {line}, modelled; {verdict}"

@@ -21,6 +21,14 @@ from train.agent.trajectories import TrajectoryCache
 ACTIVATION = "tanh"
 
 
+@torch.no_grad()
+def fold_standardisation(net: torch.nn.Sequential, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Fold the input standardisation (x - mean) / std into the first layer: the saved file stays a plain MLP."""
+    first = net[0]
+    first.bias -= (first.weight * (mean / std)).sum(1)
+    first.weight /= std
+
+
 def _features(cache: TrajectoryCache, position_feature: bool) -> torch.Tensor:
     """(N * E, D) observations of every token at every exit point, as agent_observation builds them."""
     from train.agent.env import position_feature_value
@@ -59,10 +67,7 @@ def train_supervised_agent(cache: TrajectoryCache, agent_config, output: str | P
             from train.assets.calibration import progress_line
 
             log(progress_line(f"supervised agent, loss {loss.item():.3f}", epoch + 1, epochs, started, "epochs"))
-    with torch.no_grad():  # fold the input standardisation into the first layer: the file stays a plain MLP
-        first = net[0]
-        first.bias -= (first.weight * (mean / std)).sum(1)
-        first.weight /= std
+    fold_standardisation(net, mean, std)
     seconds = time.perf_counter() - started
     path = save_agent(output / "agent.safetensors", net.state_dict(), list(agent_config.net_arch), ACTIVATION,
                       cache.obs_dim, list(cache.exit_points), cache.model_name, agent_config.position_feature)

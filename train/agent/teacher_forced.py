@@ -54,7 +54,7 @@ def train_teacher_forced_agent(adapter, states: CalibrationStates, exit_tokens: 
     from pathlib import Path
 
     from greencode.exits.agent import build_mlp, save_agent
-    from train.agent.supervised import ACTIVATION
+    from train.agent.supervised import ACTIVATION, fold_standardisation
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -82,10 +82,7 @@ def train_teacher_forced_agent(adapter, states: CalibrationStates, exit_tokens: 
             last_log = time.perf_counter()
             log(progress_line(f"teacher-forced agent, loss {loss.item():.3f}", (step + 1) * TOKENS_PER_BATCH,
                               steps * TOKENS_PER_BATCH, started))
-    with torch.no_grad():  # fold the input standardisation into the first layer: the file stays a plain MLP
-        first = net[0]
-        first.bias -= (first.weight * (mean / std)).sum(1)
-        first.weight /= std
+    fold_standardisation(net, mean, std)
     obs_dim = probe.shape[1] - int(agent_config.position_feature)
     path = save_agent(output / "agent.safetensors", net.state_dict(), list(agent_config.net_arch), ACTIVATION,
                       obs_dim, sorted(states.exits), model_name, agent_config.position_feature)

@@ -149,17 +149,13 @@ class CalibrationStates:
 
     @classmethod
     def load(cls, path: Path) -> tuple["CalibrationStates", dict]:
-        from safetensors.torch import load_file
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         if metadata.get("format") != STATES_FORMAT:
             raise GreencodeError(f"{path}: not a greencode calibration-states file")
-        tensors = load_file(str(path))
-        exits = {int(k.split(".")[1]): v for k, v in tensors.items() if k.startswith("exit.")}
-        return cls(dict(sorted(exits.items())), tensors["final"], tensors["target_ids"], tensors["target_logprobs"],
-                   tensors["language"]), json.loads(metadata["meta"])
+        return assemble([path]), json.loads(metadata["meta"])
 
 
 def progress_line(what: str, done: int, total: int, started: float, unit: str = "tokens") -> str:
@@ -222,25 +218,19 @@ def assemble(part_paths: list[Path]) -> CalibrationStates:
     import torch
     from safetensors import safe_open
 
-    shapes: dict[str, tuple] = {}
-    dtypes: dict[str, "torch.dtype"] = {}
     rows = []
-    for part_path in part_paths:
+    for part_path in part_paths:  # row counts from the headers, so the tensors are allocated at their full size
         with safe_open(str(part_path), framework="pt") as handle:
-            for key in handle.keys():
-                piece = handle.get_slice(key)
-                shape = piece.get_shape()
-                shapes.setdefault(key, tuple(shape[1:]))
-                dtypes.setdefault(key, piece.get_dtype())
-            rows.append(shape[0])
-    torch_dtypes = {"F16": torch.float16, "F32": torch.float32, "I64": torch.int64, "BF16": torch.bfloat16}
-    total = sum(rows)
-    full = {key: torch.empty((total, *shape), dtype=torch_dtypes[dtypes[key]]) for key, shape in shapes.items()}
+            rows.append(handle.get_slice("final").get_shape()[0])
+    full: dict[str, torch.Tensor] = {}
     start = 0
     for part_path, count in zip(part_paths, rows):
         with safe_open(str(part_path), framework="pt") as handle:
             for key in handle.keys():
-                full[key][start:start + count] = handle.get_tensor(key)
+                piece = handle.get_tensor(key)
+                if key not in full:
+                    full[key] = torch.empty((sum(rows), *piece.shape[1:]), dtype=piece.dtype)
+                full[key][start:start + count] = piece
         start += count
     exits = {int(k.split(".")[1]): v for k, v in full.items() if k.startswith("exit.")}
     return CalibrationStates(dict(sorted(exits.items())), full["final"], full["target_ids"], full["target_logprobs"],
